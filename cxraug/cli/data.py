@@ -1,0 +1,70 @@
+"""``cxraug data``: inspect datasets, make splits and subsets, fill the image cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cxraug.cli.common import DataOpt, KindOpt, console, table
+from cxraug.data import labels as L
+
+data_app = typer.Typer(help="Inspect datasets, make patient-level splits and real-data subsets.",
+                       no_args_is_help=True)
+
+
+@data_app.command("info")
+def info(data: Optional[str] = DataOpt, kind: str = KindOpt,
+         iu: bool = typer.Option(False, "--iu", help="The IU-Xray reports shipped in torchxrayvision."),
+         all_views: bool = typer.Option(False, "--all-views", help="Keep lateral views."),
+         splits: bool = typer.Option(True, help="Also show counts per assigned split."),
+         seed: int = typer.Option(0, help="Split seed.")) -> None:
+    """Counts per split and label for a dataset (default: the embedded Kermany sample)."""
+    from cxraug.data.adapters import load_dataset, resolve_data
+    from cxraug.data.splits import assign_splits
+
+    if iu:
+        from cxraug.data.iu import load_iu_dataset
+
+        ds = load_iu_dataset(images=Path(data) if data else None)
+    else:
+        ds = load_dataset(resolve_data(data), kind, frontal=not all_views)
+    console.print(f"[bold]{ds.name}[/]: {len(ds)} images, {ds.table['patient_id'].nunique()} patients, "
+                  f"reports: {'yes' if ds.has_reports() else 'no'}  ({ds.root})")
+    for f in ds.filters:
+        console.print(f"  filter: {f}")
+    by = None
+    if splits and len(ds) > 1:
+        ds = assign_splits(ds, seed=seed)
+        by = "assigned_split"
+        for f in ds.filters[len(ds.filters) - 1:]:
+            if "official test split" in f:
+                console.print(f"  split: {f}")
+    groups = ([g for g in ("train", "val", "test", "excluded") if (ds.table[by] == g).any()]
+              if by else ["all"])
+    parts = {g: (ds.table[ds.table[by] == g] if by else ds.table) for g in groups}
+    rows = [["images", *[len(parts[g]) for g in groups]],
+            ["patients", *[parts[g]["patient_id"].nunique() for g in groups]]]
+    for o in L.OBSERVATIONS:
+        if ds.table[o].isna().all():
+            continue  # this source does not label o
+        cells = []
+        for g in groups:
+            col = parts[g][o]
+            unc = int((col == L.UNCERTAIN).sum())
+            cells.append(f"{int((col == L.POSITIVE).sum())}" + (f" (+{unc} unc.)" if unc else ""))
+        rows.append([o, *cells])
+    for extra in ds.extra_labels:
+        col = ds.table[extra]
+        numeric = col.map(lambda v: isinstance(v, (int, float))).all()
+        cells = [str(int(parts[g][extra].astype(float).sum())) if numeric else
+                 ", ".join(f"{k} {v}" for k, v in parts[g][extra].value_counts().sort_index().items())
+                 for g in groups]
+        rows.append([f"{extra} (not CheXpert)", *cells])
+    console.print(table(f"positives per label ({ds.name}; blank-only observations omitted)",
+                        ["label", *groups], rows))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")

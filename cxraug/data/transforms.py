@@ -1,0 +1,181 @@
+"""Pixel conventions: the only place where chest X-ray pixel ranges are converted.
+
+Images live in three ranges, each owned by one function pair here:
+
+* storage: ``uint8`` ``[H, W]``, single channel, 0 = black (air) - what PNGs and the cache hold;
+* generator: ``float32`` ``[-1, 1]``, ``[B, 1, H, W]`` - VAE and diffusion inputs/outputs;
+* classifier: ``float32`` ``(x/255 - mean) / std`` with one channel - timm models (``in_chans=1``);
+* torchxrayvision: ``float32`` ``[-1024, 1024]`` - the range its pretrained models expect.
+
+Resizing preserves the aspect ratio (pad or centre-crop to square), and nothing in cxraug flips
+an image horizontally: a chest X-ray's left and right are anatomy (heart, aortic knob), not noise.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from cxraug.errors import CxraugError
+
+CLASSIFIER_MEAN = 0.5
+CLASSIFIER_STD = 0.25
+XRV_MAX = 1024.0
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+class ImageReadError(CxraugError, ValueError):
+    """An image file that is missing, truncated or not an image."""
+
+
+def load_grayscale(path: str | Path) -> np.ndarray:
+    """Read an image file as ``uint8 [H, W]`` grayscale (PNG/JPEG/..., or DICOM by suffix).
+
+    16-bit PNGs are rescaled by their own min/max; colour images are converted to luminance.
+    Raises :class:`ImageReadError` naming the file for missing, truncated or unreadable files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: image file not found")
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return load_dicom(path)
+    try:
+        with Image.open(path) as im:
+            im.load()  # force decoding so truncated files fail here, not later
+            if im.mode in ("I;16", "I;16B", "I", "F"):
+                return _rescale_to_uint8(np.asarray(im, dtype=np.float32))
+            return np.asarray(im.convert("L"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ImageReadError(f"{path}: not a readable image ({e}); re-export it as PNG or JPEG") from e
+
+
+def _rescale_to_uint8(a: np.ndarray) -> np.ndarray:
+    lo, hi = float(np.min(a)), float(np.max(a))
+    if hi <= lo:
+        return np.zeros(a.shape, dtype=np.uint8)
+    return np.round((a - lo) / (hi - lo) * 255.0).astype(np.uint8)
+
+
+def load_dicom(path: str | Path) -> np.ndarray:
+    """Read a DICOM radiograph as ``uint8 [H, W]`` with bone bright.
+
+    Applies the modality LUT (rescale slope/intercept) and the VOI LUT / window from the header,
+    and inverts MONOCHROME1 images (where high values are dark) so the result always displays
+    like a MONOCHROME2 radiograph.
+    """
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    path = Path(path)
+    try:
+        ds = pydicom.dcmread(str(path))
+        arr = ds.pixel_array
+    except Exception as e:  # pydicom raises many types for broken files
+        raise ImageReadError(f"{path}: not a readable DICOM image ({e})") from e
+    if arr.ndim != 2:
+        raise ImageReadError(f"{path}: expected a single-frame grayscale DICOM, got shape {arr.shape}")
+    arr = apply_modality_lut(arr, ds)
+    arr = apply_voi_lut(arr, ds, index=0)
+    arr = _rescale_to_uint8(np.asarray(arr, dtype=np.float32))
+    if str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
+        arr = 255 - arr
+    return arr
+
+
+def decode_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return np.asarray(im.convert("L"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError) as e:
+        raise ImageReadError(f"{name}: not a readable image ({e})") from e
+
+
+def resize_square(img: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:
+    """Aspect-preserving resize of ``uint8 [H, W]`` to ``[size, size]``.
+
+    ``mode="pad"`` fits the whole image and pads the short side with black (nothing is cut off);
+    ``mode="crop"`` fills the square and centre-crops the long side.
+    """
+    if img.ndim != 2:
+        raise ValueError(f"expected a grayscale [H, W] image, got shape {img.shape}")
+    h, w = img.shape
+    if h == w == size:
+        return img
+    scale = (min if mode == "pad" else max)(size / h, size / w)
+    if mode not in ("pad", "crop"):
+        raise ValueError(f"resize mode must be 'pad' or 'crop', got {mode!r}")
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = np.asarray(Image.fromarray(img).resize((nw, nh), Image.Resampling.BICUBIC if scale > 1
+                                                     else Image.Resampling.LANCZOS))
+    out = np.zeros((size, size), dtype=np.uint8)
+    if mode == "pad":
+        top, left = (size - nh) // 2, (size - nw) // 2
+        out[top:top + nh, left:left + nw] = resized
+    else:
+        top, left = (nh - size) // 2, (nw - size) // 2
+        out[:] = resized[top:top + size, left:left + size]
+    return out
+
+
+# ------------------------------------------------------------------------------ range changes
+
+def uint8_to_model(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``uint8 [..., H, W]`` -> generator range ``float32 [-1, 1]`` with a channel axis added."""
+    t = torch.as_tensor(np.asarray(x)) if not torch.is_tensor(x) else x
+    t = t.to(torch.float32) / 127.5 - 1.0
+    return t.unsqueeze(-3)
+
+
+def model_to_uint8(x: torch.Tensor) -> np.ndarray:
+    """Generator range ``[B, 1, H, W]`` (or ``[1, H, W]``) -> ``uint8 [B, H, W]``, clamped."""
+    if x.shape[-3] != 1:
+        raise ValueError(f"expected single-channel images [.., 1, H, W], got {tuple(x.shape)}")
+    y = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return y.squeeze(-3).cpu().numpy()
+
+
+def model_to_classifier(x: torch.Tensor) -> torch.Tensor:
+    """Generator range ``[-1, 1]`` -> classifier input."""
+    return ((x + 1.0) / 2.0 - CLASSIFIER_MEAN) / CLASSIFIER_STD
+
+
+def uint8_to_classifier(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``uint8 [..., H, W]`` -> classifier input ``float32 [..., 1, H, W]``."""
+    return model_to_classifier(uint8_to_model(x))
+
+
+def uint8_to_xrv(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``uint8 [..., H, W]`` -> torchxrayvision's ``[-1024, 1024]`` with a channel axis."""
+    return uint8_to_model(x) * XRV_MAX
+
+
+def gray_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """Repeat one channel to three, for pretrained RGB components (SD VAE, CLIP towers) only."""
+    if x.shape[-3] != 1:
+        raise ValueError(f"expected a single-channel tensor, got {tuple(x.shape)}")
+    return x.expand(*x.shape[:-3], 3, *x.shape[-2:])
+
+
+def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
+    """Average three channels back to one (outputs of RGB decoders)."""
+    return x.mean(dim=-3, keepdim=True)
+
+
+_warned: set[str] = set()
+
+
+def check_model_range(x: torch.Tensor, where: str = "batch") -> None:
+    """Warn once per ``where`` if a generator-range batch is clearly outside [-1, 1]."""
+    if where in _warned:
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1.05 or hi > 1.05 or (hi - lo) < 1e-3:
+        _warned.add(where)
+        warnings.warn(f"{where}: expected pixels in [-1, 1], got [{lo:.3g}, {hi:.3g}]", stacklevel=2)

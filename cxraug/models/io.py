@@ -1,0 +1,119 @@
+"""Model artifacts: a component is its constructor arguments saved beside its weights.
+
+Every trainable component (VAE wrapper, report encoder + squeeze, denoiser, disease adapter,
+classifier) is saved as one folder::
+
+    folder/config.json        {"class": "UViT", "args": {...constructor...}, "meta": {...}}
+    folder/model.safetensors  the state dict of the unwrapped, uncompiled module
+
+``meta`` carries what a user needs to feed the component: label order, image size, pixel range,
+latent scale. Loading needs that folder alone, and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from cxraug.errors import WeightsError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+_REGISTRY: dict[str, type[nn.Module]] = {}
+
+
+def register(cls: type[nn.Module]) -> type[nn.Module]:
+    """Class decorator: make ``cls`` loadable by name from a component folder."""
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
+class Component(nn.Module):
+    """Base for saveable modules: subclasses call ``self.save_args(locals())`` in ``__init__``."""
+
+    args: dict[str, Any]
+
+    def save_args(self, local_vars: dict[str, Any]) -> None:
+        self.args = {k: v for k, v in local_vars.items() if k not in ("self", "__class__")}
+
+    def save_pretrained(self, folder: str | Path, meta: dict[str, Any] | None = None) -> Path:
+        return save_component(self, folder, meta)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu"):
+        model = load_component(folder, map_location)
+        if not isinstance(model, cls):
+            raise WeightsError(f"{folder}: holds a {type(model).__name__}, expected a {cls.__name__}")
+        return model
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """Strip DDP/accelerate and torch.compile wrappers before saving."""
+    while True:
+        if hasattr(module, "_orig_mod"):
+            module = module._orig_mod
+        elif hasattr(module, "module") and isinstance(module.module, nn.Module):
+            module = module.module
+        else:
+            return module
+
+
+def save_component(module: nn.Module, folder: str | Path, meta: dict[str, Any] | None = None,
+                   state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` for a :class:`Component` into ``folder``.
+
+    Files are written to temporaries and renamed, so an interrupted save never leaves a
+    half-written component.
+    """
+    module = unwrap(module)
+    if not hasattr(module, "args"):
+        raise TypeError(f"{type(module).__name__} does not record its constructor args")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sd = state_dict if state_dict is not None else module.state_dict()
+    sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
+    config = {"class": type(module).__name__, "args": module.args, "meta": meta or {}}
+    tmp_w, tmp_c = folder / (WEIGHTS_NAME + ".tmp"), folder / (CONFIG_NAME + ".tmp")
+    save_file(sd, str(tmp_w))
+    tmp_c.write_text(json.dumps(config, indent=2, default=str))
+    tmp_w.replace(folder / WEIGHTS_NAME)
+    tmp_c.replace(folder / CONFIG_NAME)
+    return folder
+
+
+def read_config(folder: str | Path) -> dict[str, Any]:
+    folder = Path(folder)
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise WeightsError(f"{folder}: no {CONFIG_NAME} here; expected a component folder saved by cxraug")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise WeightsError(f"{path}: not valid JSON ({e})") from None
+
+
+def load_component(folder: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a component from its folder (class by name, args from config, safetensors weights)."""
+    folder = Path(folder)
+    config = read_config(folder)
+    cls = _REGISTRY.get(config.get("class", ""))
+    if cls is None:
+        raise WeightsError(f"{folder}: unknown component class {config.get('class')!r}; "
+                           f"known: {', '.join(sorted(_REGISTRY)) or 'none imported'}")
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise WeightsError(f"{folder}: {WEIGHTS_NAME} is missing")
+    model = cls(**config["args"])
+    sd = load_file(str(weights), device=str(map_location))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise WeightsError(f"{weights}: weights do not fit {cls.__name__}{config['args']} "
+                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.meta = config.get("meta", {})
+    return model

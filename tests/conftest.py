@@ -1,0 +1,81 @@
+"""Shared fixtures: real-data root, tiny generated datasets, a temporary cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cxraug.data import labels as L
+
+# Keep tests reproducible and polite on a 2-core machine.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("CXRAUG_DATA_ROOT", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own image cache so runs never share state."""
+    monkeypatch.setenv("CXRAUG_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def data_root() -> Path:
+    """The real data folder (``$CXRAUG_DATA_ROOT``, default ``../shared/data``); skips if absent."""
+    if not (DATA_ROOT / "kermany" / "index.csv").is_file():
+        pytest.skip(f"real data not found at {DATA_ROOT}; set CXRAUG_DATA_ROOT")
+    return DATA_ROOT
+
+
+def write_png(path: Path, size: int = 32, seed: int = 0, value: int | None = None) -> Path:
+    """A small synthetic grayscale PNG (a bright 'mediastinum' band on noise)."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 60, (size, size), dtype=np.uint8)
+    img[:, size // 3: size // 2] = 200
+    if value is not None:
+        img[:] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+    return path
+
+
+@pytest.fixture
+def kermany_fixture(tmp_path) -> Path:
+    """A Kermany-layout folder: index.csv + 24 PNGs, 12 patients, official train/test."""
+    root = tmp_path / "kermany"
+    rows = ["image_path,split,patient_id,pneumonia,subtype"]
+    for i in range(24):
+        split = "test" if i >= 18 else "train"
+        pneu = i % 2
+        sub = "normal" if not pneu else ("bacteria" if i % 4 == 1 else "virus")
+        name = f"images_128/{split}_{i:03d}.png"
+        write_png(root / name, seed=i)
+        rows.append(f"{name},{split},P{i // 2:03d},{pneu},{sub}")
+    (root / "index.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture
+def nih_fixture(tmp_path) -> Path:
+    """An NIH-subset-layout folder: index.csv with image_path_64 and 14 label columns."""
+    root = tmp_path / "nih14"
+    names = list(L.NIH_LABELS)
+    header = "image_id,image_path_64,patient_id,follow_up,age,sex,view,finding_labels," + ",".join(names)
+    rows = [header]
+    findings_cycle = ["No Finding", "Pneumonia", "Effusion|Pneumonia", "Mass|Nodule", "Emphysema",
+                      "Infiltration", "Atelectasis|Effusion", "No Finding"]
+    for i in range(40):
+        f = findings_cycle[i % len(findings_cycle)]
+        fs = set(f.split("|"))
+        name = f"images_64/{i:08d}_000.png"
+        write_png(root / name, seed=100 + i)
+        flags = ",".join("1" if n in fs else "0" for n in names)
+        rows.append(f"{i:08d}_000.png,{name},{i // 2},0,50,M,{'AP' if i % 3 else 'PA'},{f},{flags}")
+    (root / "index.csv").write_text("\n".join(rows) + "\n")
+    return root
