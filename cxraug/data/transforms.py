@@ -128,7 +128,7 @@ def resize_square(img: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:
 
 def uint8_to_model(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     """``uint8 [..., H, W]`` -> generator range ``float32 [-1, 1]`` with a channel axis added."""
-    t = torch.as_tensor(np.asarray(x)) if not torch.is_tensor(x) else x
+    t = torch.from_numpy(np.array(x, dtype=np.uint8, copy=True)) if not torch.is_tensor(x) else x
     t = t.to(torch.float32) / 127.5 - 1.0
     return t.unsqueeze(-3)
 

@@ -1,0 +1,121 @@
+"""The Diff-CXR recipe: one typed config for data, latent space, report encoder, denoiser,
+training and sampling. ``recipes/diffcxr-paper.yaml`` holds the paper's values (GPU);
+``recipes/diffcxr-cpu.yaml`` a run that trains on 2 CPU cores in under an hour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cxraug.config import ConfigError
+from cxraug.models.autoencoder import VAEConfig
+from cxraug.text.squeeze import TextConfig
+
+
+@dataclass
+class DataConfig:
+    """Which real images train the generator.
+
+    ``data``: dataset folder / manifest, or ``sample:kermany`` (the embedded sample).
+    ``real_frac`` < 1 trains on the nested real subset of that fraction (the ``--strict`` arm of
+    ``cxraug bench``). ``filter``: an LNFS keep/drop CSV from ``cxraug filter``.
+    ``prompts``: how label-only datasets get text: ``mined`` report-like sentences or the
+    paper's fixed ``paper`` templates.
+    """
+
+    data: str = "sample:kermany"
+    dataset: str = "auto"
+    image_size: int = 64
+    real_frac: float = 1.0
+    split_seed: int = 0
+    subset_seed: int = 0
+    filter: str | None = None
+    prompts: Literal["mined", "paper"] = "mined"
+    skip_bad: bool = False
+
+    def validate(self) -> None:
+        if not 0 < self.real_frac <= 1:
+            raise ConfigError(f"data.real_frac {self.real_frac}: must be in (0, 1]")
+
+
+@dataclass
+class DenoiserConfig:
+    """U-ViT shape (``preset`` from cxraug.models.uvit.PRESETS, then any field overrides)."""
+
+    preset: str = "cpu-192"
+    width: int | None = None
+    depth: int | None = None
+    heads: int | None = None
+    patch_size: int | None = None
+    mlp_ratio: float | None = None
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation. Paper: AdamW 2e-4, wd 0.03, betas (0.9, 0.9), 5k warm-up, EMA 0.9999,
+    condition dropout 0.1, scaled-linear betas 0.00085..0.012 over 1000 steps, epsilon."""
+
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 2e-4
+    weight_decay: float = 0.03
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.9])
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    cond_drop: float = 0.1
+    grad_clip: float = 1.0
+    precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "scaled_linear"
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    sample_every: int = 1000
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.steps <= 0 or self.batch_size <= 0:
+            raise ConfigError("train.steps and train.batch_size must be > 0")
+        if not 0 <= self.cond_drop < 1:
+            raise ConfigError(f"train.cond_drop {self.cond_drop}: must be in [0, 1)")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay {self.ema_decay}: must be in [0, 1)")
+        if len(self.betas) != 2:
+            raise ConfigError("train.betas: give two numbers, e.g. [0.9, 0.9]")
+
+
+@dataclass
+class SampleConfig:
+    """Sampling defaults (paper: DPM-Solver++ 50 steps, guidance 2)."""
+
+    sampler: Literal["dpm++", "ddim"] = "dpm++"
+    steps: int = 50
+    guidance: float = 2.0
+    batch_size: int = 16
+    grid_per_prompt: int = 4
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.steps > 1000:
+            raise ConfigError(f"sample.steps {self.steps}: must be between 1 and 1000")
+        if self.guidance < 0:
+            raise ConfigError(f"sample.guidance {self.guidance}: must be >= 0 (1 = no guidance)")
+
+
+@dataclass
+class DiffCXRConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    adapter: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, warmup_steps=100))
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def validate(self) -> None:
+        if self.vae.image_size != self.data.image_size:
+            raise ConfigError(f"vae.image_size {self.vae.image_size} differs from data.image_size "
+                              f"{self.data.image_size}; set both")

@@ -1,0 +1,161 @@
+"""``DiffCXRPipeline``: reports (+ target labels) -> chest X-rays, from a run folder.
+
+    pipe = DiffCXRPipeline.from_pretrained("runs/kermany-cpu")
+    images = pipe(["Right lower lobe consolidation."], labels=[vec], seeds=[0])   # uint8 [1, H, W]
+
+With a stage-2 adapter in the run, the DKIM hint for each image is the paper's template for
+its target labels ("There is pneumonia."); without labels it is "There is no finding.". The
+hint is never fixed to "no finding" when labels are given (a bug of the public code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxraug.data import labels as L
+from cxraug.diffusion.config import DiffCXRConfig, SampleConfig
+from cxraug.diffusion.sampling import initial_noise, make_sampler, noise_scheduler, sample
+
+
+def build_denoiser(cfg: DiffCXRConfig, space, encoder):
+    """A fresh U-ViT shaped by the preset and overrides, fitted to the latent space and encoder."""
+    from cxraug.errors import CxraugError
+    from cxraug.models.uvit import PRESETS, UViT
+
+    if cfg.denoiser.preset not in PRESETS:
+        raise CxraugError(f"denoiser.preset {cfg.denoiser.preset!r}: choose one of {', '.join(PRESETS)}")
+    args = dict(PRESETS[cfg.denoiser.preset])
+    for k in ("width", "depth", "heads", "patch_size", "mlp_ratio"):
+        v = getattr(cfg.denoiser, k)
+        if v is not None:
+            args[k] = v
+    c, h, _ = space.latent_shape
+    args.update(in_channels=c, latent_size=h, context_dim=encoder.width,
+                num_context_tokens=encoder.cond_tokens,
+                gradient_checkpointing=cfg.denoiser.gradient_checkpointing)
+    return UViT(**args)
+
+
+class DiffCXRPipeline:
+    """Latent space + report encoder + U-ViT (+ optional DKIM adapter) + a sampler."""
+
+    def __init__(self, latent_space, report_encoder, denoiser, adapter=None,
+                 sample_cfg: SampleConfig | None = None, train_cfg=None, device: str = "cpu"):
+        from cxraug.models.adapter import ControlledUViT
+
+        self.space, self.encoder = latent_space.eval(), report_encoder.eval()
+        self.denoiser = denoiser.eval()
+        self.adapter = adapter.eval() if adapter is not None else None
+        self.model = ControlledUViT(denoiser, adapter) if adapter is not None else denoiser
+        self.sample_cfg = sample_cfg or SampleConfig()
+        tc = train_cfg
+        self.train_scheduler = (noise_scheduler(tc.num_train_timesteps, tc.beta_start, tc.beta_end,
+                                                tc.beta_schedule) if tc else noise_scheduler())
+        self.device = torch.device(device)
+        with torch.no_grad():
+            self.null = self.encoder.encode([""])[1][0].float()
+
+    @classmethod
+    def from_pretrained(cls, run_dir: str | Path, device: str = "cpu", use_adapter: bool = True):
+        """Load every component from a run folder written by ``cxraug train``."""
+        from cxraug import config as C
+        from cxraug.diffusion.prepare import RunDir
+        from cxraug.errors import WeightsError
+        from cxraug.models.adapter import DiseaseAdapter
+        from cxraug.models.autoencoder import LatentSpace
+        from cxraug.models.uvit import UViT
+        from cxraug.text.squeeze import ReportEncoder
+
+        run = RunDir(Path(run_dir))
+        if not (run.denoiser / "config.json").is_file():
+            raise WeightsError(f"{run.root}: no trained denoiser (denoiser/config.json); pass a run "
+                               "folder written by cxraug train --stage 1")
+        cfg = C.load(DiffCXRConfig, run.root / "config.yaml") if (run.root / "config.yaml").is_file() \
+            else DiffCXRConfig()
+        space = LatentSpace.load(run.vae, device)
+        encoder = ReportEncoder.from_pretrained(run.text, device)
+        den = UViT.from_pretrained(run.denoiser, device)
+        ada = (DiseaseAdapter.from_pretrained(run.adapter, device)
+               if use_adapter and (run.adapter / "config.json").is_file() else None)
+        pipe = cls(space, encoder, den, ada, cfg.sample, cfg.train, device)
+        pipe.run = run
+        return pipe
+
+    @property
+    def has_adapter(self) -> bool:
+        return self.adapter is not None
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.encoder.encode(list(texts))[1].float().to(self.device)
+
+    @torch.inference_mode()
+    def latents(self, reports: Sequence[str], seeds: Sequence[int], labels: np.ndarray | None = None,
+                steps: int | None = None, guidance: float | None = None,
+                sampler: str | None = None) -> torch.Tensor:
+        """One batch: reports + per-image seeds (+ target labels for the hint) -> ``z_0``."""
+        from cxraug.data.templates import paper_hint
+
+        sc = self.sample_cfg
+        steps, guidance = steps or sc.steps, sc.guidance if guidance is None else guidance
+        scheduler = make_sampler(sampler or sc.sampler, self.train_scheduler)
+        ctx = self.encode(reports)
+        hint = null_hint = None
+        if self.has_adapter:
+            vecs = labels if labels is not None else np.stack([L.empty_vector()] * len(reports))
+            hint = self.encode([paper_hint(v) for v in np.atleast_2d(vecs)])
+            null_hint = self.null
+        noise = initial_noise(seeds, self.space.latent_shape, self.device)
+        return sample(self.model, scheduler, noise, ctx, self.null.to(self.device), steps, guidance,
+                      hint, null_hint)
+
+    @torch.inference_mode()
+    def __call__(self, reports: Sequence[str], seeds: Sequence[int] | None = None,
+                 labels: np.ndarray | None = None, steps: int | None = None,
+                 guidance: float | None = None, sampler: str | None = None,
+                 batch_size: int | None = None) -> np.ndarray:
+        """Reports -> ``uint8 [N, H, W]`` images. ``seeds`` default to ``0..N-1``; image ``i``
+        depends only on its report, labels and seed, never on the batch it ran in."""
+        from cxraug.data.transforms import model_to_uint8
+
+        reports = list(reports)
+        seeds = list(range(len(reports))) if seeds is None else list(seeds)
+        if len(seeds) != len(reports):
+            raise ValueError(f"{len(seeds)} seeds for {len(reports)} reports")
+        bs = batch_size or self.sample_cfg.batch_size
+        out = []
+        for i in range(0, len(reports), bs):
+            lab = None if labels is None else np.atleast_2d(labels)[i:i + bs]
+            z = self.latents(reports[i:i + bs], seeds[i:i + bs], lab, steps, guidance, sampler)
+            out.append(model_to_uint8(self.space.decode(z)))
+        return np.concatenate(out) if out else np.zeros((0, self.space.image_size, self.space.image_size), np.uint8)
+
+
+def grid_image(images: np.ndarray, rows: int) -> np.ndarray:
+    """``uint8 [N, H, W]`` -> one ``uint8`` mosaic with ``rows`` rows (2-pixel gaps)."""
+    n, h, w = images.shape
+    cols = int(np.ceil(n / rows))
+    canvas = np.full((rows * (h + 2), cols * (w + 2)), 255, np.uint8)
+    for k in range(n):
+        r, c = divmod(k, cols)
+        canvas[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = images[k]
+    return canvas
+
+
+def write_grid(pipe: DiffCXRPipeline, prompts: list[tuple[str, np.ndarray]], path: Path,
+               sample_cfg: SampleConfig) -> Path:
+    """A sample grid: one row per fixed validation prompt, ``grid_per_prompt`` seeds each."""
+    from PIL import Image
+
+    k = sample_cfg.grid_per_prompt
+    reports = [p for p, _ in prompts for _ in range(k)]
+    labels = np.stack([v for _, v in prompts for _ in range(k)])
+    images = pipe(reports, seeds=list(range(len(reports))), labels=labels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid_image(images, len(prompts))).save(path)
+    (path.with_suffix(".txt")).write_text("\n".join(p for p, _ in prompts) + "\n")
+    return path

@@ -1,0 +1,137 @@
+"""A Diff-CXR run, stage by stage: latent space -> report encoder -> U-ViT -> DKIM adapter.
+
+Each stage writes its component folder into the run and is skipped when that folder exists, so
+``cxraug train --stage 1`` on a fresh run folder trains (or loads) the VAE and the report
+encoder first, and rerunning an interrupted command resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cxraug import __version__
+from cxraug import config as C
+from cxraug.diffusion.config import DiffCXRConfig
+from cxraug.diffusion.prepare import RunDir, prompts_for, training_dataset
+from cxraug.errors import CxraugError
+
+STAGES = ("vae", "text", "1", "2")
+
+
+def open_run(cfg: DiffCXRConfig, out: Path, overwrite: bool = False) -> RunDir:
+    """Create (or reopen, for resuming) a run folder; the resolved config is written first.
+
+    Reopening with a different config is refused: resuming must continue the same experiment.
+    """
+    run = RunDir(out)
+    saved = run.root / "config.yaml"
+    if saved.is_file() and not overwrite:
+        if C.dump(C.load(DiffCXRConfig, saved)) != C.dump(cfg):
+            raise CxraugError(f"{saved}: this run folder was started with another config; resume with "
+                              "the same recipe/--set, or pass --overwrite to replace it, or another --out")
+    elif saved.is_file() and overwrite:
+        import shutil
+
+        shutil.rmtree(run.root)
+    run.root.mkdir(parents=True, exist_ok=True)
+    C.save(cfg, run.root)
+    return run
+
+
+def _train_images(cfg: DiffCXRConfig, run: RunDir, progress: bool):
+    from cxraug.data.cache import cached_images
+
+    train = training_dataset(cfg, run)
+    images, train, skipped = cached_images(train, cfg.data.image_size, skip_bad=cfg.data.skip_bad,
+                                           progress=progress)
+    return images, train
+
+
+def stage_vae(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Path:
+    """Load the pretrained VAE (``vae.pretrained``) or train a small single-channel one."""
+    from cxraug.models.autoencoder import load_pretrained_vae, train_vae
+
+    if cfg.vae.pretrained:
+        space = load_pretrained_vae(cfg.vae.pretrained, cfg.vae.subfolder or None, cfg.data.image_size)
+        space.save(run.vae, {"pretrained": cfg.vae.pretrained})
+    else:
+        images, _ = _train_images(cfg, run, progress)
+        train_vae(images, cfg.vae, run.vae, progress=progress)
+    return run.vae
+
+
+def stage_text(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Path:
+    """AVA-TLS: contrastively tune the report encoder + squeeze on (text, image) pairs."""
+    import numpy as np
+
+    from cxraug.text.squeeze import train_text
+
+    images, train = _train_images(cfg, run, progress)
+    texts = prompts_for(train, cfg.data.prompts, cfg.train.seed)
+    train_text(texts, np.array(images), cfg.text, run.text, progress=progress)
+    return run.text
+
+
+def train(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool = False,
+          progress: bool = True, max_steps: int | None = None) -> RunDir:
+    """Run the requested stages in order, each after any missing prerequisite."""
+    from cxraug.diffusion.train import run_stage
+
+    run = open_run(cfg, out, overwrite)
+    wanted = set(stages)
+    last = max(STAGES.index(s) for s in wanted)
+    for i, stage in enumerate(STAGES[: last + 1]):
+        folder = {"vae": run.vae, "text": run.text, "1": run.denoiser, "2": run.adapter}[stage]
+        if (folder / "config.json").is_file() and stage not in wanted:
+            continue  # prerequisite already there
+        if (folder / "config.json").is_file() and stage in wanted and stage in ("vae", "text"):
+            continue  # frozen components are never retrained in place
+        if stage == "vae":
+            stage_vae(cfg, run, progress)
+        elif stage == "text":
+            stage_text(cfg, run, progress)
+        else:
+            run_stage(cfg, run, int(stage), progress, max_steps)
+    write_model_card(cfg, run)
+    return run
+
+
+def write_model_card(cfg: DiffCXRConfig, run: RunDir) -> Path:
+    """README.md for the run: what it is, what it was trained on, what it is not for."""
+    def meta(folder: Path) -> dict:
+        p = folder / "config.json"
+        return json.loads(p.read_text()).get("meta", {}) if p.is_file() else {}
+
+    den, ada = meta(run.denoiser), meta(run.adapter)
+    lines = [
+        f"# Diff-CXR run `{run.root.name}`",
+        "",
+        f"Trained with cxraug {__version__}. Components: "
+        + ", ".join(n for n, f in (("vae", run.vae), ("text", run.text), ("denoiser", run.denoiser),
+                                   ("adapter", run.adapter)) if f.exists()) + ".",
+        "",
+        "## Data",
+        f"- data: `{cfg.data.data}` (adapter `{cfg.data.dataset}`), training split of `splits.csv`,"
+        f" real fraction {cfg.data.real_frac:g}; {den.get('n_train_images', '?')} images.",
+        f"- image size {cfg.data.image_size} px, single channel, pixels in [-1, 1]; text: "
+        f"{'reports' if cfg.data.prompts == 'reports' else cfg.data.prompts + ' prompts from labels where no report exists'}.",
+        f"- LNFS filter: {cfg.data.filter or 'none'}.",
+        "",
+        "## Model",
+        f"- latent space: {cfg.vae.pretrained or 'single-channel AutoencoderKL trained by cxraug'};"
+        f" latents {den.get('latent_shape', '?')}.",
+        f"- report encoder: {cfg.text.encoder} + information squeeze to {cfg.text.cond_tokens} tokens.",
+        f"- denoiser: U-ViT preset `{cfg.denoiser.preset}`, stage 1 {den.get('steps', 'not trained')} steps;"
+        f" DKIM adapter: {ada.get('steps', 'not trained')} steps.",
+        f"- sampling default: {cfg.sample.sampler} {cfg.sample.steps} steps, guidance {cfg.sample.guidance}.",
+        "",
+        "## Intended use",
+        "Research on synthetic data for chest X-ray classifiers. Not for diagnosis, not a source of",
+        "clinical images, and not evidence of any finding in a real patient. Generated images can",
+        "reproduce biases of the training data; check label fidelity and memorisation (`cxraug synth`",
+        "gates) before use.",
+    ]
+    path = run.root / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,257 @@
+"""Denoiser training, stage 1 (U-ViT) and stage 2 (DKIM adapter on the frozen stage-1 model).
+
+One loop serves both stages. It is exactly resumable: the data order is a seeded permutation per
+epoch and every step draws its noise, timesteps, latent samples and condition dropout from a
+generator seeded by ``(seed, stage, step, process)``, so a run killed after a checkpoint and
+resumed repeats the uninterrupted run's steps (and loss curve). Multi-GPU / multi-node runs go
+through ``accelerate launch``; each process takes its slice of every global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch.optim.swa_utils import AveragedModel
+
+from cxraug.data import labels as L
+from cxraug.diffusion.config import DiffCXRConfig, TrainConfig
+from cxraug.diffusion.prepare import RunDir, TrainingSet, stable_seed
+from cxraug.diffusion.sampling import noise_scheduler
+
+
+def ema_model(model: torch.nn.Module, decay: float) -> AveragedModel:
+    """EMA of the trainable weights; the decay ramps up as ``(1 + n) / (10 + n)`` early on so a
+    short CPU run's EMA is not dominated by the random initialisation."""
+    def update(ema, cur, n):
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        torch._foreach_lerp_(ema, cur, 1.0 - d)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=False)
+
+
+class BatchOrder:
+    """Global sample positions -> dataset rows, via one seeded permutation per epoch."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
+        self._perms: dict[int, np.ndarray] = {}
+
+    def rows(self, start: int, count: int) -> np.ndarray:
+        out = np.empty(count, dtype=np.int64)
+        for k in range(count):
+            epoch, j = divmod(start + k, self.n)
+            if epoch not in self._perms:
+                self._perms = {epoch: np.random.default_rng(stable_seed(self.seed, "epoch", epoch))
+                               .permutation(self.n)}
+            out[k] = self._perms[epoch][j]
+        return out
+
+
+def _lr_lambda(warmup: int):
+    return lambda step: min(1.0, (step + 1) / max(1, warmup))
+
+
+def _precision(name: str) -> str:
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+def save_checkpoint(folder: Path, step: int, model, ema: AveragedModel, opt, lr_sched,
+                    keep: int) -> None:
+    """Training state at ``step``: weights in safetensors, optimiser state via torch.save
+    (tensors only; loaded back with ``weights_only=True``). Written to a temporary folder first."""
+    final = folder / f"step_{step:08d}"
+    tmp = folder / f".tmp_step_{step:08d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+              str(tmp / "model.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in ema.module.state_dict().items()},
+              str(tmp / "ema.safetensors"))
+    torch.save(opt.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, "n_averaged": int(ema.n_averaged),
+                                                "lr_sched": lr_sched.state_dict()}))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in sorted(folder.glob("step_*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    found = sorted(p for p in folder.glob("step_*") if (p / "state.json").is_file())
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path, model, ema: AveragedModel, opt, lr_sched) -> int:
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    ema.module.load_state_dict(load_file(str(path / "ema.safetensors")))
+    opt.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    state = json.loads((path / "state.json").read_text())
+    ema.n_averaged.fill_(state["n_averaged"])
+    lr_sched.load_state_dict(state["lr_sched"])
+    return int(state["step"])
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """On resume, drop metric lines past the checkpoint so the curve is not duplicated."""
+    if path.is_file():
+        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+
+# ------------------------------------------------------------------------------ the loop
+
+def train_denoiser(model: torch.nn.Module, trainable: torch.nn.Module, data: TrainingSet,
+                   latent_space, tcfg: TrainConfig, run: RunDir, stage: int,
+                   on_sample=None, progress: bool = True, max_steps: int | None = None) -> AveragedModel:
+    """Train ``trainable`` (the U-ViT in stage 1, the adapter in stage 2) inside ``model``.
+
+    ``model(x, t, context[, hint])`` predicts epsilon. ``on_sample(step, ema_module)`` writes a
+    sample grid. ``max_steps`` stops early (to simulate an interruption in tests) without
+    changing the schedule. Returns the EMA of ``trainable``.
+    """
+    from accelerate import Accelerator
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    # 1. Setup: accelerator, schedule, optimiser, EMA; resume from the latest checkpoint.
+    acc = Accelerator(mixed_precision=_precision(tcfg.precision), cpu=not torch.cuda.is_available())
+    rank, world = acc.process_index, acc.num_processes
+    sched = noise_scheduler(tcfg.num_train_timesteps, tcfg.beta_start, tcfg.beta_end, tcfg.beta_schedule)
+    alphas = sched.alphas_cumprod.to(acc.device)
+    params = [p for p in trainable.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=tuple(tcfg.betas))
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(tcfg.warmup_steps))
+    ema = ema_model(trainable, tcfg.ema_decay)
+    ckpt_dir, metrics_path = run.checkpoints(stage), run.metrics(stage)
+    start = 0
+    last = latest_checkpoint(ckpt_dir)
+    if last is not None:
+        start = load_checkpoint(last, trainable, ema, opt, lr_sched)
+        if acc.is_main_process:
+            _trim_metrics(metrics_path, start)
+    model, opt = acc.prepare(model, opt)
+    ema.to(acc.device)
+    if tcfg.batch_size % world:
+        raise ValueError(f"train.batch_size {tcfg.batch_size} must be divisible by {world} processes")
+    per_proc = tcfg.batch_size // world
+    order = BatchOrder(len(data), tcfg.seed)
+    cond_bank, hint_bank = data.cond_bank.to(acc.device), data.hint_bank.to(acc.device)
+    null = data.null.to(acc.device)
+    end = tcfg.steps if max_steps is None else min(tcfg.steps, max_steps)
+    columns = (TextColumn(f"stage {stage}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("loss {task.fields[loss]}  {task.fields[speed]}"), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    model.train()
+    t0, window = time.perf_counter(), []
+    with Progress(*columns, disable=not (progress and acc.is_main_process)) as bar:
+        task = bar.add_task("train", total=tcfg.steps, completed=start, loss="-", speed="")
+        for step in range(start, end):
+            # 2. Batch: this process's slice of the global batch, in the seeded order.
+            rows = order.rows(step * tcfg.batch_size + rank * per_proc, per_proc)
+            gen = torch.Generator().manual_seed(stable_seed(tcfg.seed, stage, step, rank))
+            z = latent_space.sample(data.moments[rows], gen).to(acc.device)
+            ctx = cond_bank[torch.as_tensor(data.cond_index[rows], device=acc.device)]
+            hint = hint_bank[torch.as_tensor(data.hint_index[rows], device=acc.device)]
+            # 3. Noise: timesteps, epsilon, and condition dropout (report and hint together).
+            t = torch.randint(0, tcfg.num_train_timesteps, (per_proc,), generator=gen).to(acc.device)
+            eps = torch.randn(z.shape, generator=gen).to(acc.device)
+            drop = (torch.rand(per_proc, generator=gen) < tcfg.cond_drop).to(acc.device)
+            ctx = torch.where(drop[:, None, None], null, ctx)
+            hint = torch.where(drop[:, None, None], null, hint)
+            a = alphas[t].view(-1, 1, 1, 1)
+            x_t = a.sqrt() * z + (1 - a).sqrt() * eps
+            # 4. Forward, backward, clip, update.
+            with acc.autocast():
+                pred = model(x_t, t, ctx) if stage == 1 else model(x_t, t, ctx, hint)
+                loss = F.mse_loss(pred.float(), eps)
+            opt.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            if tcfg.grad_clip > 0:
+                acc.clip_grad_norm_(params, tcfg.grad_clip)
+            opt.step()
+            lr_sched.step()
+            # 5. EMA of the trainable weights.
+            ema.update_parameters(trainable)
+            # 6. Maintenance: metrics, progress, sample grids, checkpoints.
+            done = step + 1
+            window.append(acc.gather(loss.detach()[None]).mean().item())
+            if done % tcfg.log_every == 0 or done == end:
+                dt = time.perf_counter() - t0
+                rec = {"step": done, "loss": float(np.mean(window)), "lr": lr_sched.get_last_lr()[0],
+                       "steps_per_s": len(window) / dt, "samples_per_s": len(window) * tcfg.batch_size / dt}
+                if acc.is_main_process:
+                    with metrics_path.open("a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                bar.update(task, loss=f"{rec['loss']:.4f}",
+                           speed=f"{rec['steps_per_s']:.2f} it/s  lr {rec['lr']:.2e}")
+                t0, window = time.perf_counter(), []
+            bar.update(task, completed=done)
+            if acc.is_main_process and on_sample and tcfg.sample_every and done % tcfg.sample_every == 0:
+                on_sample(done, ema.module)
+            if acc.is_main_process and (done % tcfg.checkpoint_every == 0 or done == tcfg.steps):
+                save_checkpoint(ckpt_dir, done, trainable, ema, opt, lr_sched, tcfg.keep_checkpoints)
+            acc.wait_for_everyone()
+    return ema
+
+
+def run_stage(cfg: DiffCXRConfig, run: RunDir, stage: int, progress: bool = True,
+              max_steps: int | None = None) -> Path:
+    """Train one stage end to end and export its EMA weights as a component folder."""
+    from cxraug.diffusion.pipeline import DiffCXRPipeline, build_denoiser, write_grid
+    from cxraug.diffusion.prepare import build_training_set, validation_prompts
+    from cxraug.models.adapter import ControlledUViT, DiseaseAdapter
+    from cxraug.models.autoencoder import LatentSpace
+    from cxraug.models.uvit import UViT
+    from cxraug.text.squeeze import ReportEncoder
+
+    # 1. Frozen parts: latent space and report encoder; cached training inputs.
+    space = LatentSpace.load(run.vae)
+    encoder = ReportEncoder.from_pretrained(run.text)
+    data = build_training_set(cfg, run, space, encoder, progress)
+    # 2. The model of this stage.
+    torch.manual_seed(stable_seed(cfg.train.seed, "init", stage))
+    if stage == 1:
+        base = build_denoiser(cfg, space, encoder)
+        model = trainable = base
+        tcfg = cfg.train
+    else:
+        if not (run.denoiser / "config.json").is_file():
+            from cxraug.errors import CxraugError
+
+            raise CxraugError(f"{run.denoiser}: no stage-1 denoiser; train stage 1 first "
+                              "(cxraug train --stage 1) or pass --from a stage-1 run")
+        base = UViT.from_pretrained(run.denoiser)  # really loaded, then frozen by the wrapper
+        trainable = DiseaseAdapter.from_base(base)
+        model = ControlledUViT(base, trainable)
+        tcfg = cfg.adapter
+    val = validation_prompts(data.dataset, cfg.data.prompts)
+
+    def on_sample(step: int, ema_module) -> None:
+        den, ada = (ema_module, None) if stage == 1 else (base, ema_module)
+        pipe = DiffCXRPipeline(space, encoder, den, ada, sample_cfg=cfg.sample)
+        write_grid(pipe, val, run.samples / f"stage{stage}_step_{step:08d}.png", cfg.sample)
+
+    # 3. Train, then export the EMA weights as this stage's component.
+    ema = train_denoiser(model, trainable, data, space, tcfg, run, stage, on_sample, progress, max_steps)
+    if max_steps is not None and max_steps < tcfg.steps:
+        return run.root
+    meta = {"stage": stage, "steps": tcfg.steps, "trained_on": data.dataset.name,
+            "n_train_images": len(data), "latent_shape": list(space.latent_shape),
+            "image_size": space.image_size, "label_order": list(L.OBSERVATIONS)}
+    target = run.denoiser if stage == 1 else run.adapter
+    ema.module.save_pretrained(target, meta)
+    on_sample(tcfg.steps, ema.module)
+    return target

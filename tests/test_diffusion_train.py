@@ -1,0 +1,101 @@
+"""Diff-CXR end to end on tiny configs: every stage trains, resumes exactly, and samples."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cxraug import config as C
+from cxraug.diffusion.config import DiffCXRConfig
+from cxraug.diffusion.pipeline import DiffCXRPipeline
+from cxraug.diffusion.run import train
+from cxraug.errors import CxraugError
+
+TINY = [
+    "data.image_size=32", "data.prompts=paper", "vae.image_size=32", "vae.block_out_channels=[8, 16, 16]",
+    "vae.steps=3", "vae.batch_size=4", "vae.scale_samples=8",
+    "text.max_tokens=16", "text.cond_tokens=4", "text.epochs=1", "text.batch_size=4",
+    "text.image_model=resnet10t", "text.image_size=32", "text.max_steps=2",
+    "denoiser.preset=tiny", "train.steps=4", "train.batch_size=4", "train.log_every=1",
+    "train.checkpoint_every=2", "train.sample_every=0", "train.warmup_steps=2",
+    "adapter.steps=2", "adapter.batch_size=4", "adapter.log_every=1", "adapter.checkpoint_every=2",
+    "adapter.sample_every=0", "sample.steps=3", "sample.grid_per_prompt=1",
+]
+
+
+def tiny_config(data, *extra):
+    return C.load(DiffCXRConfig, None, [f"data.data={data}", *TINY, *extra])
+
+
+def _losses(path):
+    return [json.loads(line)["loss"] for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Stages vae, text, 1 and 2 on a 24-image fixture (module-scoped: trained once)."""
+    from conftest import write_png
+
+    root = tmp_path_factory.mktemp("k")
+    rows = ["image_path,split,patient_id,pneumonia,subtype"]
+    for i in range(24):
+        name = f"images/{i:03d}.png"
+        write_png(root / name, seed=i)
+        rows.append(f"{name},{'test' if i >= 20 else 'train'},P{i // 2},{i % 2},{'virus' if i % 2 else 'normal'}")
+    (root / "index.csv").write_text("\n".join(rows) + "\n")
+    cfg = tiny_config(root)
+    run = train(cfg, tmp_path_factory.mktemp("run") / "r", ["vae", "text", "1", "2"], progress=False)
+    return cfg, run, root
+
+
+def test_all_stages_write_components(tiny_run):
+    cfg, run, _ = tiny_run
+    for folder in (run.denoiser, run.adapter, run.text):
+        assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    assert (run.vae / "cxraug_latent.json").is_file()
+    assert (run.root / "config.yaml").is_file() and (run.root / "README.md").is_file()
+    assert len(_losses(run.metrics(1))) == 4 and len(_losses(run.metrics(2))) == 2
+    assert all(np.isfinite(_losses(run.metrics(1))))
+    assert sorted(p.name for p in (run.checkpoints(1)).iterdir()) == ["step_00000002", "step_00000004"]
+
+
+def test_pipeline_from_run_is_batch_invariant(tiny_run):
+    _, run, _ = tiny_run
+    pipe = DiffCXRPipeline.from_pretrained(run.root)
+    assert pipe.has_adapter
+    reports = ["There is pneumonia.", "No acute findings.", "Right lower lobe opacity."]
+    one = pipe(reports, seeds=[5, 6, 7], batch_size=1)
+    three = pipe(reports, seeds=[5, 6, 7], batch_size=3)
+    assert one.shape == (3, 32, 32) and one.dtype == np.uint8
+    assert np.abs(one.astype(int) - three.astype(int)).max() <= 1
+    other = pipe(reports[:1], seeds=[8])
+    assert not np.array_equal(other[0], one[0])
+
+
+def test_resume_continues_the_same_loss_curve(tiny_run, tmp_path):
+    _, _, data = tiny_run
+    cfg = tiny_config(data, "train.steps=6", "train.checkpoint_every=3")
+    full = train(cfg, tmp_path / "full", ["1"], progress=False)
+    part = train(cfg, tmp_path / "part", ["1"], progress=False, max_steps=3)
+    assert len(_losses(part.metrics(1))) == 3 and not (part.denoiser / "config.json").exists()
+    resumed = train(cfg, tmp_path / "part", ["1"], progress=False)
+    np.testing.assert_allclose(_losses(resumed.metrics(1)), _losses(full.metrics(1)), rtol=1e-5)
+
+
+def test_stage2_base_is_frozen_stage1(tiny_run):
+    from cxraug.models.adapter import ControlledUViT
+    from cxraug.models.uvit import UViT
+
+    _, run, _ = tiny_run
+    model = ControlledUViT.load(run.denoiser, run.adapter)
+    stage1 = UViT.from_pretrained(run.denoiser)
+    for (name, p), q in zip(model.base.state_dict().items(), stage1.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert not any(p.requires_grad for p in model.base.parameters())
+
+
+def test_changed_config_refused_on_resume(tiny_run, tmp_path):
+    cfg, run, data = tiny_run
+    with pytest.raises(CxraugError, match="another config"):
+        train(tiny_config(data, "train.lr=0.5"), run.root, ["1"], progress=False)
