@@ -19,10 +19,26 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("CXRAUG_DATA_ROOT", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(scope="session")
+def _templates_file(tmp_path_factory) -> Path:
+    """The IU-mined template bank, built once per test session (about 10 s of CPU)."""
+    from cxraug.data.templates import SHIPPED_TEMPLATES, build_iu_templates
+
+    path = tmp_path_factory.mktemp("templates") / SHIPPED_TEMPLATES
+    build_iu_templates(path)
+    return path
+
+
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own image cache so runs never share state."""
-    monkeypatch.setenv("CXRAUG_CACHE", str(tmp_path_factory.mktemp("cache")))
+def _isolated_cache(tmp_path_factory, monkeypatch, request):
+    """Every test gets its own image cache so runs never share state; the deterministic
+    template bank is built once and linked in."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("CXRAUG_CACHE", str(cache))
+    if "no_templates" not in request.keywords:
+        (cache / "templates").mkdir()
+        (cache / "templates" / request.getfixturevalue("_templates_file").name).symlink_to(
+            request.getfixturevalue("_templates_file"))
 
 
 @pytest.fixture

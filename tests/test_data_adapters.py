@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,3 +167,22 @@ def test_real_datasets_load(data_root):
     n = load_dataset(data_root / "nih14")
     assert len(n) == 1000 and int((n.labels[:, L.index("Pneumonia")] == 1).sum()) == 500
     assert "Pneumonia" in n.labelled(20)
+
+
+def test_iu_reports_from_torchxrayvision(tmp_path):
+    from cxraug.data.adapters import iu
+
+    ds = iu(None)
+    assert len(ds) == 3955 and ds.has_reports()
+    assert (ds.labels[:, L.index("No Finding")] == 1).sum() > 2000
+    # with an image folder in the Open-i PNG layout: one row per image of each report
+    first = ds.table.iloc[0]
+    from cxraug.data.iu import read_iu_reports
+
+    rec = read_iu_reports()[0]
+    for image_id in rec.image_ids:
+        write_png(tmp_path / f"{image_id}.png")
+    with_images = iu(tmp_path, frontal=False)
+    assert len(with_images) > len(ds)
+    rows = with_images.table[with_images.table["patient_id"] == first["patient_id"]]
+    assert len(rows) == len(rec.image_ids) and all(Path(p).is_file() for p in rows["path"])

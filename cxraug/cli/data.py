@@ -25,9 +25,9 @@ def info(data: Optional[str] = DataOpt, kind: str = KindOpt,
     from cxraug.data.splits import assign_splits
 
     if iu:
-        from cxraug.data.iu import load_iu_dataset
+        from cxraug.data.adapters import iu as load_iu
 
-        ds = load_iu_dataset(images=Path(data) if data else None)
+        ds = load_iu(Path(data) if data else None)
     else:
         ds = load_dataset(resolve_data(data), kind, frontal=not all_views)
     console.print(f"[bold]{ds.name}[/]: {len(ds)} images, {ds.table['patient_id'].nunique()} patients, "
@@ -58,6 +58,8 @@ def info(data: Optional[str] = DataOpt, kind: str = KindOpt,
     for extra in ds.extra_labels:
         col = ds.table[extra]
         numeric = col.map(lambda v: isinstance(v, (int, float))).all()
+        if not numeric and col.nunique() > 10:
+            continue  # free text (e.g. IU MeSH terms): not a countable label
         cells = [str(int(parts[g][extra].astype(float).sum())) if numeric else
                  ", ".join(f"{k} {v}" for k, v in parts[g][extra].value_counts().sort_index().items())
                  for g in groups]

@@ -387,3 +387,54 @@ def resolve_data(data: str | Path | None) -> Path:
     if text.startswith("sample:"):
         return sample_root(text.split(":", 1)[1])
     return Path(text)
+
+
+# ------------------------------------------------------------------------------- IU-Xray
+
+def iu(root: Path | None = None, frontal: bool = True, resolution: int | None = None,
+       reports: Path | None = None) -> CXRDataset:
+    """IU-Xray / Open-i (Demner-Fushman et al. 2016): report XMLs + PNG images.
+
+    Reports come from ``reports`` (``NLMCXR_reports.tgz`` or a folder of XMLs), by default the
+    copy inside the installed torchxrayvision package; images from ``root`` (a folder of
+    ``CXR<n>_<k>_IM-....png`` files, as in ``NLMCXR_png.tgz``). Without ``root`` the dataset
+    lists one row per report with no image (enough for labels, templates and ``data info``).
+    Labels: cxraug's CheXpert-style rule labeler on findings + impression. View positions come
+    from torchxrayvision's ``nlmcxr_dicom_metadata.csv.gz`` when available; frontal filter as
+    usual (images of unknown view are kept).
+    """
+    from cxraug.data.iu import read_iu_reports
+    from cxraug.data.labeler import RuleLabeler
+
+    recs = read_iu_reports(reports)
+    labels = RuleLabeler().label([r.text for r in recs])
+    views = _iu_views()
+    rows = []
+    for rec, vec in zip(recs, labels):
+        base = {"report": rec.text, "patient_id": rec.report_id, "labels": vec,
+                "extras": {"mesh_major": "; ".join(rec.mesh_major)}}
+        if root is None:
+            rows.append(base | {"id": rec.report_id, "path": ""})
+            continue
+        for image_id in rec.image_ids:
+            short = re.sub(r"^(CXR\d+)_\d+_", r"\1_", image_id)
+            rows.append(base | {"id": image_id, "path": str(root / f"{image_id}.png"),
+                                "view": views.get(short, "UNKNOWN")})
+    where = root if root is not None else Path(str(reports or "torchxrayvision NLMCXR_reports.tgz"))
+    filters = [] if root is not None else ["reports only: no image folder given"]
+    return _finish("iu", rows, "iu", where, filters, frontal and root is not None, ["mesh_major"])
+
+
+def _iu_views() -> dict[str, str]:
+    """IU image id (``CXR<n>_IM-...``) -> view position, from torchxrayvision's metadata table."""
+    try:
+        import torchxrayvision as xrv
+
+        path = Path(xrv.__file__).parent / "data" / "nlmcxr_dicom_metadata.csv.gz"
+        df = pd.read_csv(path, usecols=["imageid", "View Position"], dtype=str)
+    except (ImportError, FileNotFoundError, ValueError):
+        return {}
+    return dict(zip(df["imageid"], df["View Position"].fillna("UNKNOWN").str.upper()))
+
+
+ADAPTERS["iu"] = iu
