@@ -316,6 +316,11 @@ def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
                 losses.append(rec.item())
                 step += 1
                 bar.update(task, advance=1, loss=f"{losses[-1]:.4f}")
+                if out_dir is not None and (step % 50 == 0 or step == config.steps):
+                    # a log line a user (or a non-terminal job) can follow
+                    Path(out_dir).mkdir(parents=True, exist_ok=True)
+                    with (Path(out_dir) / "train_log.jsonl").open("a") as f:
+                        f.write(json.dumps({"step": step, "recon_loss": float(np.mean(losses[-50:]))}) + "\n")
                 if step >= config.steps:
                     break
     # 4. Scale factor so that scaled latents have unit variance (LDM's 1/std).

@@ -1,0 +1,116 @@
+"""``cxraug bench``: the limited-data experiment (real / real+dup / real+synth / synth->real / synth)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cxraug.cli.common import DataOpt, DryRunOpt, KindOpt, RecipeOpt, SetOpt, console, table
+
+
+def _job_slice(job: Optional[str]) -> tuple[int, int]:
+    from cxraug.errors import CxraugError
+
+    if job is None:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in job.split("/"))
+    except ValueError:
+        raise CxraugError(f"--job {job!r}: expected i/N, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise CxraugError(f"--job {job!r}: need 0 <= i < N")
+    return i, n
+
+
+def bench(data: Optional[str] = DataOpt, kind: str = KindOpt,
+          real_frac: str = typer.Option("0.01,1.0", "--real-frac", help="Real fractions, e.g. 0.01,0.05,0.1,0.25,1.0"),
+          arms: str = typer.Option("real,real+dup,real+synth", "--arms",
+                                   help="Any of real, real+dup, real+synth, synth->real, synth."),
+          labels: Optional[str] = typer.Option(None, "--labels", help="Observations to evaluate (default: all with enough positives)."),
+          synth: Optional[Path] = typer.Option(None, "--synth", help="Cohort folder from cxraug synth."),
+          model: Optional[Path] = typer.Option(None, "--model", help="Generator run: synthesise the cohort on the fly."),
+          n_synth: int = typer.Option(0, "--n-synth", help="Cohort size generated with --model (default: as many as the training split)."),
+          synth_ratio: Optional[float] = typer.Option(None, "--synth-ratio", help="Synthetic:real count in real+synth (default 1)."),
+          seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per cell (default 1)."),
+          arch: Optional[str] = typer.Option(None, "--arch", help="timm model name (default resnet18)."),
+          image_size: Optional[int] = typer.Option(None, "--image-size"),
+          job: Optional[str] = typer.Option(None, "--job", help="Run only job share i/N (any scheduler)."),
+          out: Path = typer.Option(Path("runs/bench"), "--out", "-o"),
+          recipe: Optional[Path] = RecipeOpt, overrides: Optional[list[str]] = SetOpt,
+          dry_run: bool = DryRunOpt) -> None:
+    """Train timm classifiers on real subsets with and without synthetic data; report test mAUC
+    with patient-bootstrap CIs and paired differences against the real-only arm."""
+    from cxraug import config as C
+    from cxraug.classify import bench as B
+    from cxraug.errors import CxraugError
+
+    sets = list(overrides or [])
+    sets.append(f"real_fracs=[{real_frac}]")
+    sets.append(f"arms=[{arms}]")
+    for key, val in (("data", data), ("dataset", kind if kind != "auto" else None),
+                     ("synth_ratio", synth_ratio), ("seeds", seeds), ("classifier.arch", arch),
+                     ("image_size", image_size)):
+        if val is not None:
+            sets.append(f"{key}={val}")
+    if labels:
+        sets.append(f"labels=[{labels}]")
+    cfg = C.load(B.BenchConfig, recipe, sets)
+    if arch:
+        from cxraug.classify.model import check_arch
+
+        check_arch(arch)
+    if synth is not None and model is not None:
+        raise CxraugError("pass either --synth DIR or --model RUN, not both")
+    needs_synth = any(a in B.SYNTH_ARMS for a in cfg.arms)
+    if needs_synth and synth is None and model is None:
+        raise CxraugError(f"arms {', '.join(a for a in cfg.arms if a in B.SYNTH_ARMS)} need a cohort: "
+                          "pass --synth DIR or --model RUN (or --arms real,real+dup)")
+    if synth is not None and not (synth / "manifest.csv").is_file():
+        raise CxraugError(f"{synth}: no manifest.csv; pass a cohort folder written by cxraug synth")
+    if dry_run:
+        console.print(C.dump(cfg))
+        console.print(f"{len(B.jobs(cfg))} jobs")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    C.save(cfg, out)
+    splits = (model / "splits.csv") if model is not None and (model / "splits.csv").is_file() else out / "splits.csv"
+    real = B.load_real(cfg, splits)
+    cohort, card = None, {}
+    if needs_synth:
+        if model is not None:
+            from cxraug.cohorts.generate import cohort_for_bench
+
+            synth = cohort_for_bench(model, real.labels, n_synth or len(real.train), out / "cohort")
+        cohort, card = B.load_cohort(synth, real.labels, cfg.image_size, cfg.policy)
+    i, n = _job_slice(job)
+    todo = B.jobs(cfg)
+    mine = [j for k, j in enumerate(todo) if k % n == i]
+    for k, (frac, arm, seed) in enumerate(mine):
+        console.print(f"[bold]job {k + 1}/{len(mine)}[/]: real {frac:g}, arm {arm}, seed {seed}")
+        B.run_job(frac, arm, seed, real, cohort, cfg, out)
+    done = [j for j in todo if (B.job_dir(out, *j) / "result.json").is_file()]
+    if len(done) < len(todo):
+        console.print(f"{len(done)}/{len(todo)} jobs done; rerun without --job (or the other shares) to finish")
+        return
+    results = [json.loads((B.job_dir(out, *j) / "result.json").read_text()) for j in todo]
+    summary = B.summarise(cfg, real, results, out)
+    report = {"config": C.to_dict(cfg), "versions": B.versions(), "labels": real.labels,
+              "test": B.test_summary(real), "synthetic": {"cohort": str(synth) if synth else None,
+              "generator_real_frac": card.get("generator", {}).get("real_frac"), "card": card},
+              **summary}
+    (out / "results.json").write_text(json.dumps(report, indent=2, default=str))
+    B.plot(summary, out / "mauc.png", f"{cfg.data}: {', '.join(real.labels)}")
+    rows = [[f"{c['frac']:g}", c["arm"], f"{c['mauc_mean']:.3f}" + (f" ± {c['mauc_sd']:.3f}" if c["seeds"] > 1 else ""),
+             f"[{c['ci_mean'][0]:.3f}, {c['ci_mean'][1]:.3f}]",
+             f"{c['diff_vs_real_mean']:+.3f} [{c['diff_ci_mean'][0]:+.3f}, {c['diff_ci_mean'][1]:+.3f}]"
+             if "diff_vs_real_mean" in c else "-"] for c in summary["cells"]]
+    console.print(table(f"test mAUC ({len(real.test)} images, labels: {', '.join(real.labels)})",
+                        ["real frac", "arm", "mAUC", "95% CI", "vs real (paired)"], rows))
+    console.print(f"results: {out / 'results.json'}, plot: {out / 'mauc.png'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)
