@@ -46,12 +46,6 @@ def test_console_script_exit_code(tmp_path):
     assert "Traceback" not in proc.stderr and "data path not found" in proc.stderr
 
 
-def test_quickstart_data_stage(tmp_path, capsys):
-    assert main(["quickstart", "--out", str(tmp_path / "qs"), "--size", "32"]) == 0
-    assert (tmp_path / "qs" / "splits.csv").is_file()
-    assert "real training subsets" in capsys.readouterr().out
-
-
 def test_real_data_info(data_root, capsys):
     assert main(["data", "info", "--data", str(data_root / "kermany")]) == 0
     out = capsys.readouterr().out

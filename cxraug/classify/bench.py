@@ -271,3 +271,52 @@ def plot(summary: dict, path: Path, title: str) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def cohort_for_bench(model: Path, labels: list[str], n: int, out: Path, seed: int = 0,
+                     progress: bool = True) -> Path:
+    """Synthesise a cohort for the benchmark's labels from a generator run (resumable)."""
+    from cxraug.cohorts.generate import SynthConfig, synthesize
+
+    cfg = SynthConfig(labels=list(labels), n=n, seed=seed, gates=["memorisation"])
+    synthesize(cfg, model, out, progress=progress)
+    return out
+
+
+def run_bench(cfg: BenchConfig, out: Path, synth: Path | None = None, model: Path | None = None,
+              n_synth: int = 0, job: tuple[int, int] = (0, 1), progress: bool = True) -> dict | None:
+    """The whole experiment; returns the report, or None while other job shares are missing."""
+    from cxraug import config as C
+
+    out.mkdir(parents=True, exist_ok=True)
+    C.save(cfg, out)
+    # A generator run's own splits keep its training images out of the classifier's test split.
+    splits = model / "splits.csv" if model is not None and (model / "splits.csv").is_file() \
+        else out / "splits.csv"
+    real = load_real(cfg, splits)
+    cohort, card = None, {}
+    if any(a in SYNTH_ARMS for a in cfg.arms):
+        if synth is None and model is not None:
+            synth = cohort_for_bench(model, real.labels, n_synth or len(real.train), out / "cohort",
+                                     progress=progress)
+        if synth is None:
+            raise CxraugError("arms with synthetic data need --synth DIR or --model RUN")
+        cohort, card = load_cohort(synth, real.labels, cfg.image_size, cfg.policy)
+    i, n = job
+    todo = jobs(cfg)
+    for k, (frac, arm, seed) in enumerate(todo):
+        if k % n == i:
+            run_job(frac, arm, seed, real, cohort, cfg, out, progress)
+    if not all((job_dir(out, *j) / "result.json").is_file() for j in todo):
+        return None
+    results = [json.loads((job_dir(out, *j) / "result.json").read_text()) for j in todo]
+    summary = summarise(cfg, real, results, out)
+    generator = card.get("generator", {}) if isinstance(card.get("generator"), dict) else {}
+    report = {"config": C.to_dict(cfg), "versions": versions(), "labels": real.labels,
+              "test": test_summary(real),
+              "synthetic": {"cohort": str(synth) if synth else None,
+                            "generator_real_frac": generator.get("real_frac"), "card": card},
+              **summary}
+    (out / "results.json").write_text(json.dumps(report, indent=2, default=str))
+    plot(summary, out / "mauc.png", f"{cfg.data}: {', '.join(real.labels)}")
+    return report

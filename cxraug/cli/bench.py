@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -74,40 +73,19 @@ def bench(data: Optional[str] = DataOpt, kind: str = KindOpt,
         console.print(C.dump(cfg))
         console.print(f"{len(B.jobs(cfg))} jobs")
         return
-    out.mkdir(parents=True, exist_ok=True)
-    C.save(cfg, out)
-    splits = (model / "splits.csv") if model is not None and (model / "splits.csv").is_file() else out / "splits.csv"
-    real = B.load_real(cfg, splits)
-    cohort, card = None, {}
-    if needs_synth:
-        if model is not None:
-            from cxraug.cohorts.generate import cohort_for_bench
-
-            synth = cohort_for_bench(model, real.labels, n_synth or len(real.train), out / "cohort")
-        cohort, card = B.load_cohort(synth, real.labels, cfg.image_size, cfg.policy)
-    i, n = _job_slice(job)
-    todo = B.jobs(cfg)
-    mine = [j for k, j in enumerate(todo) if k % n == i]
-    for k, (frac, arm, seed) in enumerate(mine):
-        console.print(f"[bold]job {k + 1}/{len(mine)}[/]: real {frac:g}, arm {arm}, seed {seed}")
-        B.run_job(frac, arm, seed, real, cohort, cfg, out)
-    done = [j for j in todo if (B.job_dir(out, *j) / "result.json").is_file()]
-    if len(done) < len(todo):
-        console.print(f"{len(done)}/{len(todo)} jobs done; rerun without --job (or the other shares) to finish")
+    report = B.run_bench(cfg, out, synth=synth, model=model, n_synth=n_synth, job=_job_slice(job))
+    if report is None:
+        console.print("some jobs are still missing; rerun without --job (or run the other shares) to finish")
         return
-    results = [json.loads((B.job_dir(out, *j) / "result.json").read_text()) for j in todo]
-    summary = B.summarise(cfg, real, results, out)
-    report = {"config": C.to_dict(cfg), "versions": B.versions(), "labels": real.labels,
-              "test": B.test_summary(real), "synthetic": {"cohort": str(synth) if synth else None,
-              "generator_real_frac": card.get("generator", {}).get("real_frac"), "card": card},
-              **summary}
-    (out / "results.json").write_text(json.dumps(report, indent=2, default=str))
-    B.plot(summary, out / "mauc.png", f"{cfg.data}: {', '.join(real.labels)}")
+    print_report(report, out)
+
+
+def print_report(report: dict, out: Path) -> None:
     rows = [[f"{c['frac']:g}", c["arm"], f"{c['mauc_mean']:.3f}" + (f" ± {c['mauc_sd']:.3f}" if c["seeds"] > 1 else ""),
              f"[{c['ci_mean'][0]:.3f}, {c['ci_mean'][1]:.3f}]",
              f"{c['diff_vs_real_mean']:+.3f} [{c['diff_ci_mean'][0]:+.3f}, {c['diff_ci_mean'][1]:+.3f}]"
-             if "diff_vs_real_mean" in c else "-"] for c in summary["cells"]]
-    console.print(table(f"test mAUC ({len(real.test)} images, labels: {', '.join(real.labels)})",
+             if "diff_vs_real_mean" in c else "-"] for c in report["cells"]]
+    console.print(table(f"test mAUC ({report['test']['n_images']} images, labels: {', '.join(report['labels'])})",
                         ["real frac", "arm", "mAUC", "95% CI", "vs real (paired)"], rows))
     console.print(f"results: {out / 'results.json'}, plot: {out / 'mauc.png'}")
 
