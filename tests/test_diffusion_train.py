@@ -99,3 +99,11 @@ def test_changed_config_refused_on_resume(tiny_run, tmp_path):
     cfg, run, data = tiny_run
     with pytest.raises(CxraugError, match="another config"):
         train(tiny_config(data, "train.lr=0.5"), run.root, ["1"], progress=False)
+
+
+def test_more_steps_extend_a_finished_stage(tiny_run, tmp_path):
+    _, _, data = tiny_run
+    run = train(tiny_config(data), tmp_path / "ext", ["1"], progress=False)
+    assert len(_losses(run.metrics(1))) == 4
+    train(tiny_config(data, "train.steps=6", "sample.steps=2"), run.root, ["1"], progress=False)
+    assert [json.loads(x)["step"] for x in run.metrics(1).read_text().splitlines()] == [1, 2, 3, 4, 5, 6]

@@ -164,7 +164,7 @@ def build_training_set(cfg: DiffCXRConfig, run: RunDir, latent_space, encoder,
     hint_bank, hint_index = embed_texts(encoder, hints)
     pd.DataFrame({"id": train.ids, "prompt": prompts, "hint": hints}).to_csv(
         run.cache / "prompts.csv", index=False)
-    return TrainingSet(train, torch.as_tensor(np.asarray(moments), dtype=torch.float32), prompts,
+    return TrainingSet(train, torch.as_tensor(np.array(moments), dtype=torch.float32), prompts,
                        cond_bank, cond_index, hints, hint_bank, hint_index, null_condition(encoder))
 
 

@@ -17,6 +17,20 @@ from cxraug.diffusion.prepare import RunDir, prompts_for, training_dataset
 from cxraug.errors import CxraugError
 
 STAGES = ("vae", "text", "1", "2")
+#: Settings a resumed run may change: more steps continue the same (constant after warm-up)
+#: schedule from the last checkpoint; sampling settings do not affect training.
+EXTENDABLE = ("train.steps", "adapter.steps", "train.sample_every", "adapter.sample_every")
+
+
+def _changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _changed_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(f"{prefix}{k}")
+    return keys
 
 
 def open_run(cfg: DiffCXRConfig, out: Path, overwrite: bool = False) -> RunDir:
@@ -27,9 +41,11 @@ def open_run(cfg: DiffCXRConfig, out: Path, overwrite: bool = False) -> RunDir:
     run = RunDir(out)
     saved = run.root / "config.yaml"
     if saved.is_file() and not overwrite:
-        if C.dump(C.load(DiffCXRConfig, saved)) != C.dump(cfg):
-            raise CxraugError(f"{saved}: this run folder was started with another config; resume with "
-                              "the same recipe/--set, or pass --overwrite to replace it, or another --out")
+        changed = _changed_keys(C.to_dict(C.load(DiffCXRConfig, saved)), C.to_dict(cfg))
+        if [k for k in changed if k not in EXTENDABLE and not k.startswith("sample.")]:
+            raise CxraugError(f"{saved}: this run folder was started with another config ({changed[0]} "
+                              "differs); resume with the same recipe/--set, or pass --overwrite to "
+                              "replace it, or another --out")
     elif saved.is_file() and overwrite:
         import shutil
 
