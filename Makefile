@@ -24,6 +24,9 @@ quickstart: install
 test: install
 	$(BIN)/python -m pytest -q -m "not slow" --timeout=600
 
+bench-ci: install
+	$(BIN)/python benchmarks/ci.py --work .cache/ci-bench
+
 test-all: install
 	$(BIN)/python -m pytest -q --timeout=1800
 
