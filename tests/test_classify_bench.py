@@ -28,6 +28,8 @@ def test_arms_build_the_right_sets():
     assert tr is real and len(pre) == 50
     tr, _ = B.arm_data("synth", real, synth, 2.0, 0)
     assert tr is synth
+    small = _set(5, prefix="synthetic-")  # a cohort smaller than ratio x real: dup matches it
+    assert len(B.arm_data("real+dup", real, small, 2.0, 0)[0]) == len(B.arm_data("real+synth", real, small, 2.0, 0)[0]) == 15
     with pytest.raises(Exception, match="needs a synthetic cohort"):
         B.arm_data("real+synth", real, None, 1.0, 0)
 

@@ -155,7 +155,9 @@ def arm_data(arm: str, real: ArraySet, synth: ArraySet | None, ratio: float, see
     if arm == "real":
         return real, None
     if arm == "real+dup":
-        return real.repeat(len(real) + max(n_syn, int(round(ratio * len(real)))), seed=seed), None
+        # count-matched to real+synth: the same number of extra rows, all of them real copies
+        extra = n_syn if synth is not None else max(1, int(round(ratio * len(real))))
+        return real.repeat(len(real) + extra, seed=seed), None
     if arm == "real+synth":
         rows = np.sort(np.random.default_rng(seed).permutation(len(synth))[:n_syn])
         return ArraySet.concat(real, synth.subset(rows)), None
