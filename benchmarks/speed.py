@@ -114,7 +114,7 @@ def main() -> None:
     if args.model is not None:
         synth_json = args.out.with_name("synth_speed.json")
         cmd = [sys.executable, str(HERE / "synth_speed.py"), "--model", str(args.model),
-               "--out", str(synth_json)] + (["--quick"] if args.quick else [])
+               "--out", str(synth_json)] + (["--n", "8", "--memory-n", "8"] if args.quick else [])
         subprocess.run(cmd, check=True)
         res["synth"] = json.loads(synth_json.read_text())
     args.out.parent.mkdir(parents=True, exist_ok=True)
