@@ -107,3 +107,14 @@ def test_more_steps_extend_a_finished_stage(tiny_run, tmp_path):
     assert len(_losses(run.metrics(1))) == 4
     train(tiny_config(data, "train.steps=6", "sample.steps=2"), run.root, ["1"], progress=False)
     assert [json.loads(x)["step"] for x in run.metrics(1).read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_extending_stage1_retrains_the_adapter(tiny_run, tmp_path):
+    import shutil
+
+    _, run0, data = tiny_run
+    shutil.copytree(run0.root, tmp_path / "copy")
+    run = train(tiny_config(data, "train.steps=6"), tmp_path / "copy", ["2"], progress=False)
+    assert [json.loads(x)["step"] for x in run.metrics(1).read_text().splitlines()][-1] == 6
+    meta = json.loads((run.adapter / "config.json").read_text())["meta"]
+    assert meta["base_steps"] == 6 and len(_losses(run.metrics(2))) == 2

@@ -99,6 +99,8 @@ def train(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool = Fa
     last = max(STAGES.index(s) for s in wanted)
     for i, stage in enumerate(STAGES[: last + 1]):
         folder = {"vae": run.vae, "text": run.text, "1": run.denoiser, "2": run.adapter}[stage]
+        if stage in ("1", "2") and _stale(run, stage, cfg):
+            _discard(run, stage)  # more steps asked for (stage 1), or trained on an older stage 1
         if (folder / "config.json").is_file() and stage not in wanted:
             continue  # prerequisite already there
         if (folder / "config.json").is_file() and stage in wanted and stage in ("vae", "text"):
@@ -111,6 +113,32 @@ def train(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool = Fa
             run_stage(cfg, run, int(stage), progress, max_steps)
     write_model_card(cfg, run)
     return run
+
+
+def _meta(folder: Path) -> dict:
+    p = folder / "config.json"
+    return json.loads(p.read_text()).get("meta", {}) if p.is_file() else {}
+
+
+def _stale(run: RunDir, stage: str, cfg: DiffCXRConfig) -> bool:
+    """Stage 1 exported with fewer steps than asked; stage 2 fitted to another stage-1 export."""
+    if stage == "1":
+        m = _meta(run.denoiser)
+        return bool(m) and m.get("steps") != cfg.train.steps
+    m = _meta(run.adapter)
+    return bool(m) and m.get("base_steps") != _meta(run.denoiser).get("steps")
+
+
+def _discard(run: RunDir, stage: str) -> None:
+    """Forget a stale export; stage 1 resumes from its checkpoints, a stale adapter restarts."""
+    import shutil
+
+    if stage == "1":
+        shutil.rmtree(run.denoiser, ignore_errors=True)
+    else:
+        shutil.rmtree(run.adapter, ignore_errors=True)
+        shutil.rmtree(run.checkpoints(2), ignore_errors=True)
+        run.metrics(2).unlink(missing_ok=True)
 
 
 def write_model_card(cfg: DiffCXRConfig, run: RunDir) -> Path:

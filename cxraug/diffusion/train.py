@@ -251,6 +251,8 @@ def run_stage(cfg: DiffCXRConfig, run: RunDir, stage: int, progress: bool = True
     meta = {"stage": stage, "steps": tcfg.steps, "trained_on": data.dataset.name,
             "n_train_images": len(data), "latent_shape": list(space.latent_shape),
             "image_size": space.image_size, "label_order": list(L.OBSERVATIONS)}
+    if stage == 2:
+        meta["base_steps"] = base.meta.get("steps")  # the stage-1 model this adapter fits
     target = run.denoiser if stage == 1 else run.adapter
     ema.module.save_pretrained(target, meta)
     on_sample(tcfg.steps, ema.module)
