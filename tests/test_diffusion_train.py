@@ -118,3 +118,27 @@ def test_extending_stage1_retrains_the_adapter(tiny_run, tmp_path):
     assert [json.loads(x)["step"] for x in run.metrics(1).read_text().splitlines()][-1] == 6
     meta = json.loads((run.adapter / "config.json").read_text())["meta"]
     assert meta["base_steps"] == 6 and len(_losses(run.metrics(2))) == 2
+
+
+def test_accelerate_launch_two_cpu_processes(tiny_run, tmp_path):
+    """`accelerate launch --cpu --num_processes 2` trains two steps of stage 1."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, run0, data = tiny_run
+    out = tmp_path / "ddp"
+    shutil.copytree(run0.root, out, ignore=shutil.ignore_patterns("denoiser", "adapter", "checkpoints",
+                                                                   "metrics*.jsonl"))
+    launcher = Path(sys.executable).with_name("accelerate")
+    sets = [a for s in [f"data.data={data}", *TINY, "train.steps=2", "train.checkpoint_every=2"]
+            for a in ("--set", s)]
+    proc = subprocess.run([str(launcher), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cxraug.cli.main",
+                           "train", "denoiser", "--stage", "1", "--out", str(out), *sets],
+                          capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert (out / "denoiser" / "model.safetensors").is_file()

@@ -94,24 +94,32 @@ def train(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool = Fa
     """Run the requested stages in order, each after any missing prerequisite."""
     from cxraug.diffusion.train import run_stage
 
-    run = open_run(cfg, out, overwrite)
+    from accelerate import PartialState
+
+    # Under `accelerate launch`, the main process prepares everything shared on disk (run
+    # folder, frozen components, caches) first; the others then find it there.
+    state = PartialState()
+    with state.main_process_first():
+        run = open_run(cfg, out, overwrite if state.is_main_process else False)
     wanted = set(stages)
     last = max(STAGES.index(s) for s in wanted)
     for i, stage in enumerate(STAGES[: last + 1]):
         folder = {"vae": run.vae, "text": run.text, "1": run.denoiser, "2": run.adapter}[stage]
-        if stage in ("1", "2") and _stale(run, stage, cfg):
-            _discard(run, stage)  # more steps asked for (stage 1), or trained on an older stage 1
+        if stage in ("1", "2") and state.is_main_process and _stale(run, stage, cfg):
+            _discard(run, stage)
+        state.wait_for_everyone()  # more steps asked for (stage 1), or trained on an older stage 1
         if (folder / "config.json").is_file() and stage not in wanted:
             continue  # prerequisite already there
         if (folder / "config.json").is_file() and stage in wanted and stage in ("vae", "text"):
             continue  # frozen components are never retrained in place
-        if stage == "vae":
-            stage_vae(cfg, run, progress)
-        elif stage == "text":
-            stage_text(cfg, run, progress)
+        if stage in ("vae", "text"):
+            with state.main_process_first():
+                if not (folder / "config.json").is_file():
+                    (stage_vae if stage == "vae" else stage_text)(cfg, run, progress)
         else:
             run_stage(cfg, run, int(stage), progress, max_steps)
-    write_model_card(cfg, run)
+    if state.is_main_process:
+        write_model_card(cfg, run)
     return run
 
 

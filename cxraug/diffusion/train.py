@@ -218,9 +218,13 @@ def run_stage(cfg: DiffCXRConfig, run: RunDir, stage: int, progress: bool = True
     from cxraug.text.squeeze import ReportEncoder
 
     # 1. Frozen parts: latent space and report encoder; cached training inputs.
+    from accelerate import PartialState
+
+    state = PartialState()
     space = LatentSpace.load(run.vae)
     encoder = ReportEncoder.from_pretrained(run.text)
-    data = build_training_set(cfg, run, space, encoder, progress)
+    with state.main_process_first():  # caches are written once, then read by the others
+        data = build_training_set(cfg, run, space, encoder, progress and state.is_main_process)
     # 2. The model of this stage.
     torch.manual_seed(stable_seed(cfg.train.seed, "init", stage))
     if stage == 1:
@@ -246,7 +250,7 @@ def run_stage(cfg: DiffCXRConfig, run: RunDir, stage: int, progress: bool = True
 
     # 3. Train, then export the EMA weights as this stage's component.
     ema = train_denoiser(model, trainable, data, space, tcfg, run, stage, on_sample, progress, max_steps)
-    if max_steps is not None and max_steps < tcfg.steps:
+    if (max_steps is not None and max_steps < tcfg.steps) or not state.is_main_process:
         return run.root
     meta = {"stage": stage, "steps": tcfg.steps, "trained_on": data.dataset.name,
             "n_train_images": len(data), "latent_shape": list(space.latent_shape),
