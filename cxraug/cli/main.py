@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 
 # Command modules, in the order their commands appear in --help.
-COMMAND_MODULES = ("data", "label", "train", "filter", "synth", "bench", "quickstart")
+COMMAND_MODULES = ("data", "label", "train", "filter", "synth", "bench", "eval", "quickstart")
 
 
 def _version(value: bool) -> None:

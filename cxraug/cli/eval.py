@@ -1,0 +1,49 @@
+"""``cxraug eval``: FID / KID / precision-recall / density-coverage / SSIM diversity of a cohort."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cxraug.cli.common import KindOpt, console, table
+
+
+def eval_cmd(real: str = typer.Option(..., "--real", help="Real images: any dataset cxraug loads, "
+                                      "an image folder, or sample:kermany."),
+             synth: Path = typer.Option(..., "--synth", help="Cohort folder from cxraug synth, or an image folder."),
+             out: Path = typer.Option(Path("eval.json"), "--out", "-o", help="Eval card (JSON)."),
+             extractor: str = typer.Option("classifier", "--extractor", help="classifier or inception."),
+             classifier: Optional[Path] = typer.Option(None, "--classifier", help="Classifier folder (feature extractor)."),
+             inception_weights: Optional[Path] = typer.Option(
+                 None, "--inception-weights", help="Local torch-fidelity weights-inception-2015-12-05-6726825d.pth."),
+             image_size: int = typer.Option(64, "--image-size", help="Both sides are padded/resized to this square."),
+             max_images: Optional[int] = typer.Option(5000, "--max-images", help="Random cap per side."),
+             seed: int = typer.Option(0, "--seed"),
+             labels: Optional[str] = typer.Option(None, "--labels", help="Per-label metrics only for these targets."),
+             min_count: int = typer.Option(10, "--min-count", help="Minimum images per side for per-label metrics."),
+             kind: str = KindOpt) -> None:
+    """Compare a synthetic cohort with real images in a feature space; write an eval card."""
+    from cxraug.errors import CxraugError
+    from cxraug.metrics.generative import evaluate, summary_rows
+
+    if image_size < 8 or (max_images is not None and max_images < 2) or min_count < 1:
+        raise CxraugError("--image-size must be >= 8, --max-images >= 2 and --min-count >= 1")
+    card = evaluate(real, synth, extractor, classifier, inception_weights, image_size, max_images,
+                    seed, labels, min_count, kind=kind)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(card, indent=2))
+    console.print(table(f"{card['extractor']['name']} features, {card['resize']}",
+                        ["scope", "real", "synth", "FID", "KID", "prec", "rec", "dens",
+                         "cov"], summary_rows(card)))
+    div = card["diversity"]["mean_pairwise_ssim"]
+    console.print(f"within-target SSIM (lower = more diverse): {'-' if div is None else f'{div:.3f}'}")
+    for t, why in card["per_label_skipped"].items():
+        console.print(f"skipped {t}: {why}")
+    console.print(f"eval card: {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_cmd)

@@ -1,0 +1,320 @@
+"""Generative metrics for synthetic chest X-rays: FID, KID, precision/recall, density/coverage
+and SSIM diversity, plus the ``cxraug eval`` pipeline that computes them into an eval card.
+
+Feature metrics take ``float [N, F]`` feature arrays from one extractor:
+
+* ``classifier``: a cxraug :class:`~cxraug.classify.model.Classifier` folder (penultimate
+  features) - the offline chest X-ray extractor;
+* ``inception``: torch-fidelity's InceptionV3 pool3 (2048-d) from a LOCAL weights file;
+  grayscale is repeated to RGB only at that boundary. cxraug never downloads weights.
+
+References: FID (Heusel et al. 2017), KID (Binkowski et al. 2018), precision/recall
+(Kynkaanniemi et al. 2019), density/coverage (Naeem et al. 2020).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import linalg
+
+from cxraug.data import labels as L
+from cxraug.errors import CxraugError, DataError, WeightsError
+
+EXTRACTORS = ("classifier", "inception", "xrv")
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE)
+NEGATIVE = "negative"
+
+
+# ------------------------------------------------------------------------------ feature metrics
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                     eps: float = 1e-6) -> float:
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2):
+    ``||mu1 - mu2||^2 + Tr(s1 + s2 - 2 sqrt(s1 s2))``."""
+    diff = mu1 - mu2
+    with warnings.catch_warnings():  # singular with fewer samples than features; handled below
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = np.atleast_2d(linalg.sqrtm(sigma1 @ sigma2))
+    if not np.isfinite(covmean).all():
+        # singular product (fewer samples than features): regularise as pytorch-fid does
+        offset = np.eye(len(mu1)) * eps
+        covmean = np.atleast_2d(linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset)))
+    # sqrtm of a product of PSD matrices is real in theory; numerical noise leaves small imaginary parts
+    covmean = np.real(covmean)
+    return float(max(0.0, diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean)))
+
+
+def fid(real: np.ndarray, fake: np.ndarray) -> float:
+    """FID between feature sets ``[N, F]`` and ``[M, F]`` (Gaussian fits; N, M >= 2)."""
+    a, b = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    return frechet_distance(a.mean(0), np.atleast_2d(np.cov(a, rowvar=False)),
+                            b.mean(0), np.atleast_2d(np.cov(b, rowvar=False)))
+
+
+def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000,
+        seed: int = 0) -> tuple[float, float]:
+    """KID: unbiased MMD^2 with the kernel ``(x.y / F + 1)^3`` over random subsets -> (mean, std)."""
+    a, b = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    m = min(subset_size, len(a), len(b))
+    if m < 2:
+        raise DataError(f"KID needs at least 2 images per side, got {len(a)} real and {len(b)} synthetic")
+    rng = np.random.default_rng(seed)
+    d = a.shape[1]
+    vals = []
+    for _ in range(subsets):
+        x = a[rng.choice(len(a), m, replace=False)]
+        y = b[rng.choice(len(b), m, replace=False)]
+        kxx, kyy, kxy = ((x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3)
+        off = m * (m - 1)
+        vals.append((kxx.sum() - np.trace(kxx)) / off + (kyy.sum() - np.trace(kyy)) / off
+                    - 2 * kxy.mean())
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def _kth_radius(x: np.ndarray, k: int) -> np.ndarray:
+    """Distance from each row of ``x`` to its k-th nearest other row."""
+    d = torch.cdist(torch.from_numpy(x), torch.from_numpy(x))
+    return d.kthvalue(k + 1, dim=1).values.numpy()  # +1: the point itself sits at distance 0
+
+
+def manifold_metrics(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict[str, float]:
+    """Precision/recall (Kynkaanniemi et al. 2019) and density/coverage (Naeem et al. 2020)
+    with k-NN balls; both sets need more than ``k`` rows."""
+    a, b = np.asarray(real, np.float32), np.asarray(fake, np.float32)
+    if min(len(a), len(b)) <= k:
+        raise DataError(f"precision/recall with k={k} need more than {k} images per side, got "
+                        f"{len(a)} real and {len(b)} synthetic")
+    ra, rb = _kth_radius(a, k), _kth_radius(b, k)
+    d = torch.cdist(torch.from_numpy(a), torch.from_numpy(b)).numpy()  # [N_real, N_fake]
+    inside_real = d <= ra[:, None]  # fake j inside real i's ball
+    return {
+        "precision": float(inside_real.any(0).mean()),
+        "recall": float((d <= rb[None, :]).any(1).mean()),
+        "density": float(inside_real.sum(0).mean() / k),
+        "coverage": float((d.min(1) <= ra).mean()),
+    }
+
+
+def feature_metrics(real: np.ndarray, fake: np.ndarray, k: int = 3, seed: int = 0,
+                    kid_subsets: int = 100, kid_subset_size: int = 1000) -> dict[str, float]:
+    """All feature metrics of one real/synthetic pair of feature sets."""
+    kmean, kstd = kid(real, fake, kid_subsets, kid_subset_size, seed)
+    return {"fid": fid(real, fake), "kid_mean": kmean, "kid_std": kstd, **manifold_metrics(real, fake, k)}
+
+
+def ssim_diversity(images: np.ndarray, groups: np.ndarray, pairs: int = 50,
+                   seed: int = 0) -> dict[str, object]:
+    """Mean SSIM over seeded random pairs within each group (same target/prompt) of ``uint8
+    [N, H, W]`` images. Higher = more alike; lower = more diverse. Groups of < 2 are skipped."""
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(seed)
+    per_group, everything = {}, []
+    for g in sorted(set(groups.tolist())):
+        idx = np.flatnonzero(groups == g)
+        if len(idx) < 2:
+            continue
+        vals = []
+        for _ in range(pairs):
+            i, j = rng.choice(idx, 2, replace=False)
+            vals.append(structural_similarity(images[i], images[j], data_range=255))
+        per_group[str(g)] = float(np.mean(vals))
+        everything += vals
+    return {"mean_pairwise_ssim": float(np.mean(everything)) if everything else None,
+            "pairs_per_group": pairs, "per_group": per_group}
+
+
+# ------------------------------------------------------------------------------ extractors
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def make_extractor(name: str, classifier: Path | None = None, inception_weights: Path | None = None,
+                   batch_size: int = 64) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
+    """``uint8 [N, H, W]`` -> ``float32 [N, F]`` feature function, and its description for the card."""
+    if name == "classifier":
+        from cxraug.classify.model import Classifier
+
+        if classifier is None or not (Path(classifier) / "config.json").is_file():
+            raise WeightsError(f"--classifier {classifier}: expected a Classifier folder with config.json "
+                               "(from cxraug train classifier / Classifier.save_pretrained)")
+        model = Classifier.from_pretrained(classifier).eval()
+        weights = Path(classifier) / "model.safetensors"
+        return (lambda x: model.embed(x, batch_size)), {
+            "name": "classifier", "path": str(Path(classifier).resolve()), "arch": model.args["arch"],
+            "features": model.num_features, "input_size": model.image_size,
+            "sha256": sha256(weights) if weights.is_file() else None}
+    if name == "inception":
+        return _inception(inception_weights, batch_size)
+    if name == "xrv":
+        raise WeightsError("--extractor xrv is not implemented in this version; use --extractor "
+                           "classifier --classifier DIR or --extractor inception --inception-weights FILE")
+    raise CxraugError(f"--extractor {name!r}: choose one of {', '.join(EXTRACTORS)}")
+
+
+def _inception(path: Path | None, batch_size: int):
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    from cxraug.data.transforms import gray_to_rgb
+
+    where = f"download {INCEPTION_URL} yourself and pass --inception-weights FILE (cxraug never downloads)"
+    if path is None or not Path(path).is_file():
+        raise WeightsError(f"--inception-weights {path}: file not found; {where}")
+    try:  # safe load first: only if it is a plain tensor state dict is it handed to torch-fidelity
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        raise WeightsError(f"--inception-weights {path}: not a loadable state dict ({str(e).splitlines()[0]}); "
+                           f"{where}") from None
+    if not isinstance(state, dict) or "Mixed_7c.branch1x1.conv.weight" not in state:
+        raise WeightsError(f"--inception-weights {path}: not torch-fidelity InceptionV3 weights; {where}")
+    try:
+        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                          feature_extractor_weights_path=str(path))
+    except RuntimeError as e:
+        raise WeightsError(f"--inception-weights {path}: {str(e).splitlines()[0]}; {where}") from None
+
+    def run(images: np.ndarray) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for s in range(0, len(images), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(images[s:s + batch_size])).unsqueeze(1)
+                out.append(net(gray_to_rgb(x).contiguous())[0].float().numpy())  # resized to 299 inside
+        return np.concatenate(out)
+
+    return run, {"name": "inception", "path": str(Path(path).resolve()), "sha256": sha256(Path(path)),
+                 "features": 2048, "input_size": 299, "layer": "pool3"}
+
+
+# ------------------------------------------------------------------------------ inputs
+
+def _subsample(n: int, max_images: int | None, rng: np.random.Generator) -> np.ndarray:
+    if max_images is None or n <= max_images:
+        return np.arange(n)
+    return np.sort(rng.choice(n, max_images, replace=False))
+
+
+def load_real(data: str | Path, image_size: int, max_images: int | None, seed: int,
+              kind: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Any dataset cxraug loads -> (``uint8 [N, S, S]`` images, raw labels ``[N, 14]``)."""
+    from cxraug.data.adapters import load_dataset, resolve_data
+    from cxraug.data.transforms import load_grayscale, resize_square
+
+    ds = load_dataset(resolve_data(data), kind)
+    keep = _subsample(len(ds), max_images, np.random.default_rng([seed, 1]))
+    paths = [ds.paths[i] for i in keep]
+    images = np.stack([resize_square(load_grayscale(p), image_size) for p in paths])
+    return images, ds.labels[keep]
+
+
+def load_synth(folder: Path, image_size: int, max_images: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A ``cxraug synth`` cohort (accepted rows of manifest.csv) or a plain image folder ->
+    (``uint8 [M, S, S]`` images, target per image; ``"all"`` for a plain folder)."""
+    from cxraug.data.adapters import IMAGE_SUFFIXES, read_csv
+    from cxraug.data.transforms import load_grayscale, resize_square
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"--synth {folder}: folder not found")
+    manifest = folder / "manifest.csv"
+    if manifest.is_file():
+        df = read_csv(manifest, ("file", "accepted", "target"), "cohort manifest from cxraug synth")
+        df = df[df["accepted"].str.strip().str.lower().isin(["true", "1", "1.0"])]
+        if df.empty:
+            raise DataError(f"{manifest}: no accepted images")
+        files, targets = [folder / f for f in df["file"]], df["target"].to_numpy(dtype=str)
+    else:
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"--synth {folder}: no manifest.csv and no image files")
+        targets = np.array(["all"] * len(files))
+    keep = _subsample(len(files), max_images, np.random.default_rng([seed, 2]))
+    images = np.stack([resize_square(load_grayscale(files[i]), image_size) for i in keep])
+    return images, targets[keep]
+
+
+def real_mask(raw: np.ndarray, target: str) -> np.ndarray:
+    """Real images matching a cohort target: positive for it, or for ``negative`` no positive
+    finding and at least one explicit negative (or No Finding = 1)."""
+    if target.lower() == NEGATIVE:
+        findings = np.delete(raw, L.index("No Finding"), axis=1)
+        return ((raw[:, L.index("No Finding")] == 1)
+                | (~(findings == 1).any(1) & (findings == 0).any(1)))
+    return raw[:, L.index(L.canonical(target))] == 1
+
+
+# ------------------------------------------------------------------------------ the eval card
+
+def _wanted(labels: str | list[str] | None) -> set[str] | None:
+    """``--labels``: observation names (aliases allowed) and/or ``negative``; None = all."""
+    if not labels:
+        return None
+    items = [x.strip() for x in (labels.split(",") if isinstance(labels, str) else labels) if x.strip()]
+    names = [x for x in items if x.lower() != NEGATIVE]
+    return (set(L.parse_label_list(names)) if names else set()) | ({NEGATIVE} if len(names) < len(items) else set())
+
+
+def evaluate(real: str | Path, synth: Path, extractor: str = "classifier", classifier: Path | None = None,
+             inception_weights: Path | None = None, image_size: int = 64, max_images: int | None = 5000,
+             seed: int = 0, labels: str | list[str] | None = None, min_count: int = 10, k: int = 3,
+             ssim_pairs: int = 50, kind: str = "auto") -> dict:
+    """Compute every metric of a synthetic cohort against real images; returns the eval card."""
+    # 1. extractor first: a missing weights file should fail before any image is read
+    embed, info = make_extractor(extractor, classifier, inception_weights)
+    # 2. images at one size, aspect-preserving pad
+    real_img, real_raw = load_real(real, image_size, max_images, seed, kind)
+    syn_img, targets = load_synth(Path(synth), image_size, max_images, seed)
+    # 3. features and metrics on everything
+    fr, fs = embed(real_img), embed(syn_img)
+    card = {
+        "extractor": info, "real": str(real), "synth": str(synth),
+        "counts": {"real": len(real_img), "synthetic": len(syn_img)},
+        "resize": f"aspect-preserving pad to {image_size} px", "image_size": image_size,
+        "seed": seed, "max_images": max_images, "k": k, "min_count": min_count,
+        "metrics": feature_metrics(fr, fs, k, seed),
+        "diversity": ssim_diversity(syn_img, targets, ssim_pairs, seed),
+    }
+    # 4. per label: a cohort target vs real images positive for it, when both sides are big enough
+    wanted = _wanted(labels)
+    per_label, skipped = {}, {}
+    for t in sorted(set(targets.tolist()) - {"all"}):
+        if t.lower() != NEGATIVE:
+            try:
+                t = L.canonical(t)
+            except L.UnknownLabelError:
+                skipped[t] = "not an observation"
+                continue
+        if wanted is not None and t not in wanted:
+            continue
+        ms, mr = targets == t, real_mask(real_raw, t)
+        if min(ms.sum(), mr.sum()) < max(min_count, k + 1):
+            skipped[t] = f"{int(mr.sum())} real / {int(ms.sum())} synthetic < {max(min_count, k + 1)}"
+            continue
+        per_label[t] = {"real": int(mr.sum()), "synthetic": int(ms.sum()),
+                        **feature_metrics(fr[mr], fs[ms], k, seed)}
+    card["per_label"], card["per_label_skipped"] = per_label, skipped
+    return card
+
+
+def summary_rows(card: dict) -> list[list[object]]:
+    """Table rows ``[scope, n real, n synth, FID, KID, P, R, D, C]`` for the CLI."""
+    def row(name, n_r, n_s, m):
+        return [name, n_r, n_s, f"{m['fid']:.3f}", f"{m['kid_mean']:.4f}±{m['kid_std']:.4f}",
+                *(f"{m[x]:.3f}" for x in ("precision", "recall", "density", "coverage"))]
+
+    rows = [row("all", card["counts"]["real"], card["counts"]["synthetic"], card["metrics"])]
+    rows += [row(t, m["real"], m["synthetic"], m) for t, m in card["per_label"].items()]
+    return rows
+
