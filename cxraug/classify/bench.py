@@ -317,7 +317,9 @@ def run_bench(cfg: BenchConfig, out: Path, synth: Path | None = None, model: Pat
     report = {"config": C.to_dict(cfg), "versions": versions(), "labels": real.labels,
               "test": test_summary(real),
               "synthetic": {"cohort": str(synth) if synth else None,
-                            "generator_real_frac": generator.get("real_frac"), "card": card},
+                            "generator_real_frac": (generator.get("trained_on") or {}).get("real_frac"),
+                            "generator_train_images": (generator.get("trained_on") or {}).get("images"),
+                            "card": card},
               **summary}
     (out / "results.json").write_text(json.dumps(report, indent=2, default=str))
     plot(summary, out / "mauc.png", f"{cfg.data}: {', '.join(real.labels)}")
