@@ -23,21 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """All stages of a tiny Diff-CXR on a 24-image Kermany-layout fixture (trained once)."""
-    from conftest import write_png
-    from test_diffusion_train import tiny_config
+    """All stages of a tiny Diff-CXR, trained once for this module (conftest.train_tiny_run)."""
+    from conftest import train_tiny_run
 
-    from cxraug.diffusion.run import train
-
-    root = tmp_path_factory.mktemp("kermany")
-    rows = ["image_path,split,patient_id,pneumonia,subtype"]
-    for i in range(24):
-        name = f"images/{i:03d}.png"
-        write_png(root / name, seed=i)
-        rows.append(f"{name},{'test' if i >= 20 else 'train'},P{i // 2},{i % 2},{'virus' if i % 2 else 'normal'}")
-    (root / "index.csv").write_text("\n".join(rows) + "\n")
-    return train(tiny_config(root), tmp_path_factory.mktemp("run") / "r", ["vae", "text", "1", "2"],
-                 progress=False)
+    return train_tiny_run(tmp_path_factory)[1]
 
 
 @pytest.fixture(scope="module")
