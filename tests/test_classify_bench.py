@@ -77,3 +77,34 @@ def test_bench_end_to_end_on_sample(tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     assert {c["arm"] for c in res["cells"]} == {"real", "real+dup"}
     assert res["test"]["n_images"] == 90 and (out / "mauc.png").is_file()
+
+
+def test_strict_needs_a_generator_run(tmp_path, capsys):
+    assert main(["bench", "--strict", "--arms", "real,real+synth", "--out", str(tmp_path / "b")]) == 2
+    assert "--strict" in capsys.readouterr().err
+
+
+def test_strict_generator_sees_only_the_classifier_subset(tmp_path_factory, tmp_path):
+    """--strict: the generator for fraction F is trained on exactly the classifier's real subset,
+    and the synthetic arm's job records that generator's real fraction."""
+    from conftest import train_tiny_run
+
+    from cxraug.data.splits import real_subset
+    from cxraug.diffusion.prepare import RunDir, training_dataset
+
+    _, run, root = train_tiny_run(tmp_path_factory)
+    cfg = B.BenchConfig(data=str(root), image_size=32, min_positive=1, real_fracs=[0.5],
+                        arms=["real", "real+synth"], n_boot=20)
+    cfg.classifier.arch, cfg.classifier.max_epochs = "resnet10t", 1
+    out = tmp_path / "bench"
+    report = B.run_bench(cfg, out, model=run.root, n_synth=4, strict=True,
+                         generator_overrides=["train.steps=2", "adapter.steps=1"], progress=False)
+    gen = out / "generators" / "frac0.5"
+    gen_cfg = B.generator_config(run.root, 0.5, cfg, ["train.steps=2", "adapter.steps=1"])
+    seen = set(training_dataset(gen_cfg, RunDir(gen)).ids)
+    real = B.load_real(cfg, run.root / "splits.csv")
+    assert seen == set(real_subset(real.train, 0.5, seed=cfg.subset_seed).ids)
+    assert len(seen) < len(real.train)
+    synth_job = next(j for j in report["jobs"] if j["arm"] == "real+synth")
+    assert synth_job["generator_real_frac"] == 0.5
+    assert report["synthetic"]["protocol"] == "strict"

@@ -68,8 +68,19 @@ def test_missing_or_bad_inception_weights_are_one_line_errors(tmp_path):
     with pytest.raises(WeightsError, match="never downloads") as e:
         G.make_extractor("inception", inception_weights=bad)
     assert "\n" not in str(e.value)
-    with pytest.raises(WeightsError, match="not implemented"):
+    with pytest.raises(WeightsError, match="file not found"):
         G.make_extractor("xrv")
+    pickled = tmp_path / "densenet121-res224-all.pt"
+    pickled.write_bytes(b"pickled model")
+    with pytest.raises(WeightsError, match="never unpickled") as e:
+        G.make_extractor("xrv", xrv_weights=pickled)
+    assert "\n" not in str(e.value)
+    wrong = tmp_path / "wrong.safetensors"
+    from safetensors.torch import save_file
+    import torch
+    save_file({"w": torch.zeros(2)}, str(wrong))
+    with pytest.raises(WeightsError, match="not a torchxrayvision DenseNet"):
+        G.make_extractor("xrv", xrv_weights=wrong)
 
 
 def test_inception_extractor_from_local_weights(tmp_path):
@@ -92,6 +103,28 @@ def test_inception_extractor_from_local_weights(tmp_path):
     # random-init activations shrink with depth (~1e-7 here), so compare relative to their scale
     scale = np.abs(f[0]).max()
     assert scale > 0 and np.abs(f[3] - f[0]).max() < 1e-4 * scale < np.abs(f[1] - f[0]).max()
+
+
+def test_xrv_extractor_from_a_local_state_dict(tmp_path):
+    """A torchxrayvision DenseNet built here (random weights; the published ones are never
+    downloaded) saved as safetensors: loaded into a fresh DenseNet, 1024-d pooled features at 224 px."""
+    import torch
+    import torchxrayvision as xrv
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = xrv.models.DenseNet(weights=None).eval()
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "xrv.safetensors"))
+    embed, info = G.make_extractor("xrv", xrv_weights=tmp_path / "xrv.safetensors")
+    x = np.random.default_rng(3).integers(0, 256, (2, 48, 48), dtype=np.uint8)
+    f = embed(np.concatenate([x, x[:1]]))
+    assert f.shape == (3, 1024) and info["input_size"] == 224 and len(info["sha256"]) == 64
+    np.testing.assert_allclose(f[2], f[0], rtol=1e-4, atol=1e-5)
+    with torch.inference_mode():  # the same weights as the saved network: identical features
+        ref = net.features2(torch.nn.functional.interpolate(
+            torch.from_numpy(x[:1]).float().div(255).mul(2).sub(1).mul(1024)[:, None], size=(224, 224),
+            mode="bilinear", align_corners=False))
+    np.testing.assert_allclose(f[0], ref[0].numpy(), rtol=1e-3, atol=1e-4)
 
 
 def _blobs(folder, n, rng, bright, size=40):

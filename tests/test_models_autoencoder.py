@@ -57,7 +57,9 @@ def test_train_two_steps_changes_weights_and_round_trips(images, tmp_path):
     after = space.vae.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert len(changed) > len(before) // 2
-    assert space.scale_factor != 1.0 and np.isfinite(space.scale_factor)
+    # per-channel standardisation (the default): one mean and std per latent channel
+    assert space.scale_factor == 1.0 and len(space.latents_mean) == len(space.latents_std) == 4
+    assert all(np.isfinite(space.latents_std)) and min(space.latents_std) > 0
 
     assert (tmp_path / "vae" / "config.json").is_file()
     assert (tmp_path / "vae" / "diffusion_pytorch_model.safetensors").is_file()
@@ -68,11 +70,34 @@ def test_train_two_steps_changes_weights_and_round_trips(images, tmp_path):
 
     loaded = LatentSpace.load(tmp_path / "vae")
     assert loaded.scale_factor == pytest.approx(space.scale_factor)
+    assert loaded.latents_mean == pytest.approx(space.latents_mean)
+    assert loaded.latents_std == pytest.approx(space.latents_std)
     x = _x()
     with torch.no_grad():
         m1, m2 = space.encode_moments(x), loaded.encode_moments(x)
         assert torch.equal(m1, m2)
         assert torch.equal(space.decode(space.mode(m1)), loaded.decode(loaded.mode(m2)))
+
+
+def test_latent_normalisation_standardises_channels_and_inverts(images):
+    """Per channel: normalised latents of the fitting images have mean ~0 and std ~1 in every
+    channel (a global scale cannot do that when channels differ), and denormalise inverts it."""
+    from cxraug.models.autoencoder import _UInt8Images, set_latent_stats
+
+    space = build_vae(VAEConfig(**TINY)).freeze()
+    data = _UInt8Images(images)
+    with torch.no_grad():
+        set_latent_stats(space, data, "channel", len(images), 4, torch.Generator().manual_seed(0))
+        z = space.sample(space.encode_moments(torch.stack([data[i] for i in range(len(images))])),
+                         torch.Generator().manual_seed(0))
+        # a fresh posterior draw: equal to the fitted statistics up to sampling error
+        assert z.mean((0, 2, 3)).abs().max() < 0.1 and (z.std((0, 2, 3)) - 1).abs().max() < 0.1
+        raw = torch.randn(2, 4, 16, 16)
+        assert torch.allclose(space.denormalise(space.normalise(raw)), raw, atol=1e-5)
+        set_latent_stats(space, data, "global", len(images), 4, torch.Generator().manual_seed(0))
+        assert space.latents_mean is None and space.scale_factor != 1.0
+    with pytest.raises(Exception, match="latent_norm"):
+        VAEConfig(**TINY, latent_norm="minmax").validate()
 
 
 def test_cached_moments_equal_direct_encode(images, tmp_path):

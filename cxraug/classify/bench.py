@@ -10,6 +10,12 @@ seed, one classifier is trained and scored on the real test split:
 * ``synth->real`` pre-trained on the whole synthetic cohort, fine-tuned on the real subset;
 * ``synth``       the synthetic cohort only.
 
+Generator protocols: the paper's (one generator, trained on the whole training split, for every
+real fraction) and, with ``strict``, a generator per fraction trained like the given one but only
+on that fraction's real subset (the classifier's own images), so that no real image outside the
+subset reaches the classifier through the synthetic data. Each job records the
+``generator_real_frac`` of the cohort it used.
+
 Model selection and early stopping use the real validation split only; the test split is used
 once per job. Each job writes its test scores, so an interrupted bench resumes, and ``--job i/N``
 runs a disjoint share of the jobs for any scheduler. Statistics: per-label AUC and mAUC with
@@ -166,8 +172,22 @@ def arm_data(arm: str, real: ArraySet, synth: ArraySet | None, ratio: float, see
     return synth, None
 
 
+def pretrained_on_synth(synth: ArraySet, real: RealData, ccfg: ClassifierConfig, folder: Path,
+                        progress: bool = True):
+    """The ``synth->real`` arm's synthetic pre-training, shared by every fraction of a seed (it
+    does not depend on the real subset), saved once to ``folder``."""
+    from cxraug.classify.model import Classifier
+
+    if (folder / "config.json").is_file():
+        return Classifier.from_pretrained(folder)
+    model, _ = train_classifier(synth, real.val, ccfg, None, progress, label_names=real.labels)
+    model.save_pretrained(folder)
+    return model
+
+
 def run_job(frac: float, arm: str, seed: int, real: RealData, synth: ArraySet | None,
-            cfg: BenchConfig, out: Path, progress: bool = True) -> dict:
+            cfg: BenchConfig, out: Path, progress: bool = True, cohort_key: str = "cohort",
+            generator_real_frac: float | None = None) -> dict:
     """Train one classifier and score the test split (skipped if already done)."""
     from cxraug.data.splits import real_subset
 
@@ -183,7 +203,7 @@ def run_job(frac: float, arm: str, seed: int, real: RealData, synth: ArraySet | 
     ccfg = dataclasses.replace(cfg.classifier, seed=seed)
     init = None
     if pre is not None:
-        init, _ = train_classifier(pre, real.val, ccfg, None, progress, label_names=real.labels)
+        init = pretrained_on_synth(pre, real, ccfg, out / "pretrain" / f"{cohort_key}_seed{seed}", progress)
     model, history = train_classifier(train_set, real.val, ccfg, None, progress, init_from=init,
                                       label_names=real.labels)
     scores = model.predict_proba(real.test.images)
@@ -193,7 +213,8 @@ def run_job(frac: float, arm: str, seed: int, real: RealData, synth: ArraySet | 
               "n_real_patients": int(len(set(real_set.patient_ids))), "n_train": len(train_set),
               "n_synth": int(len(train_set) - len(real_set)) if arm == "real+synth" else
               (len(synth) if arm in ("synth->real", "synth") else 0),
-              "best_val_mauc": history.get("best_val_mauc"), "best_step": history.get("best_step")}
+              "best_val_mauc": history.get("best_val_mauc"), "best_step": history.get("best_step"),
+              "generator_real_frac": generator_real_frac if arm in SYNTH_ARMS else None}
     (folder / "result.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -285,41 +306,113 @@ def cohort_for_bench(model: Path, labels: list[str], n: int, out: Path, seed: in
     return out
 
 
+def generator_config(model: Path, frac: float, cfg: BenchConfig, overrides: list[str] | None = None):
+    """The config of ``model`` retargeted to the real subset ``frac`` of the same splits."""
+    from cxraug import config as C
+    from cxraug.diffusion.config import DiffCXRConfig
+
+    if not (model / "config.yaml").is_file():
+        raise CxraugError(f"{model}: no config.yaml; --strict needs a run folder written by cxraug train")
+    sets = [f"data.real_frac={frac}", f"data.split_seed={cfg.split_seed}",
+            f"data.subset_seed={cfg.subset_seed}", *(overrides or [])]
+    return C.load(DiffCXRConfig, model / "config.yaml", sets)
+
+
+def strict_generator(model: Path, frac: float, cfg: BenchConfig, out: Path,
+                     overrides: list[str] | None = None, progress: bool = True) -> Path:
+    """A generator trained like ``model`` (its recipe, same splits) on the real subset ``frac``
+    only; ``model`` itself when it already is one. Trained once into ``out`` and resumable."""
+    import shutil
+
+    from cxraug import config as C
+    from cxraug.diffusion.config import DiffCXRConfig
+    from cxraug.diffusion.run import train
+
+    gen_cfg = generator_config(model, frac, cfg, overrides)
+    own = C.load(DiffCXRConfig, model / "config.yaml")
+    if not overrides and own.data.real_frac == frac and own.data.subset_seed == cfg.subset_seed:
+        return model
+    out.mkdir(parents=True, exist_ok=True)
+    if (model / "splits.csv").is_file() and not (out / "splits.csv").is_file():
+        shutil.copyfile(model / "splits.csv", out / "splits.csv")
+    stage = "2" if (model / "adapter" / "config.json").is_file() else "1"
+    train(gen_cfg, out, [stage], progress=progress)
+    return out
+
+
+def _trained_on(card: dict) -> dict:
+    generator = card.get("generator", {}) if isinstance(card.get("generator"), dict) else {}
+    return generator.get("trained_on") or {}
+
+
 def run_bench(cfg: BenchConfig, out: Path, synth: Path | None = None, model: Path | None = None,
-              n_synth: int = 0, job: tuple[int, int] = (0, 1), progress: bool = True) -> dict | None:
-    """The whole experiment; returns the report, or None while other job shares are missing."""
+              n_synth: int = 0, job: tuple[int, int] = (0, 1), progress: bool = True,
+              strict: bool = False, generator_overrides: list[str] | None = None) -> dict | None:
+    """The whole experiment; returns the report, or None while other job shares are missing.
+
+    ``strict``: the synthetic arms of fraction F use a cohort from a generator trained like
+    ``model`` on F's real subset only (trained into ``out/generators/fracF``, with
+    ``generator_overrides`` such as ``train.steps=600`` applied to its config).
+    """
     from cxraug import config as C
 
+    if strict and model is None:
+        raise CxraugError("--strict trains a generator per real fraction from a run's recipe: pass "
+                          "--model RUN (not --synth)")
     out.mkdir(parents=True, exist_ok=True)
     C.save(cfg, out)
     # A generator run's own splits keep its training images out of the classifier's test split.
     splits = model / "splits.csv" if model is not None and (model / "splits.csv").is_file() \
         else out / "splits.csv"
     real = load_real(cfg, splits)
-    cohort, card = None, {}
-    if any(a in SYNTH_ARMS for a in cfg.arms):
-        if synth is None and model is not None:
-            synth = cohort_for_bench(model, real.labels, n_synth or len(real.train), out / "cohort",
-                                     progress=progress)
-        if synth is None:
-            raise CxraugError("arms with synthetic data need --synth DIR or --model RUN")
-        cohort, card = load_cohort(synth, real.labels, cfg.image_size, cfg.policy)
+    needs_synth = any(a in SYNTH_ARMS for a in cfg.arms)
+    if needs_synth and synth is None and model is None:
+        raise CxraugError("arms with synthetic data need --synth DIR or --model RUN")
+    if strict:
+        for frac in cfg.real_fracs:  # fail before any training if a setting is wrong
+            generator_config(model, frac, cfg, generator_overrides)
+    cohorts: dict[float, tuple[ArraySet, dict, Path]] = {}
+
+    def cohort_for(frac: float) -> tuple[ArraySet | None, dict, Path | None]:
+        if not needs_synth:
+            return None, {}, None
+        key = frac if strict else -1.0
+        if key not in cohorts:
+            folder = synth
+            if strict:
+                gen = strict_generator(model, frac, cfg, out / "generators" / f"frac{frac:g}",
+                                       generator_overrides, progress)
+                folder = cohort_for_bench(gen, real.labels, n_synth or len(real.train),
+                                          out / "cohorts" / f"frac{frac:g}", progress=progress)
+            elif folder is None:
+                folder = cohort_for_bench(model, real.labels, n_synth or len(real.train),
+                                          out / "cohort", progress=progress)
+            arrays, card = load_cohort(folder, real.labels, cfg.image_size, cfg.policy)
+            cohorts[key] = (arrays, card, folder)
+        return cohorts[key]
+
     i, n = job
     todo = jobs(cfg)
     for k, (frac, arm, seed) in enumerate(todo):
-        if k % n == i:
-            run_job(frac, arm, seed, real, cohort, cfg, out, progress)
+        if k % n != i or (job_dir(out, frac, arm, seed) / "result.json").is_file():
+            continue
+        arrays, card, folder = cohort_for(frac) if arm in SYNTH_ARMS else (None, {}, None)
+        run_job(frac, arm, seed, real, arrays, cfg, out, progress,
+                cohort_key=f"frac{frac:g}" if strict else "cohort",
+                generator_real_frac=_trained_on(card).get("real_frac"))
     if not all((job_dir(out, *j) / "result.json").is_file() for j in todo):
         return None
     results = [json.loads((job_dir(out, *j) / "result.json").read_text()) for j in todo]
     summary = summarise(cfg, real, results, out)
-    generator = card.get("generator", {}) if isinstance(card.get("generator"), dict) else {}
+    used = sorted({f for f in cfg.real_fracs}) if needs_synth else []
+    cards = {f"{f:g}": cohort_for(f) for f in used} if strict else ({"all": cohort_for(-1)} if needs_synth else {})
     report = {"config": C.to_dict(cfg), "versions": versions(), "labels": real.labels,
               "test": test_summary(real),
-              "synthetic": {"cohort": str(synth) if synth else None,
-                            "generator_real_frac": (generator.get("trained_on") or {}).get("real_frac"),
-                            "generator_train_images": (generator.get("trained_on") or {}).get("images"),
-                            "card": card},
+              "synthetic": {"protocol": "strict" if strict else "paper",
+                            "cohorts": {k: {"folder": str(v[2]),
+                                            "generator_real_frac": _trained_on(v[1]).get("real_frac"),
+                                            "generator_train_images": _trained_on(v[1]).get("images"),
+                                            "card": v[1]} for k, v in cards.items()}},
               **summary}
     (out / "results.json").write_text(json.dumps(report, indent=2, default=str))
     plot(summary, out / "mauc.png", f"{cfg.data}: {', '.join(real.labels)}")

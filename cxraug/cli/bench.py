@@ -36,6 +36,8 @@ def bench(data: Optional[str] = DataOpt, kind: str = KindOpt,
           seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per cell (default 1)."),
           arch: Optional[str] = typer.Option(None, "--arch", help="timm model name (default resnet18)."),
           image_size: Optional[int] = typer.Option(None, "--image-size"),
+          strict: bool = typer.Option(False, "--strict", help="Per real fraction, train a generator like --model RUN on that real subset only and synthesise from it."),
+          generator_set: Optional[list[str]] = typer.Option(None, "--generator-set", help="KEY=VALUE override for the --strict generators, e.g. train.steps=600 (repeatable)."),
           job: Optional[str] = typer.Option(None, "--job", help="Run only job share i/N (any scheduler)."),
           out: Path = typer.Option(Path("runs/bench"), "--out", "-o"),
           recipe: Optional[Path] = RecipeOpt, overrides: Optional[list[str]] = SetOpt,
@@ -63,6 +65,8 @@ def bench(data: Optional[str] = DataOpt, kind: str = KindOpt,
         check_arch(arch)
     if synth is not None and model is not None:
         raise CxraugError("pass either --synth DIR or --model RUN, not both")
+    if strict and model is None:
+        raise CxraugError("--strict trains a generator per real fraction: pass --model RUN, not --synth")
     needs_synth = any(a in B.SYNTH_ARMS for a in cfg.arms)
     if needs_synth and synth is None and model is None:
         raise CxraugError(f"arms {', '.join(a for a in cfg.arms if a in B.SYNTH_ARMS)} need a cohort: "
@@ -73,7 +77,8 @@ def bench(data: Optional[str] = DataOpt, kind: str = KindOpt,
         console.print(C.dump(cfg))
         console.print(f"{len(B.jobs(cfg))} jobs")
         return
-    report = B.run_bench(cfg, out, synth=synth, model=model, n_synth=n_synth, job=_job_slice(job))
+    report = B.run_bench(cfg, out, synth=synth, model=model, n_synth=n_synth, job=_job_slice(job),
+                         strict=strict, generator_overrides=list(generator_set or []))
     if report is None:
         console.print("some jobs are still missing; rerun without --job (or run the other shares) to finish")
         return

@@ -15,10 +15,12 @@ def eval_cmd(real: str = typer.Option(..., "--real", help="Real images: any data
                                       "an image folder, or sample:kermany."),
              synth: Path = typer.Option(..., "--synth", help="Cohort folder from cxraug synth, or an image folder."),
              out: Path = typer.Option(Path("eval.json"), "--out", "-o", help="Eval card (JSON)."),
-             extractor: str = typer.Option("classifier", "--extractor", help="classifier or inception."),
+             extractor: str = typer.Option("classifier", "--extractor", help="classifier, inception or xrv."),
              classifier: Optional[Path] = typer.Option(None, "--classifier", help="Classifier folder (feature extractor)."),
              inception_weights: Optional[Path] = typer.Option(
                  None, "--inception-weights", help="Local torch-fidelity weights-inception-2015-12-05-6726825d.pth."),
+             xrv_weights: Optional[Path] = typer.Option(
+                 None, "--xrv-weights", help="torchxrayvision DenseNet state dict (.safetensors) for --extractor xrv."),
              image_size: int = typer.Option(64, "--image-size", help="Both sides are padded/resized to this square."),
              max_images: Optional[int] = typer.Option(5000, "--max-images", help="Random cap per side."),
              seed: int = typer.Option(0, "--seed"),
@@ -32,7 +34,7 @@ def eval_cmd(real: str = typer.Option(..., "--real", help="Real images: any data
     if image_size < 8 or (max_images is not None and max_images < 2) or min_count < 1:
         raise CxraugError("--image-size must be >= 8, --max-images >= 2 and --min-count >= 1")
     card = evaluate(real, synth, extractor, classifier, inception_weights, image_size, max_images,
-                    seed, labels, min_count, kind=kind)
+                    seed, labels, min_count, kind=kind, xrv_weights=xrv_weights)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(card, indent=2))
     console.print(table(f"{card['extractor']['name']} features, {card['resize']}",

@@ -7,6 +7,10 @@ Feature metrics take ``float [N, F]`` feature arrays from one extractor:
   features) - the offline chest X-ray extractor;
 * ``inception``: torch-fidelity's InceptionV3 pool3 (2048-d) from a LOCAL weights file;
   grayscale is repeated to RGB only at that boundary. cxraug never downloads weights.
+* ``xrv``: a torchxrayvision DenseNet-121 (e.g. ``densenet121-res224-all``, trained on eight chest
+  X-ray datasets), pooled 1024-d features at 224 px in xrv's [-1024, 1024] range, from a LOCAL
+  safetensors state dict. torchxrayvision publishes pickled ``.pt`` models, and cxraug never
+  unpickles: convert one once where you trust it (the error message prints the command).
 
 References: FID (Heusel et al. 2017), KID (Binkowski et al. 2018), precision/recall
 (Kynkaanniemi et al. 2019), density/coverage (Naeem et al. 2020).
@@ -143,7 +147,7 @@ def sha256(path: Path) -> str:
 
 
 def make_extractor(name: str, classifier: Path | None = None, inception_weights: Path | None = None,
-                   batch_size: int = 64) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
+                   batch_size: int = 64, xrv_weights: Path | None = None) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
     """``uint8 [N, H, W]`` -> ``float32 [N, F]`` feature function, and its description for the card."""
     if name == "classifier":
         from cxraug.classify.model import Classifier
@@ -160,9 +164,55 @@ def make_extractor(name: str, classifier: Path | None = None, inception_weights:
     if name == "inception":
         return _inception(inception_weights, batch_size)
     if name == "xrv":
-        raise WeightsError("--extractor xrv is not implemented in this version; use --extractor "
-                           "classifier --classifier DIR or --extractor inception --inception-weights FILE")
+        return _xrv(xrv_weights, batch_size)
     raise CxraugError(f"--extractor {name!r}: choose one of {', '.join(EXTRACTORS)}")
+
+
+XRV_CONVERT = ("python -c \"import torch, safetensors.torch as st; st.save_file(torch.load('IN.pt', "
+               "weights_only=False).state_dict(), 'OUT.safetensors')\"")
+
+
+def _xrv(path: Path | None, batch_size: int):
+    import torch.nn.functional as F
+    import torchxrayvision as xrv
+    from safetensors.torch import load_file
+
+    from cxraug.data.transforms import uint8_to_xrv
+
+    where = ("download a torchxrayvision DenseNet (e.g. densenet121-res224-all), convert it once where you "
+             f"trust the file with {XRV_CONVERT}, and pass --xrv-weights OUT.safetensors")
+    if path is None or not Path(path).is_file():
+        raise WeightsError(f"--xrv-weights {path}: file not found; {where}")
+    if Path(path).suffix != ".safetensors":
+        raise WeightsError(f"--xrv-weights {path}: cxraug only reads safetensors (xrv's .pt files are "
+                           f"pickled models and are never unpickled); {where}")
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise WeightsError(f"--xrv-weights {path}: unreadable safetensors ({str(e).splitlines()[0]})") from None
+    state.pop("op_threshs", None)
+    if "classifier.weight" not in state or "features.conv0.weight" not in state:
+        raise WeightsError(f"--xrv-weights {path}: not a torchxrayvision DenseNet state dict; {where}")
+    net = xrv.models.DenseNet(weights=None, num_classes=int(state["classifier.weight"].shape[0]))
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise WeightsError(f"--xrv-weights {path}: {str(e).splitlines()[0]}; {where}") from None
+    net.eval()
+
+    def run(images: np.ndarray) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for s in range(0, len(images), batch_size):
+                x = uint8_to_xrv(np.ascontiguousarray(images[s:s + batch_size]))  # [b, 1, h, w]
+                if x.shape[-1] != 224:
+                    x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
+                out.append(net.features2(x).float().numpy())
+        return np.concatenate(out)
+
+    return run, {"name": "xrv", "path": str(Path(path).resolve()), "sha256": sha256(Path(path)),
+                 "features": 1024, "input_size": 224, "layer": "densenet121 pooled features",
+                 "range": "[-1024, 1024]"}
 
 
 def _inception(path: Path | None, batch_size: int):
@@ -269,10 +319,10 @@ def _wanted(labels: str | list[str] | None) -> set[str] | None:
 def evaluate(real: str | Path, synth: Path, extractor: str = "classifier", classifier: Path | None = None,
              inception_weights: Path | None = None, image_size: int = 64, max_images: int | None = 5000,
              seed: int = 0, labels: str | list[str] | None = None, min_count: int = 10, k: int = 3,
-             ssim_pairs: int = 50, kind: str = "auto") -> dict:
+             ssim_pairs: int = 50, kind: str = "auto", xrv_weights: Path | None = None) -> dict:
     """Compute every metric of a synthetic cohort against real images; returns the eval card."""
     # 1. extractor first: a missing weights file should fail before any image is read
-    embed, info = make_extractor(extractor, classifier, inception_weights)
+    embed, info = make_extractor(extractor, classifier, inception_weights, xrv_weights=xrv_weights)
     # 2. images at one size, aspect-preserving pad
     real_img, real_raw = load_real(real, image_size, max_images, seed, kind)
     syn_img, targets = load_synth(Path(synth), image_size, max_images, seed)

@@ -6,7 +6,11 @@ Two ways to get one, one interface (:class:`LatentSpace`):
   KL-f8 (``4 x H/8 x W/8``, scale 0.18215), as in Diff-CXR. It is an RGB model, so grayscale is
   repeated to three channels only at its boundary and its outputs are averaged back to one.
 * :func:`build_vae` + :func:`train_vae` - a small single-channel ``AutoencoderKL`` trained here
-  (CPU-sized), whose scale factor is ``1 / std`` of its latents on the training data (as in LDM).
+  (CPU-sized). Its latents are standardised per channel (``latents_mean`` / ``latents_std`` in the
+  diffusers config, the convention of Playground v2.5 / SDXL pipelines) or, with
+  ``latent_norm: global``, scaled by ``1 / std`` as in LDM. A small VAE's channels differ a lot
+  (std 0.26 to 1.37, means to -1.3 on Kermany), and one global scale leaves the quiet channels
+  drowned in noise early in the forward process: denoisers trained on them give blotchy images.
 
 Images enter and leave in the generator range ``[-1, 1]`` as ``[B, 1, H, W]``. Latent moments
 (mean and log-variance) are cached once per dataset with :func:`cache_moments`; a diffusion
@@ -64,6 +68,9 @@ class LatentSpace(nn.Module):
         self.downsample = 2 ** (len(cfg.block_out_channels) - 1)
         self.scale_factor = float(scale_factor if scale_factor is not None else cfg.scaling_factor)
         self.shift_factor = float(cfg.shift_factor) if cfg.shift_factor is not None else 0.0
+        mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
+        self.latents_mean = [float(v) for v in mean] if mean is not None else None
+        self.latents_std = [float(v) for v in std] if std is not None else None
         if image_size % self.downsample:
             raise ConfigError(f"image_size {image_size} is not divisible by the VAE downsampling "
                               f"factor {self.downsample}")
@@ -95,13 +102,31 @@ class LatentSpace(nn.Module):
         Half-precision cached moments are computed with in float32.
         """
         moments = moments.float() if moments.dtype in (torch.float16, torch.bfloat16) else moments
-        z = DiagonalGaussianDistribution(moments).sample(generator)
-        return (z - self.shift_factor) * self.scale_factor
+        return self.normalise(DiagonalGaussianDistribution(moments).sample(generator))
 
     def mode(self, moments: torch.Tensor) -> torch.Tensor:
         """The posterior mean as scaled latents (deterministic)."""
-        mean = moments.float().chunk(2, dim=1)[0]
-        return (mean - self.shift_factor) * self.scale_factor
+        return self.normalise(moments.float().chunk(2, dim=1)[0])
+
+    def _channel_stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, -1, 1, 1)
+        return (torch.tensor(self.latents_mean, device=z.device, dtype=z.dtype).view(shape),
+                torch.tensor(self.latents_std, device=z.device, dtype=z.dtype).view(shape))
+
+    def normalise(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw VAE latents -> diffusion latents: ``(z - mean_c) * scale / std_c`` with per-channel
+        statistics, else ``(z - shift) * scale``."""
+        if self.latents_mean is not None:
+            mean, std = self._channel_stats(z)
+            return (z - mean) * self.scale_factor / std
+        return (z - self.shift_factor) * self.scale_factor
+
+    def denormalise(self, z: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`normalise`."""
+        if self.latents_mean is not None:
+            mean, std = self._channel_stats(z)
+            return z * std / self.scale_factor + mean
+        return z / self.scale_factor + self.shift_factor
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``[B, 1, H, W]`` in [-1, 1] -> sampled scaled latents ``[B, C, h, w]``."""
@@ -109,7 +134,7 @@ class LatentSpace(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Scaled latents ``[B, C, h, w]`` -> images ``[B, 1, H, W]`` clamped to [-1, 1]."""
-        z = z.to(self.vae.device, self.vae.dtype) / self.scale_factor + self.shift_factor
+        z = self.denormalise(z.to(self.vae.device, self.vae.dtype))
         x = self.vae.decode(z).sample
         if self.rgb:
             x = rgb_to_gray(x)
@@ -120,7 +145,8 @@ class LatentSpace(nn.Module):
     def meta(self) -> dict[str, Any]:
         return {"image_size": self.image_size, "pixel_range": [-1.0, 1.0], "image_channels": 1,
                 "vae_channels": 3 if self.rgb else 1, "scale_factor": self.scale_factor,
-                "shift_factor": self.shift_factor, "latent_shape": list(self.latent_shape),
+                "shift_factor": self.shift_factor, "latents_mean": self.latents_mean,
+                "latents_std": self.latents_std, "latent_shape": list(self.latent_shape),
                 "downsample": self.downsample, "source": self.source, "subfolder": self.subfolder}
 
     def fingerprint(self) -> str:
@@ -137,7 +163,8 @@ class LatentSpace(nn.Module):
     def save(self, folder: str | Path, extra_meta: dict[str, Any] | None = None) -> Path:
         """Write the diffusers folder plus ``cxraug_latent.json``."""
         folder = Path(folder)
-        self.vae.register_to_config(scaling_factor=self.scale_factor)
+        self.vae.register_to_config(scaling_factor=self.scale_factor, latents_mean=self.latents_mean,
+                                    latents_std=self.latents_std)
         self.vae.save_pretrained(str(folder), safe_serialization=True)
         (folder / META_NAME).write_text(json.dumps(self.meta() | (extra_meta or {}), indent=2))
         return folder
@@ -154,6 +181,7 @@ class LatentSpace(nn.Module):
         vae = _from_pretrained(str(folder), None, local_files_only=True)
         space = cls(vae, meta["image_size"], meta["scale_factor"], meta.get("source", ""),
                     meta.get("subfolder"))
+        space.latents_mean, space.latents_std = meta.get("latents_mean"), meta.get("latents_std")
         return space.to(device).freeze()
 
     def freeze(self) -> LatentSpace:
@@ -215,12 +243,15 @@ class VAEConfig:
     weight_decay: float = 0.0
     kl_weight: float = 1e-6
     recon_loss: str = "l1"
+    latent_norm: str = "channel"
     scale_samples: int = 512
     seed: int = 0
 
     def validate(self) -> None:
         if self.recon_loss not in ("l1", "mse"):
             raise ConfigError(f"vae.recon_loss: must be l1 or mse, got {self.recon_loss!r}")
+        if self.latent_norm not in ("channel", "global"):
+            raise ConfigError(f"vae.latent_norm: must be channel or global, got {self.latent_norm!r}")
         if not self.block_out_channels or any(c <= 0 for c in self.block_out_channels):
             raise ConfigError("vae.block_out_channels: give one positive width per level, e.g. [32, 64, 128]")
         if self.image_size % 2 ** (len(self.block_out_channels) - 1):
@@ -277,8 +308,9 @@ def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
     ``images``: ``uint8 [N, H, W]`` or a Dataset of ``[1, H, W]`` in [-1, 1] (or tuples whose first
     item is that), with ``H = W = config.image_size``. Loss per pixel: L1 (or MSE) reconstruction
     + ``kl_weight`` * KL / (H * W); that is LDM's ratio of summed reconstruction to summed KL.
-    Afterwards ``scale_factor = 1 / std(z)`` over up to ``scale_samples`` images. Returns the
-    frozen latent space.
+    Afterwards the latent statistics over up to ``scale_samples`` images set the normalisation
+    (``latent_norm``: per-channel mean/std, or ``scale_factor = 1 / std(z)``). Returns the frozen
+    latent space.
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -323,9 +355,9 @@ def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
                         f.write(json.dumps({"step": step, "recon_loss": float(np.mean(losses[-50:]))}) + "\n")
                 if step >= config.steps:
                     break
-    # 4. Scale factor so that scaled latents have unit variance (LDM's 1/std).
+    # 4. Normalisation so that diffusion latents have zero mean and unit variance.
     space.freeze()
-    space.scale_factor = compute_scale_factor(space, data, config.scale_samples, config.batch_size, gen)
+    set_latent_stats(space, data, config.latent_norm, config.scale_samples, config.batch_size, gen)
     if out_dir is not None:
         tail = losses[-max(1, min(50, len(losses))):]
         space.save(out_dir, {"train": {"steps": step, "final_recon_loss": float(np.mean(tail)),
@@ -334,17 +366,26 @@ def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
 
 
 @torch.no_grad()
-def compute_scale_factor(space: LatentSpace, data: torch.utils.data.Dataset, max_images: int = 512,
-                         batch_size: int = 16, generator: torch.Generator | None = None) -> float:
-    """``1 / std`` of unscaled sampled latents over the first ``max_images`` items of ``data``."""
+def set_latent_stats(space: LatentSpace, data: torch.utils.data.Dataset, latent_norm: str = "channel",
+                     max_images: int = 512, batch_size: int = 16,
+                     generator: torch.Generator | None = None) -> LatentSpace:
+    """Fit the normalisation on sampled raw latents of the first ``max_images`` items of ``data``:
+    per-channel mean and std (``latent_norm="channel"``, scale 1) or ``scale = 1 / std``."""
     n = min(len(data), max_images)
     zs = []
     for start in range(0, n, batch_size):
         x = torch.stack([_first(data[i]) for i in range(start, min(n, start + batch_size))])
-        moments = space.encode_moments(x)
-        zs.append(DiagonalGaussianDistribution(moments).sample(generator) - space.shift_factor)
-    std = float(torch.cat(zs).float().std())
-    return 1.0 / max(std, 1e-8)
+        zs.append(DiagonalGaussianDistribution(space.encode_moments(x)).sample(generator))
+    z = torch.cat(zs).float()
+    if latent_norm == "channel":
+        space.scale_factor, space.shift_factor = 1.0, 0.0
+        space.latents_mean = z.mean((0, 2, 3)).tolist()
+        space.latents_std = z.std((0, 2, 3)).clamp_min(1e-6).tolist()
+    else:
+        space.latents_mean = space.latents_std = None
+        space.scale_factor = 1.0 / max(float((z - space.shift_factor).std()), 1e-8)
+    space._fingerprint = None
+    return space
 
 
 # ---------------------------------------------------------------------------- moment cache
