@@ -114,3 +114,40 @@ def test_accelerate_launch_two_cpu_processes(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert (out / "denoiser" / "model.safetensors").is_file()
+
+
+def test_loss_targets_and_min_snr_weights():
+    """epsilon and v targets match diffusers' definitions; Min-SNR-gamma weights by hand."""
+    from cxraug.diffusion.sampling import loss_target_and_weight, noise_scheduler
+
+    z, eps = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
+    t = torch.tensor([0, 500, 999])
+    eps_s = noise_scheduler()
+    target, w = loss_target_and_weight(eps_s, z, eps, t)
+    assert torch.equal(target, eps) and torch.equal(w, torch.ones(3))
+    v_s = noise_scheduler(prediction_type="v_prediction")
+    target, w = loss_target_and_weight(v_s, z, eps, t, snr_gamma=5.0)
+    torch.testing.assert_close(target, v_s.get_velocity(z, eps, t))
+    a = v_s.alphas_cumprod[t]
+    snr = a / (1 - a)
+    torch.testing.assert_close(w, torch.minimum(snr, torch.tensor(5.0)) / (snr + 1))
+    _, w_eps = loss_target_and_weight(eps_s, z, eps, t, snr_gamma=5.0)
+    assert w_eps[0] < 0.01 and w_eps[2] == pytest.approx(1.0)  # low noise down-weighted, high kept
+    zero = noise_scheduler(prediction_type="v_prediction", zero_terminal_snr=True)
+    assert float(zero.alphas_cumprod[-1]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_v_prediction_min_snr_zero_terminal_snr_train_and_sample(tiny_run, tmp_path):
+    """The convergence options train both stages and the pipeline samples with the same target."""
+    _, _, data = tiny_run
+    cfg = tiny_config(data, "train.prediction_type=v_prediction", "train.snr_gamma=5",
+                      "train.zero_terminal_snr=true", "train.steps=2", "adapter.steps=1")
+    run = train(cfg, tmp_path / "v", ["1", "2"], progress=False)
+    assert all(np.isfinite(_losses(run.metrics(1))))
+    pipe = DiffCXRPipeline.from_pretrained(run.root)
+    assert pipe.train_scheduler.config.prediction_type == "v_prediction"
+    for sampler in ("dpm++", "ddim"):
+        images = pipe(["There is pneumonia."], seeds=[0], sampler=sampler, steps=3)
+        assert images.shape == (1, 32, 32)
+    with pytest.raises(Exception, match="zero_terminal_snr needs"):
+        tiny_config(data, "train.zero_terminal_snr=true")

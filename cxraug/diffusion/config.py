@@ -71,6 +71,12 @@ class TrainConfig:
     beta_start: float = 0.00085
     beta_end: float = 0.012
     beta_schedule: str = "scaled_linear"
+    # Paper: epsilon, uniform weighting. Options for faster convergence at small compute:
+    # "v_prediction" (Salimans & Ho 2022), Min-SNR-gamma loss weights (Hang et al. 2023; 5 is
+    # their default; 0 = off) and zero terminal SNR (Lin et al. 2024; needs v_prediction).
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    snr_gamma: float = 0.0
+    zero_terminal_snr: bool = False
     log_every: int = 10
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
@@ -86,6 +92,13 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay {self.ema_decay}: must be in [0, 1)")
         if len(self.betas) != 2:
             raise ConfigError("train.betas: give two numbers, e.g. [0.9, 0.9]")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ConfigError(f"train.prediction_type {self.prediction_type!r}: epsilon or v_prediction")
+        if self.snr_gamma < 0:
+            raise ConfigError(f"train.snr_gamma {self.snr_gamma}: must be >= 0 (0 = uniform weighting)")
+        if self.zero_terminal_snr and self.prediction_type != "v_prediction":
+            raise ConfigError("train.zero_terminal_snr needs train.prediction_type=v_prediction "
+                              "(epsilon is undefined at zero SNR)")
 
 
 @dataclass

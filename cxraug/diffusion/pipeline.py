@@ -18,7 +18,7 @@ import torch
 
 from cxraug.data import labels as L
 from cxraug.diffusion.config import DiffCXRConfig, SampleConfig
-from cxraug.diffusion.sampling import initial_noise, make_sampler, noise_scheduler, sample
+from cxraug.diffusion.sampling import initial_noise, make_sampler, noise_scheduler, sample, scheduler_for
 
 
 def build_denoiser(cfg: DiffCXRConfig, space, encoder):
@@ -53,8 +53,7 @@ class DiffCXRPipeline:
         self.model = ControlledUViT(denoiser, adapter) if adapter is not None else denoiser
         self.sample_cfg = sample_cfg or SampleConfig()
         tc = train_cfg
-        self.train_scheduler = (noise_scheduler(tc.num_train_timesteps, tc.beta_start, tc.beta_end,
-                                                tc.beta_schedule) if tc else noise_scheduler())
+        self.train_scheduler = scheduler_for(tc) if tc else noise_scheduler()
         self.device = torch.device(device)
         with torch.no_grad():
             self.null = self.encoder.encode([""])[1][0].float()

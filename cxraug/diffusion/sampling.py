@@ -23,21 +23,55 @@ Denoiser = Callable[..., torch.Tensor]
 
 
 def noise_scheduler(num_train_timesteps: int = 1000, beta_start: float = 0.00085,
-                    beta_end: float = 0.012, beta_schedule: str = "scaled_linear") -> DDPMScheduler:
-    """The training schedule (Stable Diffusion's scaled-linear betas, epsilon prediction)."""
+                    beta_end: float = 0.012, beta_schedule: str = "scaled_linear",
+                    prediction_type: str = "epsilon", zero_terminal_snr: bool = False) -> DDPMScheduler:
+    """The training schedule (default: Stable Diffusion's scaled-linear betas, epsilon prediction).
+
+    Samplers are built from its config, so they share the prediction type and beta rescaling.
+    """
     return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_start=beta_start,
                          beta_end=beta_end, beta_schedule=beta_schedule,
-                         prediction_type="epsilon", clip_sample=False)
+                         prediction_type=prediction_type, clip_sample=False,
+                         rescale_betas_zero_snr=zero_terminal_snr)
+
+
+def scheduler_for(train_cfg) -> DDPMScheduler:
+    """The training schedule a :class:`~cxraug.diffusion.config.TrainConfig` describes."""
+    return noise_scheduler(train_cfg.num_train_timesteps, train_cfg.beta_start, train_cfg.beta_end,
+                           train_cfg.beta_schedule, getattr(train_cfg, "prediction_type", "epsilon"),
+                           getattr(train_cfg, "zero_terminal_snr", False))
+
+
+def loss_target_and_weight(scheduler: DDPMScheduler, z: torch.Tensor, eps: torch.Tensor,
+                           t: torch.Tensor, snr_gamma: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The regression target of the scheduler's prediction type (epsilon or v) and per-sample
+    loss weights ``[B]``: ones, or Min-SNR-gamma (``min(snr, g) / snr`` for epsilon,
+    ``min(snr, g) / (snr + 1)`` for v)."""
+    a = scheduler.alphas_cumprod.to(z.device)[t].view(-1, 1, 1, 1)
+    if scheduler.config.prediction_type == "v_prediction":
+        target = a.sqrt() * eps - (1 - a).sqrt() * z
+    else:
+        target = eps
+    if snr_gamma <= 0:
+        return target, torch.ones(len(t), device=z.device)
+    snr = (a / (1 - a).clamp_min(1e-12)).flatten()
+    clipped = torch.minimum(snr, torch.full_like(snr, snr_gamma))
+    if scheduler.config.prediction_type == "v_prediction":
+        return target, clipped / (snr + 1)
+    return target, clipped / snr.clamp_min(1e-12)
 
 
 def make_sampler(name: str, train_scheduler: DDPMScheduler):
     """A sampling scheduler with the same noise schedule as training."""
     config = train_scheduler.config
     if name == "dpm++":
+        spacing = {"timestep_spacing": "trailing"} if config.get("rescale_betas_zero_snr") else {}
         return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++",
-                                                       solver_order=2)
+                                                       solver_order=2, **spacing)
     if name == "ddim":
-        return DDIMScheduler.from_config(config, clip_sample=False, set_alpha_to_one=False)
+        # zero terminal SNR: sample from the last timestep ("trailing"), as Lin et al. prescribe
+        spacing = {"timestep_spacing": "trailing"} if config.get("rescale_betas_zero_snr") else {}
+        return DDIMScheduler.from_config(config, clip_sample=False, set_alpha_to_one=False, **spacing)
     from cxraug.errors import CxraugError
 
     raise CxraugError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")

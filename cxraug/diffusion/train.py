@@ -9,6 +9,7 @@ through ``accelerate launch``; each process takes its slice of every global batc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -24,7 +25,11 @@ from torch.optim.swa_utils import AveragedModel
 from cxraug.data import labels as L
 from cxraug.diffusion.config import DiffCXRConfig, TrainConfig
 from cxraug.diffusion.prepare import RunDir, TrainingSet, stable_seed
-from cxraug.diffusion.sampling import noise_scheduler
+from cxraug.diffusion.sampling import loss_target_and_weight, scheduler_for
+
+# Settings that define the noise process; stage 2 always takes them from stage 1 (``train``).
+NOISE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type",
+              "zero_terminal_snr")
 
 
 def ema_model(model: torch.nn.Module, decay: float) -> AveragedModel:
@@ -129,7 +134,7 @@ def train_denoiser(model: torch.nn.Module, trainable: torch.nn.Module, data: Tra
     # 1. Setup: accelerator, schedule, optimiser, EMA; resume from the latest checkpoint.
     acc = Accelerator(mixed_precision=_precision(tcfg.precision), cpu=not torch.cuda.is_available())
     rank, world = acc.process_index, acc.num_processes
-    sched = noise_scheduler(tcfg.num_train_timesteps, tcfg.beta_start, tcfg.beta_end, tcfg.beta_schedule)
+    sched = scheduler_for(tcfg)
     alphas = sched.alphas_cumprod.to(acc.device)
     params = [p for p in trainable.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=tuple(tcfg.betas))
@@ -176,7 +181,9 @@ def train_denoiser(model: torch.nn.Module, trainable: torch.nn.Module, data: Tra
             # 4. Forward, backward, clip, update.
             with acc.autocast():
                 pred = model(x_t, t, ctx) if stage == 1 else model(x_t, t, ctx, hint)
-                loss = F.mse_loss(pred.float(), eps)
+                target, weight = loss_target_and_weight(sched, z, eps, t, tcfg.snr_gamma)
+                per_sample = F.mse_loss(pred.float(), target, reduction="none").mean((1, 2, 3))
+                loss = (per_sample * weight).mean()
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
             if tcfg.grad_clip > 0:
@@ -240,12 +247,13 @@ def run_stage(cfg: DiffCXRConfig, run: RunDir, stage: int, progress: bool = True
         base = UViT.from_pretrained(run.denoiser)  # really loaded, then frozen by the wrapper
         trainable = DiseaseAdapter.from_base(base)
         model = ControlledUViT(base, trainable)
-        tcfg = cfg.adapter
+        # the adapter learns the frozen stage-1 model's noise process: same schedule and target
+        tcfg = dataclasses.replace(cfg.adapter, **{k: getattr(cfg.train, k) for k in NOISE_KEYS})
     val = validation_prompts(data.dataset, cfg.data.prompts)
 
     def on_sample(step: int, ema_module) -> None:
         den, ada = (ema_module, None) if stage == 1 else (base, ema_module)
-        pipe = DiffCXRPipeline(space, encoder, den, ada, sample_cfg=cfg.sample)
+        pipe = DiffCXRPipeline(space, encoder, den, ada, sample_cfg=cfg.sample, train_cfg=cfg.train)
         write_grid(pipe, val, run.samples / f"stage{stage}_step_{step:08d}.png", cfg.sample)
 
     # 3. Train, then export the EMA weights as this stage's component.
