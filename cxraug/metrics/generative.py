@@ -168,8 +168,8 @@ def make_extractor(name: str, classifier: Path | None = None, inception_weights:
     raise CxraugError(f"--extractor {name!r}: choose one of {', '.join(EXTRACTORS)}")
 
 
-XRV_CONVERT = ("python -c \"import torch, safetensors.torch as st; st.save_file(torch.load('IN.pt', "
-               "weights_only=False).state_dict(), 'OUT.safetensors')\"")
+XRV_CONVERT = ("python -c \"import torchxrayvision as xrv, safetensors.torch as st; st.save_file("
+               "xrv.models.DenseNet(weights='densenet121-res224-all').state_dict(), 'OUT.safetensors')\"")
 
 
 def _xrv(path: Path | None, batch_size: int):
@@ -179,8 +179,8 @@ def _xrv(path: Path | None, batch_size: int):
 
     from cxraug.data.transforms import uint8_to_xrv
 
-    where = ("download a torchxrayvision DenseNet (e.g. densenet121-res224-all), convert it once where you "
-             f"trust the file with {XRV_CONVERT}, and pass --xrv-weights OUT.safetensors")
+    where = ("export a torchxrayvision DenseNet once, on a machine with internet, with torchxrayvision's own "
+             f"loader: {XRV_CONVERT}; then pass --xrv-weights OUT.safetensors")
     if path is None or not Path(path).is_file():
         raise WeightsError(f"--xrv-weights {path}: file not found; {where}")
     if Path(path).suffix != ".safetensors":
