@@ -1,7 +1,8 @@
 """Label fidelity with and without the DKIM adapter: do generated images carry their target label?
 
     python benchmarks/dkim_fidelity.py --model RUN --data DATA [--classifier DIR] \
-        [--labels pneumonia] [--n 64] [--steps 20] [--out benchmarks/results/dkim_fidelity_<name>.json]
+        [--labels pneumonia] [--n 64] [--steps 20] [--prompts mined|neutral] \
+        [--out benchmarks/results/dkim_fidelity_<name>[_neutral].json]
 
 1. Load the run twice: stage 1 alone (``use_adapter=False``) and stage 1 + the DKIM adapter.
 2. A judge trained on REAL images only: ``--classifier DIR`` or a resnet18 trained here for a few
@@ -10,7 +11,9 @@
 3. Per label L: ``--n`` images targeted "L positive" and ``--n`` targeted "No Finding positive,
    L negative". Prompts are mined templates for the target; every image has its own seed, and
    both generators get the same prompts, seeds and target labels (the adapter's hint follows
-   the target), so only the adapter differs.
+   the target), so only the adapter differs. ``--prompts neutral`` gives every image the same
+   label-free report (NEUTRAL_REPORT): stage 1 then cannot know the target (AUC ~0.5 expected)
+   and whatever separation remains with the adapter comes through its disease hint alone.
 4. AUC of "intended label" vs the judge's score for L, per generator, with a bootstrap interval
    over images (no patients here), and the paired difference (adapter - stage 1) bootstrapped on
    the same resamples.
@@ -46,6 +49,7 @@ from cxraug.diffusion.pipeline import DiffCXRPipeline
 from cxraug.metrics.bootstrap import bootstrap_auc, paired_difference
 
 RESULTS = Path(__file__).parent / "results"
+NEUTRAL_REPORT = "Frontal chest radiograph."  # says nothing about any observation
 MIN_POSITIVE = 20  # default labels: training-split observations with at least this many positives
 console = Console(width=None if sys.stdout.isatty() else 130)  # logs: keep table rows whole
 
@@ -143,8 +147,11 @@ def fidelity(label: str, clf: Classifier, pipes: dict[str, DiffCXRPipeline], arg
     """Generate the positive/negative targets with each generator and score them with the judge."""
     vecs = targets(label, args.n)
     seeds = [args.seed + offset + k for k in range(2 * args.n)]
-    builder = PromptBuilder("mined")
-    prompts = [builder.build(v, s) for v, s in zip(vecs, seeds)]
+    if args.prompts == "neutral":
+        prompts = [NEUTRAL_REPORT] * len(seeds)
+    else:
+        builder = PromptBuilder("mined")
+        prompts = [builder.build(v, s) for v, s in zip(vecs, seeds)]
     y = np.r_[np.ones(args.n), np.zeros(args.n)][:, None]
     pids = np.arange(2 * args.n).astype(str)  # no patients: resample images
     col = clf.label_names.index(label)
@@ -183,6 +190,9 @@ def main() -> None:
     ap.add_argument("--labels", help="comma-separated observations (default: train positives >= 20)")
     ap.add_argument("--n", type=int, default=64, help="images per target (positive and negative)")
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--prompts", choices=("mined", "neutral"), default="mined",
+                    help="mined: report templates for the target; neutral: one label-free report "
+                         "for all (only the adapter's hint knows the target)")
     ap.add_argument("--guidance", type=float, help="default: the run's sample.guidance")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-boot", type=int, default=1000)
@@ -190,7 +200,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "cxraug-bench-dkim")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    out = args.out or RESULTS / f"dkim_fidelity_{args.model.resolve().name}.json"
+    suffix = "_neutral" if args.prompts == "neutral" else ""
+    out = args.out or RESULTS / f"dkim_fidelity_{args.model.resolve().name}{suffix}.json"
     t_start = time.perf_counter()
 
     # 1. Both generators from one run.
@@ -220,8 +231,8 @@ def main() -> None:
                  for k, o in enumerate(labels)}
 
     # 5. Report.
-    table = Table(title=f"DKIM label fidelity: {args.model} (n={args.n} per target, "
-                        f"{args.steps} steps, guidance {guidance:g})")
+    table = Table(title=f"DKIM label fidelity: {args.model} ({args.prompts} reports, n={args.n} "
+                        f"per target, {args.steps} steps, guidance {guidance:g})")
     for c in ("label", "stage-1 AUC [95% CI]", "stage-1+adapter AUC [95% CI]",
               "difference [95% CI]", "mean score pos/neg (s1 | s1+ad)"):
         table.add_column(c)
@@ -236,7 +247,7 @@ def main() -> None:
         "run": str(args.model.resolve()), "data": str(resolve_data(args.data)),
         "settings": {"n_per_target": args.n, "steps": args.steps, "guidance": guidance,
                      "sampler": stage1.sample_cfg.sampler, "seed": args.seed, "n_boot": args.n_boot,
-                     "image_size": size, "prompts": "mined", "labels": labels,
+                     "image_size": size, "prompts": args.prompts, "labels": labels,
                      "negative_target": "No Finding positive, label negative"},
         "classifier": clf_info, "labels": per_label,
         "timings": {"total_s": time.perf_counter() - t_start, "classifier_s": clf_info["seconds"],

@@ -29,20 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from torch.utils.data import DataLoader, Dataset
 
 from cxraug import config as cfgio
 from cxraug.classify.model import Classifier, to_model_range
 from cxraug.data import transforms
 from cxraug.errors import CxraugError, DataError
+from cxraug.progress import job_progress
 from cxraug.metrics.auc import has_both_classes, mean_auc, per_label_auc
 
 # ------------------------------------------------------------------------------------ data
@@ -276,12 +269,6 @@ def evaluate(model: Classifier, data: ArraySet, batch_size: int = 256) -> dict[s
             "auc": per_label_auc(data.targets, scores, model.label_names)}
 
 
-def _progress(enabled: bool) -> Progress:
-    return Progress(TextColumn("[bold]classifier"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.4f}  val mAUC {task.fields[mauc]}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
-
-
 def train_classifier(train: ArraySet, val: ArraySet, config: ClassifierConfig,
                      out_dir: str | Path | None = None, progress: bool = True,
                      init_from: Classifier | None = None, *,
@@ -356,7 +343,8 @@ def train_classifier(train: ArraySet, val: ArraySet, config: ClassifierConfig,
         step, since_best, stopped_early = 0, 0, False
         losses: list[float] = []
         t_data = t_train = 0.0
-        with _progress(progress) as bar:
+        with job_progress("classifier", "loss {task.fields[loss]:.4f}  val mAUC {task.fields[mauc]}",
+                          enabled=progress) as bar:
             task = bar.add_task("train", total=total, loss=float("nan"), mauc="-")
             while step < total and not stopped_early:
                 t0 = time.perf_counter()

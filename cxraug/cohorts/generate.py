@@ -65,6 +65,7 @@ from cxraug.cohorts.store import (
 )
 from cxraug.data import labels as L
 from cxraug.errors import CxraugError
+from cxraug.progress import job_progress
 
 OBS = list(L.OBSERVATIONS)
 
@@ -413,15 +414,6 @@ def synthesize(cfg: SynthConfig, run_dir: str | Path, out_dir: str | Path,
     ``max_attempts * n`` images exist. Rounds depend on every earlier image's gate result, so
     they run in one process only (``shard`` must be ``(0, 1)``).
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from cxraug.cohorts.card import write_card
 
     # 1. The generator, the resolved sampling settings and the plan.
@@ -461,9 +453,8 @@ def synthesize(cfg: SynthConfig, run_dir: str | Path, out_dir: str | Path,
     make = _BatchWriter(pipe, gates, cfg, out, steps, guidance, gen.hash, cohort_id)
     plans = [plan]
     t_start, n_new = time.perf_counter(), 0
-    columns = (TextColumn("[bold]synth"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress) as bar, part.open("a") as sink:
+    with job_progress("synth", "{task.fields[info]}", enabled=progress) as bar, \
+            part.open("a") as sink:
         task = bar.add_task("synth", total=0, info="")
         while True:
             # 4. This round's images: this shard's indices without a row yet, in batches.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from cxraug.data import labels as L
 from cxraug.diffusion.config import DiffCXRConfig, TrainConfig
 from cxraug.diffusion.prepare import RunDir, TrainingSet, stable_seed
 from cxraug.diffusion.sampling import loss_target_and_weight, scheduler_for
+from cxraug.progress import job_progress
 
 # Settings that define the noise process; stage 2 always takes them from stage 1 (``train``).
 NOISE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type",
@@ -129,7 +129,6 @@ def train_denoiser(model: torch.nn.Module, trainable: torch.nn.Module, data: Tra
     changing the schedule. Returns the EMA of ``trainable``.
     """
     from accelerate import Accelerator
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     # 1. Setup: accelerator, schedule, optimiser, EMA; resume from the latest checkpoint.
     acc = Accelerator(mixed_precision=_precision(tcfg.precision), cpu=not torch.cuda.is_available())
@@ -156,12 +155,10 @@ def train_denoiser(model: torch.nn.Module, trainable: torch.nn.Module, data: Tra
     cond_bank, hint_bank = data.cond_bank.to(acc.device), data.hint_bank.to(acc.device)
     null = data.null.to(acc.device)
     end = tcfg.steps if max_steps is None else min(tcfg.steps, max_steps)
-    columns = (TextColumn(f"stage {stage}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("loss {task.fields[loss]}  {task.fields[speed]}"), TimeElapsedColumn(),
-               TimeRemainingColumn())
     model.train()
     t0, window = time.perf_counter(), []
-    with Progress(*columns, disable=not (progress and acc.is_main_process)) as bar:
+    with job_progress(f"stage {stage}", "loss {task.fields[loss]}  {task.fields[speed]}",
+                      enabled=progress and acc.is_main_process) as bar:
         task = bar.add_task("train", total=tcfg.steps, completed=start, loss="-", speed="")
         for step in range(start, end):
             # 2. Batch: this process's slice of the global batch, in the seeded order.

@@ -312,7 +312,7 @@ def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
     (``latent_norm``: per-channel mean/std, or ``scale_factor = 1 / std(z)``). Returns the frozen
     latent space.
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from cxraug.progress import job_progress
 
     space = build_vae(config).to(device)
     vae = space.vae.train()
@@ -323,10 +323,7 @@ def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
     opt = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     recon_fn = F.l1_loss if config.recon_loss == "l1" else F.mse_loss
     step, losses = 0, []
-    columns = (TextColumn("vae"), BarColumn(),
-               TextColumn("{task.completed}/{task.total} loss {task.fields[loss]}"),
-               TimeRemainingColumn())
-    with Progress(*columns, disable=not progress, transient=True) as bar:
+    with job_progress("vae", "loss {task.fields[loss]}", enabled=progress, transient=True) as bar:
         task = bar.add_task("train", total=config.steps, loss="-")
         while step < config.steps:
             for batch in loader:
