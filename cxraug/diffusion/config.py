@@ -65,6 +65,10 @@ class TrainConfig:
     warmup_steps: int = 200
     ema_decay: float = 0.999
     cond_drop: float = 0.1
+    # Stage 2 only (``adapter.report_drop``): also replace the report alone by the null embedding
+    # with this probability, keeping the disease hint, so the adapter must carry the label itself
+    # when the report does not. 0 = the paper (report and hint only dropped together).
+    report_drop: float = 0.0
     grad_clip: float = 1.0
     precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     num_train_timesteps: int = 1000
@@ -88,6 +92,8 @@ class TrainConfig:
             raise ConfigError("train.steps and train.batch_size must be > 0")
         if not 0 <= self.cond_drop < 1:
             raise ConfigError(f"train.cond_drop {self.cond_drop}: must be in [0, 1)")
+        if not 0 <= self.report_drop < 1:
+            raise ConfigError(f"adapter.report_drop {self.report_drop}: must be in [0, 1)")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"train.ema_decay {self.ema_decay}: must be in [0, 1)")
         if len(self.betas) != 2:
@@ -129,6 +135,9 @@ class DiffCXRConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def validate(self) -> None:
+        if self.train.report_drop:
+            raise ConfigError(f"train.report_drop {self.train.report_drop}: stage 1 has no disease "
+                              "hint to keep; set adapter.report_drop instead")
         if self.vae.image_size != self.data.image_size:
             raise ConfigError(f"vae.image_size {self.vae.image_size} differs from data.image_size "
                               f"{self.data.image_size}; set both")

@@ -167,12 +167,16 @@ def train_denoiser(model: torch.nn.Module, trainable: torch.nn.Module, data: Tra
             z = latent_space.sample(data.moments[rows], gen).to(acc.device)
             ctx = cond_bank[torch.as_tensor(data.cond_index[rows], device=acc.device)]
             hint = hint_bank[torch.as_tensor(data.hint_index[rows], device=acc.device)]
-            # 3. Noise: timesteps, epsilon, and condition dropout (report and hint together).
+            # 3. Noise: timesteps, epsilon, and condition dropout (report and hint together;
+            #    optionally the report alone in stage 2).
             t = torch.randint(0, tcfg.num_train_timesteps, (per_proc,), generator=gen).to(acc.device)
             eps = torch.randn(z.shape, generator=gen).to(acc.device)
             drop = (torch.rand(per_proc, generator=gen) < tcfg.cond_drop).to(acc.device)
             ctx = torch.where(drop[:, None, None], null, ctx)
             hint = torch.where(drop[:, None, None], null, hint)
+            if stage == 2 and tcfg.report_drop > 0:  # drawn only then: older runs resume exactly
+                alone = (torch.rand(per_proc, generator=gen) < tcfg.report_drop).to(acc.device)
+                ctx = torch.where(alone[:, None, None], null, ctx)
             a = alphas[t].view(-1, 1, 1, 1)
             x_t = a.sqrt() * z + (1 - a).sqrt() * eps
             # 4. Forward, backward, clip, update.
