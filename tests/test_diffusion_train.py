@@ -153,15 +153,18 @@ def test_v_prediction_min_snr_zero_terminal_snr_train_and_sample(tiny_run, tmp_p
         tiny_config(data, "train.zero_terminal_snr=true")
 
 
-def test_adapter_report_drop_changes_only_stage2(tiny_run, tmp_path):
-    """``adapter.report_drop`` trains the adapter on hint-only samples too; stage 1 refuses it."""
+def test_adapter_report_drop_retrains_only_the_adapter(tiny_run, tmp_path):
+    """Changed adapter settings on a finished run retrain stage 2 on the same frozen stage 1;
+    ``adapter.report_drop`` trains on hint-only samples too; stage 1 refuses it."""
     import shutil
 
     _, run0, data = tiny_run
-    skip = shutil.ignore_patterns("config.yaml", "adapter", "stage2", "metrics_stage2.jsonl")
-    shutil.copytree(run0.root, tmp_path / "rd", ignore=skip)
+    shutil.copytree(run0.root, tmp_path / "rd")
+    denoiser = (run0.denoiser / "model.safetensors").read_bytes()
     run = train(tiny_config(data, "adapter.report_drop=0.9"), tmp_path / "rd", ["2"], progress=False)
-    assert _losses(run.metrics(1)) == _losses(run0.metrics(1))  # stage 1 untouched
+    assert (run.denoiser / "model.safetensors").read_bytes() == denoiser  # stage 1 untouched
+    assert _losses(run.metrics(1)) == _losses(run0.metrics(1))
+    assert len(_losses(run.metrics(2))) == len(_losses(run0.metrics(2)))  # restarted, not appended
     assert _losses(run.metrics(2)) != _losses(run0.metrics(2))  # same seeds, other conditioning
     with pytest.raises(Exception, match="set adapter.report_drop instead"):
         tiny_config(data, "train.report_drop=0.5")

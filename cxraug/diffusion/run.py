@@ -20,6 +20,7 @@ STAGES = ("vae", "text", "1", "2")
 #: Settings a resumed run may change: more steps continue the same (constant after warm-up)
 #: schedule from the last checkpoint; sampling settings do not affect training.
 EXTENDABLE = ("train.steps", "adapter.steps", "train.sample_every", "adapter.sample_every")
+#: Other ``adapter.*`` settings may change too: the frozen stage 1 stays, the adapter restarts.
 
 
 def _changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -33,19 +34,26 @@ def _changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def open_run(cfg: DiffCXRConfig, out: Path, overwrite: bool = False) -> RunDir:
+def open_run(cfg: DiffCXRConfig, out: Path, overwrite: bool = False, main: bool = True) -> RunDir:
     """Create (or reopen, for resuming) a run folder; the resolved config is written first.
 
-    Reopening with a different config is refused: resuming must continue the same experiment.
+    Reopening with a different config is refused (resuming must continue the same experiment),
+    except for more steps, sampling settings, and adapter settings: changed ``adapter.*``
+    training settings discard the adapter (``main`` process only) so stage 2 retrains on the
+    same frozen stage 1.
     """
     run = RunDir(out)
     saved = run.root / "config.yaml"
     if saved.is_file() and not overwrite:
-        changed = _changed_keys(C.to_dict(C.load(DiffCXRConfig, saved)), C.to_dict(cfg))
-        if [k for k in changed if k not in EXTENDABLE and not k.startswith("sample.")]:
-            raise CxraugError(f"{saved}: this run folder was started with another config ({changed[0]} "
+        changed = [k for k in _changed_keys(C.to_dict(C.load(DiffCXRConfig, saved)), C.to_dict(cfg))
+                   if k not in EXTENDABLE and not k.startswith("sample.")]
+        fixed = [k for k in changed if not k.startswith("adapter.")]
+        if fixed:
+            raise CxraugError(f"{saved}: this run folder was started with another config ({fixed[0]} "
                               "differs); resume with the same recipe/--set, or pass --overwrite to "
                               "replace it, or another --out")
+        if changed and main:
+            _discard(run, "2")
     elif saved.is_file() and overwrite:
         import shutil
 
@@ -100,7 +108,8 @@ def train(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool = Fa
     # folder, frozen components, caches) first; the others then find it there.
     state = PartialState()
     with state.main_process_first():
-        run = open_run(cfg, out, overwrite if state.is_main_process else False)
+        run = open_run(cfg, out, overwrite if state.is_main_process else False,
+                       main=state.is_main_process)
     wanted = set(stages)
     last = max(STAGES.index(s) for s in wanted)
     for i, stage in enumerate(STAGES[: last + 1]):
