@@ -148,7 +148,7 @@ def test_cli_eval_on_tiny_folders(tmp_path):
         tmp_path / "real" / "manifest.csv", index=False)
     # synthetic: a cohort manifest with one rejected row that must be ignored
     files = [f"images/{n}" for n in _blobs(tmp_path / "cohort" / "images", 22, rng, 140)]
-    rows = [{"file": f, "accepted": i != 21, "target": "Pneumonia" if i < 11 else "negative",
+    rows = [{"file": f, "accepted": i != 21, "target": "pneumonia" if i < 11 else "negative",
              **{o: "" for o in L.OBSERVATIONS}} for i, f in enumerate(files)]
     pd.DataFrame(rows).to_csv(tmp_path / "cohort" / "manifest.csv", index=False)
 

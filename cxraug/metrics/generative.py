@@ -295,6 +295,16 @@ def load_synth(folder: Path, image_size: int, max_images: int | None, seed: int)
     return images, targets[keep]
 
 
+def _canonical_target(target: str) -> str:
+    """A cohort target as the label contract spells it; ``negative``/``all``/unknown unchanged."""
+    if target in ("all", NEGATIVE):
+        return target
+    try:
+        return L.canonical(target)
+    except L.UnknownLabelError:
+        return target
+
+
 def real_mask(raw: np.ndarray, target: str) -> np.ndarray:
     """Real images matching a cohort target: positive for it, or for ``negative`` no positive
     finding and at least one explicit negative (or No Finding = 1)."""
@@ -326,6 +336,7 @@ def evaluate(real: str | Path, synth: Path, extractor: str = "classifier", class
     # 2. images at one size, aspect-preserving pad
     real_img, real_raw = load_real(real, image_size, max_images, seed, kind)
     syn_img, targets = load_synth(Path(synth), image_size, max_images, seed)
+    targets = np.array([_canonical_target(t) for t in targets])  # manifests keep "pneumonia"
     # 3. features and metrics on everything
     fr, fs = embed(real_img), embed(syn_img)
     card = {
