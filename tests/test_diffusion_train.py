@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from conftest import TINY, tiny_config, train_tiny_run
+from cxraug.cli.main import main
 from cxraug.diffusion.pipeline import DiffCXRPipeline
+from cxraug.diffusion.prepare import RunDir
 from cxraug.diffusion.run import train
 from cxraug.errors import CxraugError
 
@@ -161,12 +163,15 @@ def test_adapter_report_drop_retrains_only_the_adapter(tiny_run, tmp_path):
     _, run0, data = tiny_run
     shutil.copytree(run0.root, tmp_path / "rd")
     denoiser = (run0.denoiser / "model.safetensors").read_bytes()
-    run = train(tiny_config(data, "adapter.report_drop=0.9"), tmp_path / "rd", ["2"], progress=False)
+    code = main(["train", "--stage", "2", "--from", str(tmp_path / "rd"), "--set",
+                 "adapter.report_drop=0.9", "--set", "train.log_every=5"])  # as the README says
+    assert code == 0
+    run = RunDir(tmp_path / "rd")
     assert (run.denoiser / "model.safetensors").read_bytes() == denoiser  # stage 1 untouched
     assert _losses(run.metrics(1)) == _losses(run0.metrics(1))
     assert len(_losses(run.metrics(2))) == len(_losses(run0.metrics(2)))  # restarted, not appended
     assert _losses(run.metrics(2)) != _losses(run0.metrics(2))  # same seeds, other conditioning
     with pytest.raises(Exception, match="set adapter.report_drop instead"):
         tiny_config(data, "train.report_drop=0.5")
-    with pytest.raises(Exception, match="must be in"):
+    with pytest.raises(Exception, match="adapter.report_drop 1.5: must be in"):
         tiny_config(data, "adapter.report_drop=1.5")

@@ -35,8 +35,8 @@ from cxraug import config as cfgio
 from cxraug.classify.model import Classifier, to_model_range
 from cxraug.data import transforms
 from cxraug.errors import CxraugError, DataError
-from cxraug.progress import job_progress
 from cxraug.metrics.auc import has_both_classes, mean_auc, per_label_auc
+from cxraug.progress import job_progress
 
 # ------------------------------------------------------------------------------------ data
 

@@ -92,8 +92,6 @@ class TrainConfig:
             raise ConfigError("train.steps and train.batch_size must be > 0")
         if not 0 <= self.cond_drop < 1:
             raise ConfigError(f"train.cond_drop {self.cond_drop}: must be in [0, 1)")
-        if not 0 <= self.report_drop < 1:
-            raise ConfigError(f"adapter.report_drop {self.report_drop}: must be in [0, 1)")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"train.ema_decay {self.ema_decay}: must be in [0, 1)")
         if len(self.betas) != 2:
@@ -138,6 +136,8 @@ class DiffCXRConfig:
         if self.train.report_drop:
             raise ConfigError(f"train.report_drop {self.train.report_drop}: stage 1 has no disease "
                               "hint to keep; set adapter.report_drop instead")
+        if not 0 <= self.adapter.report_drop < 1:
+            raise ConfigError(f"adapter.report_drop {self.adapter.report_drop}: must be in [0, 1)")
         if self.vae.image_size != self.data.image_size:
             raise ConfigError(f"vae.image_size {self.vae.image_size} differs from data.image_size "
                               f"{self.data.image_size}; set both")

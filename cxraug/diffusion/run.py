@@ -18,8 +18,10 @@ from cxraug.errors import CxraugError
 
 STAGES = ("vae", "text", "1", "2")
 #: Settings a resumed run may change: more steps continue the same (constant after warm-up)
-#: schedule from the last checkpoint; sampling settings do not affect training.
-EXTENDABLE = ("train.steps", "adapter.steps", "train.sample_every", "adapter.sample_every")
+#: schedule from the last checkpoint; sampling and bookkeeping settings do not affect training.
+EXTENDABLE = tuple(f"{section}.{key}" for section in ("train", "adapter")
+                   for key in ("steps", "sample_every", "log_every", "checkpoint_every",
+                               "keep_checkpoints"))
 #: Other ``adapter.*`` settings may change too: the frozen stage 1 stays, the adapter restarts.
 
 
