@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -184,7 +185,7 @@ def fmt(auc, ci) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, required=True, help="run folder with denoiser/ and adapter/")
+    ap.add_argument("--model", type=Path, required=True, help="run folder with denoiser/, adapter/ and splits.csv")
     ap.add_argument("--data", required=True, help="the real data the run was trained on")
     ap.add_argument("--classifier", type=Path, help="a real-data classifier folder (else trained here)")
     ap.add_argument("--labels", help="comma-separated observations (default: train positives >= 20)")
@@ -244,7 +245,7 @@ def main() -> None:
                       f" | {b['mean_score_positive_target']:.2f}/{b['mean_score_negative_target']:.2f}")
     console.print(table)
     result = {
-        "run": str(args.model.resolve()), "data": str(resolve_data(args.data)),
+        "run": os.path.relpath(args.model.resolve()), "data": os.path.relpath(resolve_data(args.data)),
         "settings": {"n_per_target": args.n, "steps": args.steps, "guidance": guidance,
                      "sampler": stage1.sample_cfg.sampler, "seed": args.seed, "n_boot": args.n_boot,
                      "image_size": size, "prompts": args.prompts, "labels": labels,

@@ -104,7 +104,7 @@ def classifier_pipeline(n: int = 768, size: int = 64, steps: int = 12) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", type=Path, help="Diff-CXR run for the synth ratios (skipped without)")
+    ap.add_argument("--model", help="generator for the synth ratios: shipped name, run folder or hub id (skipped without)")
     ap.add_argument("--quick", action="store_true", help="fewer steps (CI)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "speed.json")
     args = ap.parse_args()

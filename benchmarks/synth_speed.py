@@ -35,7 +35,8 @@ import torch
 from PIL import Image
 
 from cxraug import config as C
-from cxraug.cohorts.generate import OBS, SynthConfig, preview, resolve_precision, synthesize
+from cxraug.cohorts.generate import OBS, SynthConfig, preview, synthesize
+from cxraug.precision import resolve_precision
 from cxraug.data.transforms import load_grayscale, model_to_uint8
 from cxraug.diffusion.pipeline import DiffCXRPipeline
 
@@ -101,7 +102,7 @@ def peak_memory(model: str, labels: str, n: int, steps: int, batch_size: int, ou
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="trained run folder")
+    ap.add_argument("--model", required=True, help="generator: shipped name (kermany-128), run folder or hub id")
     ap.add_argument("--labels", default="pneumonia")
     ap.add_argument("--n", type=int, default=32, help="images per side for the speed comparison")
     ap.add_argument("--steps", type=int, default=20, help="synth's DPM-Solver++ steps")

@@ -5,9 +5,15 @@
 
 The columns: the job name, a bar, done/total, an optional ``info`` line formatted from the task's
 fields, elapsed and remaining time. ``enabled=False`` draws nothing (tests, non-main processes).
+When the output is not a terminal (``cxraug train ... > train.log``), a live bar cannot be drawn;
+then one plain line per task is printed every ``log_every`` seconds and when the task finishes::
+
+    stage 1 train 1250/6000 loss 0.1032 2.1 it/s elapsed 0:09:55 left 0:37:41
 """
 
 from __future__ import annotations
+
+import time
 
 from rich.progress import (
     BarColumn,
@@ -19,12 +25,63 @@ from rich.progress import (
 )
 
 
+class _LogProgress(Progress):
+    """A Progress that also writes plain, timed lines when its console is not a terminal."""
+
+    def __init__(self, *columns, name: str, info: str, log_every: float, **kwargs):
+        super().__init__(*columns, **kwargs)
+        self._name, self._info, self._every = name, info, log_every
+        self._logging = not self.disable and not self.console.is_terminal
+        self._last: dict = {}
+
+    def _line(self, task_id) -> str:
+        from datetime import timedelta
+
+        from rich.text import Text
+
+        t = self._tasks[task_id]
+        total = "?" if t.total is None else f"{t.total:g}"
+        parts = [self._name, t.description, f"{t.completed:g}/{total}"]
+        if self._info:
+            try:
+                parts.append(Text.from_markup(self._info.format(task=t)).plain)
+            except (KeyError, AttributeError, IndexError, ValueError):
+                pass
+        if t.speed:
+            parts.append(f"{t.speed:.2f}/s")
+        parts.append(f"elapsed {timedelta(seconds=int(t.elapsed or 0))}")
+        if t.time_remaining is not None:
+            parts.append(f"left {timedelta(seconds=int(t.time_remaining))}")
+        return " ".join(p for p in parts if p)
+
+    def update(self, task_id, **kwargs) -> None:
+        super().update(task_id, **kwargs)
+        if not self._logging:
+            return
+        t, now = self._tasks[task_id], time.monotonic()
+        finished = t.total is not None and t.completed >= t.total
+        last = self._last.get(task_id)
+        if last is None:  # the first update only starts the clock
+            self._last[task_id] = now
+        elif (finished and last != -1) or (not finished and now - last >= self._every):
+            self.console.print(self._line(task_id), markup=False, highlight=False)
+            self._last[task_id] = -1 if finished else now
+
+    def advance(self, task_id, advance: float = 1) -> None:
+        self.update(task_id, advance=advance)
+
+
 def job_progress(name: str, info: str = "", *, enabled: bool = True, transient: bool = False,
-                 console=None) -> Progress:
+                 console=None, log_every: float = 30.0) -> Progress:
     """A ``rich`` Progress for a job called ``name``; ``info`` is a format string over task fields
-    (every task added to it must then carry those fields)."""
+    (every task added to it must then carry those fields). ``log_every``: seconds between plain
+    progress lines when the output is not a terminal."""
     columns = [TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn()]
     if info:
         columns.append(TextColumn(info))
     columns += [TimeElapsedColumn(), TimeRemainingColumn()]
-    return Progress(*columns, disable=not enabled, transient=transient, console=console)
+    bar = _LogProgress(*columns, name=name, info=info, log_every=log_every, disable=not enabled,
+                       transient=transient, console=console)
+    if bar._logging:
+        bar.live.transient = True  # the plain lines are the record; no final bar dump
+    return bar

@@ -55,7 +55,7 @@ def test_real_splits_have_no_leakage(kermany_fixture, tmp_path):
     (["--real-frac", "0"], "must be in (0, 1]"),
     (["--real-frac", "1.2"], "must be in (0, 1]"),
     (["--arch", "resnet-9000"], "resnet-9000"),
-    (["--arms", "real,real+synth"], "need a cohort"),
+    (["--arms", "real,real+synth", "--model", "/nonexistent/run"], "no such run folder"),
     (["--arms", "real,real+dup,bogus"], "unknown arm"),
 ])
 def test_bad_arguments(args, msg, tmp_path, capsys):

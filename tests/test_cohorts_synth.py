@@ -225,7 +225,7 @@ def test_bad_arguments_exit_2_with_one_line(tiny_run, tmp_path, capsys, args, me
 def test_missing_run_folder_exits_2(tmp_path, capsys):
     assert main(["synth", "--model", str(tmp_path / "nope"), "--labels", "pneumonia", "--n", "4",
                  "--out", str(tmp_path / "o")]) == 2
-    assert "run folder not found" in capsys.readouterr().err
+    assert "no such run folder" in capsys.readouterr().err
 
 
 def test_until_accepted_stops_at_the_budget_when_nothing_can_pass(tiny_run, classifier_dir, tmp_path):

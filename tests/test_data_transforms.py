@@ -88,5 +88,14 @@ def test_range_round_trips():
 
 
 def test_range_warning_once():
+    import warnings
+
+    where = "test-batch-once"
     with pytest.warns(UserWarning, match="expected pixels in"):
-        T.check_model_range(torch.full((2, 1, 4, 4), 200.0), where="test-batch")
+        T.check_model_range(torch.full((2, 1, 4, 4), 200.0), where=where)
+    with warnings.catch_warnings(record=True) as seen:  # the same place again: silent
+        warnings.simplefilter("always")
+        T.check_model_range(torch.full((2, 1, 4, 4), 300.0), where=where)
+    assert not [w for w in seen if "expected pixels in" in str(w.message)]
+    with pytest.warns(UserWarning, match="other-place"):  # another place still warns
+        T.check_model_range(torch.full((2, 1, 4, 4), 200.0), where="other-place")

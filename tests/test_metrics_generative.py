@@ -165,12 +165,19 @@ def test_cli_eval_on_tiny_folders(tmp_path):
     assert set(card["per_label"]) == {"Pneumonia", "negative"}
     assert card["per_label"]["Pneumonia"] == {**card["per_label"]["Pneumonia"], "real": 12, "synthetic": 11}
     assert set(card["diversity"]["per_group"]) == {"Pneumonia", "negative"}
+    # the real-vs-real floor: the same metrics on two disjoint halves of the 24 real images
+    assert card["floor"]["source"] == "split" and card["floor"]["counts"] == {"reference": 12, "compared": 12}
+    assert set(card["metrics"]) | {"two_sample_auc"} <= set(card["floor"])
+    assert 0 <= card["floor"]["two_sample_auc"] <= 1 and 0 <= card["two_sample_auc"] <= 1
 
     # a plain image folder works on both sides; a too-high --min-count skips per-label metrics
     code = main(["eval", "--real", str(tmp_path / "real"), "--synth", str(tmp_path / "cohort" / "images"),
                  "--out", str(out), "--classifier", str(tmp_path / "clf"), "--image-size", "32",
                  "--max-images", "15"])
-    assert code == 0 and json.loads(out.read_text())["counts"] == {"real": 15, "synthetic": 15}
+    card = json.loads(out.read_text())
+    assert code == 0 and card["counts"] == {"real": 15, "synthetic": 15}
+    assert card["floor"]["counts"] == {"reference": 8, "compared": 7}
+    assert card["synthetic_matched"]["counts"] == {"real": 8, "synthetic": 7}
 
 
 def test_cli_eval_bad_input_exits_2(tmp_path, capsys):

@@ -33,7 +33,10 @@ def test_minilm_embeddings_shape_deterministic_and_distinct(minilm):
     assert h1.shape == (3, 33, 384)
     assert torch.equal(h1, h2)
     assert (h1[0, 0] - h1[1, 0]).abs().max() > 0.1
-    assert len(minilm.encoder_id) == 64 and minilm.encoder_id == minilm.encoder_id
+    # the id names the weights and N: same for a fresh copy, different for another max_tokens
+    assert len(minilm.encoder_id) == 64
+    assert build_text_encoder("minilm", max_tokens=32).encoder_id == minilm.encoder_id
+    assert build_text_encoder("minilm", max_tokens=16).encoder_id != minilm.encoder_id
 
 
 def test_unknown_encoder_lists_valid_names():

@@ -185,6 +185,29 @@ def pretrained_on_synth(synth: ArraySet, real: RealData, ccfg: ClassifierConfig,
     return model
 
 
+#: Fewer real training images than this per class (positives or negatives of a label) make a
+#: subset's test mAUC mostly noise; bench warns and records it.
+MIN_PER_CLASS = 10
+
+
+def subset_warnings(cfg: BenchConfig, real: RealData) -> list[str]:
+    """One line per real fraction whose subset has fewer than ``MIN_PER_CLASS`` positive or
+    negative images for some label."""
+    from cxraug.data.splits import real_subset
+
+    out = []
+    for frac in cfg.real_fracs:
+        sub = real_subset(real.train, frac, seed=cfg.subset_seed)
+        y = L.apply_policy(sub.labels, cfg.policy)[:, [L.index(x) for x in real.labels]]
+        for j, name in enumerate(real.labels):
+            pos, neg = int((y[:, j] == 1).sum()), int((y[:, j] == 0).sum())
+            if min(pos, neg) < MIN_PER_CLASS:
+                out.append(f"real fraction {frac:g}: {len(sub)} training images, {pos} {name} positive "
+                           f"and {neg} negative (< {MIN_PER_CLASS} per class): its numbers are "
+                           "mostly noise; use a larger dataset (--data) or fraction")
+    return out
+
+
 def run_job(frac: float, arm: str, seed: int, real: RealData, synth: ArraySet | None,
             cfg: BenchConfig, out: Path, progress: bool = True, cohort_key: str = "cohort",
             generator_real_frac: float | None = None) -> dict:
@@ -362,9 +385,20 @@ def run_bench(cfg: BenchConfig, out: Path, synth: Path | None = None, model: Pat
     out.mkdir(parents=True, exist_ok=True)
     C.save(cfg, out)
     # A generator run's own splits keep its training images out of the classifier's test split.
+    model_ref = model  # what the user named (a shipped model's cohort card keeps its name)
+    if model is not None:
+        from cxraug.models.zoo import resolve_model
+
+        model = resolve_model(model)
     splits = model / "splits.csv" if model is not None and (model / "splits.csv").is_file() \
         else out / "splits.csv"
     real = load_real(cfg, splits)
+    warnings = subset_warnings(cfg, real)
+    if progress:
+        for w in warnings:
+            from rich.console import Console
+
+            Console(stderr=True).print(f"[yellow]warning[/]: {w}", highlight=False)
     needs_synth = any(a in SYNTH_ARMS for a in cfg.arms)
     if needs_synth and synth is None and model is None:
         raise CxraugError("arms with synthetic data need --synth DIR or --model RUN")
@@ -385,7 +419,7 @@ def run_bench(cfg: BenchConfig, out: Path, synth: Path | None = None, model: Pat
                 folder = cohort_for_bench(gen, real.labels, n_synth or len(real.train),
                                           out / "cohorts" / f"frac{frac:g}", progress=progress)
             elif folder is None:
-                folder = cohort_for_bench(model, real.labels, n_synth or len(real.train),
+                folder = cohort_for_bench(model_ref, real.labels, n_synth or len(real.train),
                                           out / "cohort", progress=progress)
             arrays, card = load_cohort(folder, real.labels, cfg.image_size, cfg.policy)
             cohorts[key] = (arrays, card, folder)
@@ -407,6 +441,7 @@ def run_bench(cfg: BenchConfig, out: Path, synth: Path | None = None, model: Pat
     used = sorted({f for f in cfg.real_fracs}) if needs_synth else []
     cards = {f"{f:g}": cohort_for(f) for f in used} if strict else ({"all": cohort_for(-1)} if needs_synth else {})
     report = {"config": C.to_dict(cfg), "versions": versions(), "labels": real.labels,
+              "warnings": warnings,
               "test": test_summary(real),
               "synthetic": {"protocol": "strict" if strict else "paper",
                             "cohorts": {k: {"folder": str(v[2]),

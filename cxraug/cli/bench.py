@@ -30,7 +30,7 @@ def bench(data: Optional[str] = DataOpt, kind: str = KindOpt,
                                    help="Any of real, real+dup, real+synth, synth->real, synth."),
           labels: Optional[str] = typer.Option(None, "--labels", help="Observations to evaluate (default: all with enough positives)."),
           synth: Optional[Path] = typer.Option(None, "--synth", help="Cohort folder from cxraug synth."),
-          model: Optional[Path] = typer.Option(None, "--model", help="Generator run: synthesise the cohort on the fly."),
+          model: Optional[str] = typer.Option(None, "--model", help="Generator (shipped name, run folder or hub id) to synthesise the cohort on the fly; default kermany-128 when the arms need synthetic data and no --synth is given."),
           n_synth: int = typer.Option(0, "--n-synth", help="Cohort size generated with --model (default: as many as the training split)."),
           synth_ratio: Optional[float] = typer.Option(None, "--synth-ratio", help="Synthetic:real count in real+synth (default 1)."),
           seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per cell (default 1)."),
@@ -69,15 +69,18 @@ def bench(data: Optional[str] = DataOpt, kind: str = KindOpt,
         raise CxraugError("--strict trains a generator per real fraction: pass --model RUN, not --synth")
     needs_synth = any(a in B.SYNTH_ARMS for a in cfg.arms)
     if needs_synth and synth is None and model is None:
-        raise CxraugError(f"arms {', '.join(a for a in cfg.arms if a in B.SYNTH_ARMS)} need a cohort: "
-                          "pass --synth DIR or --model RUN (or --arms real,real+dup)")
+        from cxraug.models.zoo import DEFAULT_MODEL
+
+        model = DEFAULT_MODEL
+        console.print(f"synthetic arms: cohort from the shipped model {model} (--model / --synth to change)")
     if synth is not None and not (synth / "manifest.csv").is_file():
         raise CxraugError(f"{synth}: no manifest.csv; pass a cohort folder written by cxraug synth")
+    shares = _job_slice(job)  # a bad --job fails before anything, --dry-run included
     if dry_run:
         console.print(C.dump(cfg))
         console.print(f"{len(B.jobs(cfg))} jobs")
         return
-    report = B.run_bench(cfg, out, synth=synth, model=model, n_synth=n_synth, job=_job_slice(job),
+    report = B.run_bench(cfg, out, synth=synth, model=model, n_synth=n_synth, job=shares,
                          strict=strict, generator_overrides=list(generator_set or []))
     if report is None:
         console.print("some jobs are still missing; rerun without --job (or run the other shares) to finish")
@@ -92,6 +95,8 @@ def print_report(report: dict, out: Path) -> None:
              if "diff_vs_real_mean" in c else "-"] for c in report["cells"]]
     console.print(table(f"test mAUC ({report['test']['n_images']} images, labels: {', '.join(report['labels'])})",
                         ["real frac", "arm", "mAUC", "95% CI", "vs real (paired)"], rows))
+    for w in report.get("warnings", []):
+        console.print(f"[yellow]warning[/]: {w}", highlight=False)
     console.print(f"results: {out / 'results.json'}, plot: {out / 'mauc.png'}")
 
 

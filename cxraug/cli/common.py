@@ -39,4 +39,33 @@ def out_dir_ok(path: Path, overwrite: bool, what: str = "output") -> None:
                           "another --out")
 
 
+def default_folder_name(labels: str, n: int) -> str:
+    """``pneumonia,effusion`` and 5000 -> ``pneumonia+effusion-5000`` (safe as a folder name)."""
+    import re
+
+    parts = [re.sub(r"[^a-z0-9]+", "-", x.strip().lower()).strip("-") for x in labels.split(",")]
+    return "+".join(p for p in parts if p) + f"-{n}"
+
+
+def check_model_labels(pipe, model: str, vec) -> None:
+    """Refuse target labels the model never saw a positive image of (packaged models know this
+    from their reference; run folders are checked by cxraug synth against their data)."""
+    import numpy as np
+
+    from cxraug.cohorts.reference import REFERENCE_NAME, Reference
+    from cxraug.data import labels as L
+    from cxraug.errors import CxraugError
+
+    ref = pipe.run.root / REFERENCE_NAME
+    if not ref.is_file():
+        return
+    y = Reference.load(ref).train.labels
+    known = [o for i, o in enumerate(L.OBSERVATIONS) if (y[:, i] == 1).any()]
+    for i in np.flatnonzero(np.asarray(vec) == 1):
+        if L.OBSERVATIONS[i] not in known:
+            raise CxraugError(f"--labels {L.OBSERVATIONS[i].lower()}: model {model} was not trained on "
+                              f"any {L.OBSERVATIONS[i].lower()} image; it knows: "
+                              f"{', '.join(k.lower() for k in known)}")
+
+
 Opt = Optional

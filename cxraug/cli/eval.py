@@ -1,4 +1,5 @@
-"""``cxraug eval``: FID / KID / precision-recall / density-coverage / SSIM diversity of a cohort."""
+"""``cxraug eval``: FID / KID / precision-recall / density-coverage / SSIM diversity / two-sample AUC
+of a cohort, each next to its real-vs-real floor."""
 
 from __future__ import annotations
 
@@ -14,8 +15,14 @@ from cxraug.cli.common import KindOpt, console, table
 def eval_cmd(real: str = typer.Option(..., "--real", help="Real images: any dataset cxraug loads, "
                                       "an image folder, or sample:kermany."),
              synth: Path = typer.Option(..., "--synth", help="Cohort folder from cxraug synth, or an image folder."),
+             real_ref: Optional[str] = typer.Option(
+                 None, "--real-ref", help="A second real set, disjoint from --real (e.g. the test split vs "
+                 "the train split), for the real-vs-real floor; default: two disjoint random parts of --real."),
              out: Path = typer.Option(Path("eval.json"), "--out", "-o", help="Eval card (JSON)."),
-             extractor: str = typer.Option("classifier", "--extractor", help="classifier, inception or xrv."),
+             extractor: str = typer.Option(
+                 "classifier", "--extractor", help="classifier, inception, xrv or pixels. pixels needs no "
+                 "weights (16x16 standardised thumbnails) but is a weak extractor: smoke tests and relative "
+                 "comparisons only."),
              classifier: Optional[Path] = typer.Option(None, "--classifier", help="Classifier folder (feature extractor)."),
              inception_weights: Optional[Path] = typer.Option(
                  None, "--inception-weights", help="Local torch-fidelity weights-inception-2015-12-05-6726825d.pth."),
@@ -29,22 +36,37 @@ def eval_cmd(real: str = typer.Option(..., "--real", help="Real images: any data
              kind: str = KindOpt) -> None:
     """Compare a synthetic cohort with real images in a feature space; write an eval card."""
     from cxraug.errors import CxraugError
-    from cxraug.metrics.generative import evaluate, summary_rows
+    from cxraug.metrics.generative import SUMMARY_COLUMNS, evaluate, summary_rows
 
     if image_size < 8 or (max_images is not None and max_images < 2) or min_count < 1:
         raise CxraugError("--image-size must be >= 8, --max-images >= 2 and --min-count >= 1")
     card = evaluate(real, synth, extractor, classifier, inception_weights, image_size, max_images,
-                    seed, labels, min_count, kind=kind, xrv_weights=xrv_weights)
+                    seed, labels, min_count, kind=kind, xrv_weights=xrv_weights, real_ref=real_ref)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(card, indent=2))
-    console.print(table(f"{card['extractor']['name']} features, {card['resize']}",
-                        ["scope", "real", "synth", "FID", "KID", "prec", "rec", "dens",
-                         "cov"], summary_rows(card)))
+    console.print(table(f"{card['extractor']['name']} features, {card['resize']}", SUMMARY_COLUMNS,
+                        summary_rows(card)))
+    _print_floor(card)
     div = card["diversity"]["mean_pairwise_ssim"]
     console.print(f"within-target SSIM (lower = more diverse): {'-' if div is None else f'{div:.3f}'}")
     for t, why in card["per_label_skipped"].items():
         console.print(f"skipped {t}: {why}")
     console.print(f"eval card: {out}")
+
+
+def _print_floor(card: dict) -> None:
+    """One line on where the floor comes from and the two-sample AUCs side by side."""
+    floor = card["floor"]
+    if floor["skipped"]:
+        console.print(f"real-vs-real floor skipped: {floor['skipped']}")
+        return
+    where = ("two disjoint random parts of --real" if floor["source"] == "split"
+             else f"--real vs --real-ref ({floor['overlap_dropped']} shared images dropped)")
+    auc, ref = card["two_sample_auc"], floor["two_sample_auc"]
+    console.print(f"real-vs-real floor: {where}, n = {floor['counts']['reference']} vs "
+                  f"{floor['counts']['compared']}")
+    console.print("two-sample AUC (0.5 = indistinguishable): synthetic "
+                  f"{'-' if auc is None else f'{auc:.3f}'} vs real-vs-real floor {ref:.3f}")
 
 
 def register(app: typer.Typer) -> None:

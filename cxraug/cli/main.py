@@ -7,6 +7,7 @@ and turns user errors (:class:`cxraug.errors.CxraugError`) into one line and exi
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -23,7 +24,7 @@ app = typer.Typer(
 )
 
 # Command modules, in the order their commands appear in --help.
-COMMAND_MODULES = ("data", "label", "train", "filter", "synth", "bench", "eval", "quickstart")
+COMMAND_MODULES = ("data", "label", "train", "export", "filter", "synth", "bench", "eval", "quickstart")
 
 
 def _version(value: bool) -> None:
@@ -42,6 +43,21 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"cxraug.cli.{_name}").register(app)
 
 
+def _usage_error(e: Exception) -> int | None:
+    """Exit code for a command-line usage error (already printed as one line), else None.
+
+    Typer >= 0.20 vendors its own click (``typer._click``), whose exceptions are not
+    ``click.ClickException``; both are recognised by duck typing rather than by class.
+    """
+    if type(e).__name__ == "Abort":
+        typer.secho("aborted", fg=typer.colors.YELLOW, err=True)
+        return 1
+    if hasattr(e, "show") and hasattr(e, "exit_code") and hasattr(e, "format_message"):
+        e.show()
+        return int(e.exit_code)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, print user errors as one line, return the exit code."""
     try:
@@ -54,15 +70,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except typer.Exit as e:
         return e.exit_code
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            return e.exit_code
-        if isinstance(e, click.exceptions.Abort):
-            return 1
-        raise
+    except OSError as e:  # a path the user gave: a file where a folder should be, no permission...
+        if os.environ.get("CXRAUG_DEBUG"):
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        typer.secho(f"error: {where}{e.strerror or e}; check the path (CXRAUG_DEBUG=1 shows the "
+                    "traceback)", fg=typer.colors.RED, err=True)
+        return 2
+    except Exception as e:
+        shown = _usage_error(e)
+        if shown is None:
+            raise
+        return shown
     return 0
 
 

@@ -1,13 +1,15 @@
 """``cxraug quickstart``: the whole loop on the embedded real sample, sized for a 2-core CPU.
 
 1. data: the embedded Kermany sample (410 real images), patient-level splits, nested subsets;
-2. generator: a small Diff-CXR (VAE, report encoder + squeeze, U-ViT, DKIM adapter) at 64 px;
+2. generator: the shipped 128 px model ``kermany-128`` (trained on the Kermany training split,
+   never on the sample's test images); with ``--train``, a small Diff-CXR trained here instead;
 3. cohort: label-balanced synthetic pneumonia / negative images with the memorisation gate;
-4. bench: real, real+dup and real+synth classifiers at 1% and 100% of the real training
-   patients, test mAUC with patient-bootstrap CIs, table and plot.
+4. bench: real, real+dup, real+synth and synth->real classifiers at 1% and 100% of the real
+   training patients, test mAUC with patient-bootstrap CIs, table and plot.
 
-The generator settings are a few minutes of CPU training: the images are a smoke test of the
-pipeline, not a usable generator (use ``recipes/diffcxr-cpu.yaml`` on a full dataset for that).
+The ``--train`` generator is a few minutes of CPU training at 64 px: a smoke test of the training
+pipeline whose images are blobs, not a usable generator (``recipes/diffcxr-cpu128.yaml`` on a full
+dataset makes one).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ GENERATOR = [
     "adapter.checkpoint_every=60", "adapter.sample_every=0", "adapter.ema_decay=0.9",
     "sample.steps=15", "sample.grid_per_prompt=6",
 ]
-BENCH = ["arms=[real, real+dup, real+synth]", "real_fracs=[0.01, 1.0]", "image_size=64",
+BENCH = ["arms=[real, real+dup, real+synth, synth->real]", "real_fracs=[0.01, 1.0]", "image_size=64",
          "classifier.arch=resnet18", "classifier.max_epochs=8", "classifier.patience=3",
          "n_boot=500"]
 
@@ -38,10 +40,12 @@ BENCH = ["arms=[real, real+dup, real+synth]", "real_fracs=[0.01, 1.0]", "image_s
 def quickstart(data: Optional[str] = DataOpt,
                out: Path = typer.Option(Path("runs/quickstart"), "--out", "-o", help="Run folder."),
                n_synth: int = typer.Option(300, "--n-synth", help="Synthetic images to generate."),
-               seed: int = typer.Option(0, help="Seed for training, the cohort and the classifiers.")) -> None:
-    """Train a small generator on the embedded sample, synthesise a cohort, and bench real,
-    real+dup and real+synth classifiers at 1% and 100% real data (about 10 minutes on 2 cores).
-    Rerunning resumes; every step's output stays in the run folder."""
+               seed: int = typer.Option(0, help="Seed for training, the cohort and the classifiers."),
+               model: str = typer.Option("kermany-128", "--model", "-m", help="Generator: shipped model name, run folder or hub id."),
+               train_generator: bool = typer.Option(False, "--train", help="Train a small 64 px generator on the sample first (a pipeline smoke test; its images are blobs) and use it instead of --model.")) -> None:
+    """Synthesise a cohort with the shipped generator, and bench real, real+dup, real+synth and
+    synth->real classifiers at 1% and 100% real data on the embedded sample (under 10 minutes on
+    2 cores). Rerunning resumes; every step's output stays in the run folder."""
     from cxraug import config as C
     from cxraug.classify import bench as B
     from cxraug.cli.bench import print_report
@@ -52,23 +56,24 @@ def quickstart(data: Optional[str] = DataOpt,
     from cxraug.diffusion.run import train
 
     data = data or "sample:kermany"
-    # 1-2. Generator (each stage is skipped when already trained: rerunning resumes).
-    cfg = C.load(DiffCXRConfig, None, [f"data.data={data}", f"train.seed={seed}", *GENERATOR])
+    bcfg = C.load(B.BenchConfig, None, [f"data={data}", *BENCH, f"classifier.seed={seed}"])
     console.rule("1/3 generator")
-    run = train(cfg, out / "generator", ["vae", "text", "1", "2"])
-    pipe = DiffCXRPipeline.from_pretrained(run.root)
-    grid = write_grid(pipe, validation_prompts(B.load_real(
-        C.load(B.BenchConfig, None, [f"data={data}", *BENCH]), run.splits).train, "mined"),
-        out / "generator_samples.png", cfg.sample)
-    console.print(f"sample grid: {grid}")
+    if train_generator:  # each stage is skipped when already trained: rerunning resumes
+        cfg = C.load(DiffCXRConfig, None, [f"data.data={data}", f"train.seed={seed}", *GENERATOR])
+        model = str(train(cfg, out / "generator", ["vae", "text", "1", "2"]).root)
+    pipe = DiffCXRPipeline.from_pretrained(model)
+    splits = Path(model) / "splits.csv" if (Path(model) / "splits.csv").is_file() else out / "bench" / "splits.csv"
+    splits.parent.mkdir(parents=True, exist_ok=True)
+    grid = write_grid(pipe, validation_prompts(B.load_real(bcfg, splits).train, "mined"),
+                      out / "generator_samples.png", pipe.sample_cfg)
+    console.print(f"generator: {model}; sample grid: {grid}")
     # 3. Cohort.
     console.rule("2/3 synthetic cohort")
     scfg = SynthConfig(labels=["pneumonia"], n=n_synth, seed=seed, gates=["memorisation"])
-    synthesize(scfg, run.root, out / "cohort")
+    synthesize(scfg, model, out / "cohort")
     # 4. Bench, on the generator's own splits (its training images never reach the test split).
     console.rule("3/3 bench")
-    bcfg = C.load(B.BenchConfig, None, [f"data={data}", *BENCH, f"classifier.seed={seed}"])
-    report = B.run_bench(bcfg, out / "bench", synth=out / "cohort", model=run.root)
+    report = B.run_bench(bcfg, out / "bench", synth=out / "cohort", model=model)
     print_report(report, out / "bench")
 
 

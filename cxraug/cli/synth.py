@@ -10,10 +10,10 @@ import typer
 from cxraug.cli.common import SetOpt, console, table
 
 
-def synth(model: Path = typer.Option(..., "--model", "-m", help="Run folder from cxraug train."),
+def synth(model: str = typer.Option("kermany-128", "--model", "-m", help="Shipped model name (kermany-128, the default), run folder from cxraug train, or Hugging Face Hub id."),
           labels: str = typer.Option(..., "--labels", help="Observations to balance, comma-separated, case-insensitive (e.g. pneumonia,effusion)."),
           n: int = typer.Option(..., "--n", help="Images in total, over all shards."),
-          out: Path = typer.Option(..., "--out", "-o", help="Cohort folder; rerunning the same command resumes it."),
+          out: Optional[Path] = typer.Option(None, "--out", "-o", help="Cohort folder (default: cohorts/<labels>-<n>); rerunning the same command resumes it."),
           negatives: float = typer.Option(0.2, help="Share of explicit negatives (none of the labels); default 0.2."),
           cooccurrence: str = typer.Option("empirical", help="empirical: other findings as often as in the generator's training data; none: the target only."),
           prompts: str = typer.Option("mined", help="Prompt text: mined report sentences or the paper's templates."),
@@ -57,6 +57,11 @@ def synth(model: Path = typer.Option(..., "--model", "-m", help="Run folder from
     if dry_run:
         show(preview(cfg, model))
         return
+    if out is None:
+        from cxraug.cli.common import default_folder_name
+
+        out = Path("cohorts") / default_folder_name(labels, n)
+        console.print(f"cohort folder: {out}")
     s = synthesize(cfg, model, out, where, overwrite, on_plan=show)
     if s["complete"]:
         console.print(f"[bold green]done[/]: {s['generated']} generated, {s['accepted']} accepted, "

@@ -46,27 +46,37 @@ def train(component: str = typer.Argument("all", help="vae, text, denoiser (stag
     console.print(f"[bold green]done[/]: {run.root} (model card: {run.root / 'README.md'})")
 
 
-def generate(model: Path = typer.Option(..., "--model", "-m", help="Run folder from cxraug train."),
+def generate(model: str = typer.Option("kermany-128", "--model", "-m", help="Shipped model name (kermany-128), run folder from cxraug train, or Hugging Face Hub id."),
              report: Optional[list[str]] = typer.Option(None, "--report", help="Report text (repeatable)."),
              labels: Optional[str] = typer.Option(None, "--labels", help="Target observations, e.g. pneumonia,effusion."),
              n: int = typer.Option(8, "--n", help="Images per report."),
-             out: Path = typer.Option(Path("generated"), "--out", "-o"),
+             out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: generated/<labels or report>-<n>)."),
              seed: int = typer.Option(0, help="First seed; image i uses seed + i."),
              steps: Optional[int] = typer.Option(None, help="Sampler steps (default: the run's)."),
              guidance: Optional[float] = typer.Option(None, help="Guidance weight (1 = none)."),
              sampler: Optional[str] = typer.Option(None, help="dpm++ or ddim."),
              overwrite: bool = typer.Option(False, "--overwrite")) -> None:
     """Generate chest X-rays from report text and/or target labels."""
+    import math
+
     import numpy as np
     from PIL import Image
 
-    from cxraug.cli.common import out_dir_ok
+    from cxraug.cli.common import check_model_labels, default_folder_name, out_dir_ok
     from cxraug.data import labels as L
     from cxraug.diffusion.pipeline import DiffCXRPipeline
     from cxraug.errors import CxraugError
 
     if n <= 0:
         raise CxraugError(f"--n {n}: must be a positive number of images")
+    if seed < 0:
+        raise CxraugError(f"--seed {seed}: must be >= 0")
+    if steps is not None and not 1 <= steps <= 1000:
+        raise CxraugError(f"--steps {steps}: must be between 1 and 1000")
+    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+        raise CxraugError(f"--guidance {guidance}: must be a finite number >= 0 (1 = no guidance)")
+    if sampler is not None and sampler not in ("dpm++", "ddim"):
+        raise CxraugError(f"--sampler {sampler}: choose dpm++ or ddim")
     vec = L.vector(positive=L.parse_label_list(labels)) if labels else None
     texts = list(report or [])
     if not texts:
@@ -75,8 +85,15 @@ def generate(model: Path = typer.Option(..., "--model", "-m", help="Run folder f
         from cxraug.data.templates import PromptBuilder
 
         texts = [PromptBuilder("mined").build(vec, seed=seed)]
+    if out is None:
+        out = Path("generated") / default_folder_name(labels or "report", n * len(texts))
+        console.print(f"output folder: {out}")
     out_dir_ok(out, overwrite)
-    pipe = DiffCXRPipeline.from_pretrained(model)
+    from cxraug.precision import default_device
+
+    pipe = DiffCXRPipeline.from_pretrained(model, device=default_device())
+    if vec is not None:
+        check_model_labels(pipe, model, vec)
     reports = [t for t in texts for _ in range(n)]
     seeds = [seed + i for i in range(len(reports))]
     lab = None if vec is None else np.stack([vec] * len(reports))

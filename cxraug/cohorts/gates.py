@@ -188,7 +188,13 @@ class MemorisationGate:
 
     def nearest(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``uint8 [B, H, W]`` -> (nearest training row by SSIM ``[B]``, its cosine ``[B]``,
-        the best SSIM ``[B]``) among the ``top_k`` by cosine."""
+        the best SSIM ``[B]``) among the ``top_k`` by cosine. Images larger than the reference by
+        a whole factor (a packaged model's downsampled reference) are area-downsampled to it."""
+        side = self.reference.shape[-1]
+        if images.shape[-1] != side and images.shape[-1] % side == 0 and images.shape[-1] == images.shape[-2]:
+            from cxraug.cohorts.reference import downsample
+
+            images = downsample(images, side)
         if images.shape[1:] != self.reference.shape[1:]:
             raise CxraugError(f"memorisation gate: images {images.shape[1:]} differ in size from the "
                               f"training images {self.reference.shape[1:]}")

@@ -65,6 +65,7 @@ from cxraug.cohorts.store import (
 )
 from cxraug.data import labels as L
 from cxraug.errors import CxraugError
+from cxraug.precision import default_device, resolve_precision
 from cxraug.progress import job_progress
 
 OBS = list(L.OBSERVATIONS)
@@ -102,7 +103,7 @@ class SynthConfig:
             raise CxraugError(f"--batch-size {self.batch_size}: must be >= 1")
         if self.steps is not None and not 1 <= self.steps <= 1000:
             raise CxraugError(f"--steps {self.steps}: must be between 1 and 1000")
-        if self.guidance is not None and self.guidance < 0:
+        if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance >= 0):
             raise CxraugError(f"--guidance {self.guidance}: must be >= 0 (1 = no guidance)")
         if self.max_attempts < 1:
             raise CxraugError(f"max_attempts {self.max_attempts}: must be >= 1 (a multiple of --n)")
@@ -128,47 +129,81 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 @dataclass
 class Generator:
-    """A trained run as the cohort sees it: its config, training set and identity."""
+    """A trained generator as the cohort sees it: its config, training set and identity.
+
+    A run folder (``cxraug train``) reads its training and val images through its recipe's
+    dataset; a packaged model (``cxraug export``, e.g. the shipped ``kermany-128``) carries them
+    as a :class:`~cxraug.cohorts.reference.Reference` instead.
+    """
 
     run: object  # cxraug.diffusion.prepare.RunDir
     cfg: object  # DiffCXRConfig
     has_adapter: bool
     hash: str
+    name: str = ""
+    reference: object = None  # cxraug.cohorts.reference.Reference of a packaged model
 
     @classmethod
-    def open(cls, run_dir: str | Path) -> Generator:
+    def open(cls, model: str | Path) -> Generator:
+        from cxraug.cohorts.reference import REFERENCE_NAME, Reference
         from cxraug.diffusion.config import DiffCXRConfig
         from cxraug.diffusion.prepare import RunDir
+        from cxraug.models.zoo import resolve_model
 
-        run = RunDir(Path(run_dir))
-        if not run.root.is_dir():
-            raise CxraugError(f"--model {run_dir}: run folder not found; train one with cxraug train")
+        run = RunDir(resolve_model(model))
         if not (run.root / "config.yaml").is_file() or not (run.denoiser / "config.json").is_file():
-            raise CxraugError(f"--model {run_dir}: not a trained cxraug run (needs config.yaml and "
+            raise CxraugError(f"--model {model}: not a trained cxraug run (needs config.yaml and "
                               "denoiser/); train one with cxraug train --stage 1")
         cfg = C.load(DiffCXRConfig, run.root / "config.yaml")
+        ref = run.root / REFERENCE_NAME
         return cls(run, cfg, (run.adapter / "config.json").is_file(),
-                   folder_hash(run.vae, run.text, run.denoiser, run.adapter))
+                   folder_hash(run.vae, run.text, run.denoiser, run.adapter), str(model),
+                   Reference.load(ref) if ref.is_file() else None)
 
     def training_set(self):
         from cxraug.diffusion.prepare import training_dataset
 
+        if self.reference is not None:
+            return self.reference.train
         return training_dataset(self.cfg, self.run)
 
     def split(self, name: str):
         from cxraug.data.adapters import load_dataset, resolve_data
         from cxraug.data.splits import splits_for
 
+        if self.reference is not None:
+            if name not in ("train", "val"):
+                raise CxraugError(f"{self.name}: a packaged model carries its train and val "
+                                  f"references only, not {name!r}")
+            return getattr(self.reference, name)
         ds = load_dataset(resolve_data(self.cfg.data.data), self.cfg.data.dataset)
         return splits_for(ds, self.run.splits, seed=self.cfg.data.split_seed).where_split(name)
 
     def images(self, ds):
-        """``(uint8 [N, S, S] memmap, dataset rows kept)`` at the generator's image size."""
+        """``(uint8 [N, S, S] memmap, dataset rows kept)`` at the generator's image size (a
+        packaged model's training reference: at its reference size)."""
+        from cxraug.cohorts.reference import Rows
         from cxraug.data.cache import cached_images
 
+        if isinstance(ds, Rows):
+            return ds.images, ds
         images, kept, _ = cached_images(ds, self.cfg.data.image_size, skip_bad=self.cfg.data.skip_bad,
                                         progress=False)
         return images, kept
+
+    def known_labels(self, train_labels: np.ndarray) -> list[str]:
+        """Observations with at least one positive training image (what the model can be asked for)."""
+        y = np.asarray(train_labels)
+        return [o for i, o in enumerate(OBS) if (y[:, i] == 1).any()]
+
+    def check_labels(self, labels: list[str], train_labels: np.ndarray) -> None:
+        """Refuse targets the generator never saw a positive image of, naming the ones it knows."""
+        known = self.known_labels(train_labels)
+        unknown = [x for x in labels if x not in known]
+        if unknown:
+            raise CxraugError(f"--labels {unknown[0].lower()}: model {self.name} was not trained on any "
+                              f"{unknown[0].lower()} image; it knows: "
+                              f"{', '.join(k.lower() for k in known) or 'no labels'}")
 
     def card(self) -> dict:
         """What the generator is and what it was trained on (for the dataset card)."""
@@ -176,11 +211,16 @@ class Generator:
             p = folder / "config.json"
             return json.loads(p.read_text()).get("meta", {}) if p.is_file() else {}
 
+        from cxraug.models.zoo import SHIPPED
+
         d, den, ada = self.cfg.data, meta(self.run.denoiser), meta(self.run.adapter)
-        return {"run": str(self.run.root.resolve()), "hash": self.hash,
-                "model_card": str(self.run.root.resolve() / "README.md"),
+        # a shipped model by its name: no path of this machine goes into the cohort card
+        where = f"cxraug:{self.name}" if self.name in SHIPPED else str(self.run.root.resolve())
+        return {"run": where, "hash": self.hash, "model_card": f"{where}/README.md",
                 "trained_on": {"data": d.data, "dataset": den.get("trained_on", d.dataset),
-                               "images": den.get("n_train_images"), "split": "train of splits.csv",
+                               "images": den.get("n_train_images"),
+                               "split": "train (patient-level split of the official training images)"
+                               if self.reference is not None else "train of splits.csv",
                                "real_frac": d.real_frac, "filter": d.filter, "image_size": d.image_size,
                                "prompts": d.prompts},
                 "denoiser": {"preset": self.cfg.denoiser.preset, "steps": den.get("steps")},
@@ -199,20 +239,6 @@ def folder_hash(*folders: Path) -> str:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
     return h.hexdigest()[:16]
-
-
-def resolve_precision(name: str) -> str:
-    """``auto`` -> ``bf16`` where the CPU has native bf16 matrix units (AVX512-BF16 / AMX) or a
-    CUDA GPU supports it, else ``fp32``."""
-    import torch
-
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = cpuinfo.read_text() if cpuinfo.is_file() else ""
-    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
 
 
 class Autocast:
@@ -266,7 +292,7 @@ def _settings(cfg: SynthConfig, gen: Generator, steps: int, guidance: float) -> 
     s.pop("classifier")  # the weights identify the classifier, not the path it was given by
     s["classifier_hash"] = folder_hash(Path(cfg.classifier)) if cfg.classifier else None
     return s | {"steps": steps, "guidance": guidance, "generator": gen.hash,
-                "precision": resolve_precision(cfg.precision)}
+                "precision": resolve_precision(cfg.precision, default_device())}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -399,7 +425,9 @@ def preview(cfg: SynthConfig, run_dir: str | Path) -> pd.DataFrame:
     """The plan ``synthesize`` would follow (for ``--dry-run``); writes nothing."""
     cfg.validate()
     gen = Generator.open(run_dir)
-    return build_plan(cfg, gen.training_set().labels, gen.has_adapter)
+    train_labels = gen.training_set().labels
+    gen.check_labels(cfg.labels, train_labels)
+    return build_plan(cfg, train_labels, gen.has_adapter)
 
 
 def synthesize(cfg: SynthConfig, run_dir: str | Path, out_dir: str | Path,
@@ -428,6 +456,7 @@ def synthesize(cfg: SynthConfig, run_dir: str | Path, out_dir: str | Path,
     steps = cfg.steps or gen.cfg.sample.steps
     guidance = gen.cfg.sample.guidance if cfg.guidance is None else cfg.guidance
     train_ds = gen.training_set()
+    gen.check_labels(cfg.labels, train_ds.labels)
     plan = build_plan(cfg, train_ds.labels, gen.has_adapter)
     if on_plan:
         on_plan(plan)
@@ -440,7 +469,7 @@ def synthesize(cfg: SynthConfig, run_dir: str | Path, out_dir: str | Path,
     from cxraug.diffusion.pipeline import DiffCXRPipeline
 
     gates, gate_info = build_gates(cfg, gen, out, train_ds)
-    pipe = DiffCXRPipeline.from_pretrained(gen.run.root)
+    pipe = DiffCXRPipeline.from_pretrained(gen.run.root, device=default_device())
     if settings["precision"] == "bf16":
         pipe.model = Autocast(pipe.model, pipe.device.type)
 

@@ -5,6 +5,7 @@ training and sampling. ``recipes/diffcxr-paper.yaml`` holds the paper's values (
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -70,7 +71,7 @@ class TrainConfig:
     # when the report does not. 0 = the paper (report and hint only dropped together).
     report_drop: float = 0.0
     grad_clip: float = 1.0
-    precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "no", "fp16", "bf16"] = "auto"  # cxraug.precision
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
     beta_end: float = 0.012
@@ -90,6 +91,10 @@ class TrainConfig:
     def validate(self) -> None:
         if self.steps <= 0 or self.batch_size <= 0:
             raise ConfigError("train.steps and train.batch_size must be > 0")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr {self.lr}: must be a finite number > 0, e.g. 2e-4")
+        if self.warmup_steps < 0 or not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ConfigError("warmup_steps must be >= 0 and grad_clip a finite number >= 0")
         if not 0 <= self.cond_drop < 1:
             raise ConfigError(f"train.cond_drop {self.cond_drop}: must be in [0, 1)")
         if not 0 <= self.ema_decay < 1:
@@ -118,8 +123,8 @@ class SampleConfig:
     def validate(self) -> None:
         if self.steps < 1 or self.steps > 1000:
             raise ConfigError(f"sample.steps {self.steps}: must be between 1 and 1000")
-        if self.guidance < 0:
-            raise ConfigError(f"sample.guidance {self.guidance}: must be >= 0 (1 = no guidance)")
+        if not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise ConfigError(f"sample.guidance {self.guidance}: must be a finite number >= 0 (1 = no guidance)")
 
 
 @dataclass

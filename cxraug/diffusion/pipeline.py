@@ -60,16 +60,18 @@ class DiffCXRPipeline:
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "cpu", use_adapter: bool = True):
-        """Load every component from a run folder written by ``cxraug train``."""
+        """Load every component from a run folder written by ``cxraug train``, a packaged model
+        (``cxraug export``), a shipped model name (``kermany-128``) or a hub id."""
         from cxraug import config as C
         from cxraug.diffusion.prepare import RunDir
         from cxraug.errors import WeightsError
         from cxraug.models.adapter import DiseaseAdapter
         from cxraug.models.autoencoder import LatentSpace
         from cxraug.models.uvit import UViT
+        from cxraug.models.zoo import resolve_model
         from cxraug.text.squeeze import ReportEncoder
 
-        run = RunDir(Path(run_dir))
+        run = RunDir(resolve_model(run_dir))
         if not (run.denoiser / "config.json").is_file():
             raise WeightsError(f"{run.root}: no trained denoiser (denoiser/config.json); pass a run "
                                "folder written by cxraug train --stage 1")

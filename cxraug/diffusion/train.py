@@ -25,6 +25,7 @@ from cxraug.data import labels as L
 from cxraug.diffusion.config import DiffCXRConfig, TrainConfig
 from cxraug.diffusion.prepare import RunDir, TrainingSet, stable_seed
 from cxraug.diffusion.sampling import loss_target_and_weight, scheduler_for
+from cxraug.precision import accelerate_precision
 from cxraug.progress import job_progress
 
 # Settings that define the noise process; stage 2 always takes them from stage 1 (``train``).
@@ -62,14 +63,6 @@ class BatchOrder:
 
 def _lr_lambda(warmup: int):
     return lambda step: min(1.0, (step + 1) / max(1, warmup))
-
-
-def _precision(name: str) -> str:
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -131,7 +124,7 @@ def train_denoiser(model: torch.nn.Module, trainable: torch.nn.Module, data: Tra
     from accelerate import Accelerator
 
     # 1. Setup: accelerator, schedule, optimiser, EMA; resume from the latest checkpoint.
-    acc = Accelerator(mixed_precision=_precision(tcfg.precision), cpu=not torch.cuda.is_available())
+    acc = Accelerator(mixed_precision=accelerate_precision(tcfg.precision), cpu=not torch.cuda.is_available())
     rank, world = acc.process_index, acc.num_processes
     sched = scheduler_for(tcfg)
     alphas = sched.alphas_cumprod.to(acc.device)
@@ -254,7 +247,11 @@ def run_stage(cfg: DiffCXRConfig, run: RunDir, stage: int, progress: bool = True
 
     def on_sample(step: int, ema_module) -> None:
         den, ada = (ema_module, None) if stage == 1 else (base, ema_module)
-        pipe = DiffCXRPipeline(space, encoder, den, ada, sample_cfg=cfg.sample, train_cfg=cfg.train)
+        # sample where training runs: the frozen parts follow the EMA weights (a GPU run's EMA
+        # lives on the GPU; the caches above were built with them on the CPU)
+        device = next(ema_module.parameters()).device
+        pipe = DiffCXRPipeline(space.to(device), encoder.to(device), den.to(device), ada,
+                               sample_cfg=cfg.sample, train_cfg=cfg.train, device=str(device))
         write_grid(pipe, val, run.samples / f"stage{stage}_step_{step:08d}.png", cfg.sample)
 
     # 3. Train, then export the EMA weights as this stage's component.

@@ -11,9 +11,17 @@ Feature metrics take ``float [N, F]`` feature arrays from one extractor:
   X-ray datasets), pooled 1024-d features at 224 px in xrv's [-1024, 1024] range, from a LOCAL
   safetensors state dict. torchxrayvision publishes pickled ``.pt`` models, and cxraug never
   unpickles: convert one once where you trust it (the error message prints the command).
+* ``pixels``: area-downsampled 16x16 thumbnails, each standardised (256-d); needs no weights, so
+  a card can be computed on a fresh install. Weak (it sees layout and texture, not anatomy or
+  pathology): for smoke tests and relative comparisons only.
+
+Every card also carries a real-vs-real floor (the same metrics between two disjoint real sets
+sized like the synthetic comparison) and a classifier two-sample test (C2ST: cross-validated AUC
+of telling the two sets apart; 0.5 = indistinguishable), so a score reads against what real data
+scores against itself.
 
 References: FID (Heusel et al. 2017), KID (Binkowski et al. 2018), precision/recall
-(Kynkaanniemi et al. 2019), density/coverage (Naeem et al. 2020).
+(Kynkaanniemi et al. 2019), density/coverage (Naeem et al. 2020), C2ST (Lopez-Paz & Oquab 2017).
 """
 
 from __future__ import annotations
@@ -31,7 +39,10 @@ from scipy import linalg
 from cxraug.data import labels as L
 from cxraug.errors import CxraugError, DataError, WeightsError
 
-EXTRACTORS = ("classifier", "inception", "xrv")
+EXTRACTORS = ("classifier", "inception", "xrv", "pixels")
+PIXELS_SIZE = 16  # the pixels extractor's thumbnail side: 16 x 16 = 256 features
+C2ST_FOLDS = 5
+METRIC_KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage")
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE)
 NEGATIVE = "negative"
@@ -114,6 +125,37 @@ def feature_metrics(real: np.ndarray, fake: np.ndarray, k: int = 3, seed: int = 
     return {"fid": fid(real, fake), "kid_mean": kmean, "kid_std": kstd, **manifold_metrics(real, fake, k)}
 
 
+def two_sample_auc(a: np.ndarray, b: np.ndarray, folds: int = C2ST_FOLDS, seed: int = 0) -> dict:
+    """Classifier two-sample test: how well a logistic regression on standardised features tells
+    rows of ``a`` from rows of ``b``, as the ROC AUC over stratified k-fold held-out predictions
+    (mean and std over folds). 0.5 = indistinguishable, 1 = fully separable. The larger side is
+    subsampled to the smaller (seeded), so both classes weigh the same in training."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    n = min(len(a), len(b))
+    if n < folds:
+        raise DataError(f"the two-sample test ({folds}-fold) needs at least {folds} images per side, "
+                        f"got {len(a)} and {len(b)}")
+    rng = np.random.default_rng([seed, 3])
+    a, b = (x[_subsample(len(x), n, rng)] for x in (a, b))
+    x, y = np.concatenate([a, b]), np.repeat([0, 1], n)
+    aucs = []
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        with warnings.catch_warnings():  # an unconverged fit still gives a valid held-out AUC
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(x[train], y[train])
+        aucs.append(roc_auc_score(y[test], model.predict_proba(x[test])[:, 1]))
+    return {"auc": float(np.mean(aucs)), "auc_std": float(np.std(aucs)), "n_per_side": int(n),
+            "folds": folds, "model": "standardised features -> LogisticRegression", "seed": seed}
+
+
 def ssim_diversity(images: np.ndarray, groups: np.ndarray, pairs: int = 50,
                    seed: int = 0) -> dict[str, object]:
     """Mean SSIM over seeded random pairs within each group (same target/prompt) of ``uint8
@@ -165,7 +207,30 @@ def make_extractor(name: str, classifier: Path | None = None, inception_weights:
         return _inception(inception_weights, batch_size)
     if name == "xrv":
         return _xrv(xrv_weights, batch_size)
+    if name == "pixels":
+        return _pixels(batch_size)
     raise CxraugError(f"--extractor {name!r}: choose one of {', '.join(EXTRACTORS)}")
+
+
+def _pixels(batch_size: int):
+    """Weights-free extractor: each image area-downsampled to a 16x16 thumbnail and standardised
+    to zero mean and unit std (so brightness and contrast drop out), flattened to 256 features.
+    It needs nothing but the images, which makes it the fresh-install and smoke-test extractor;
+    it knows nothing of anatomy or pathology, so compare its scores only with each other."""
+    import torch.nn.functional as F
+
+    def run(images: np.ndarray) -> np.ndarray:
+        out = []
+        for s in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[s:s + batch_size])).float().unsqueeze(1)
+            t = F.interpolate(x, size=(PIXELS_SIZE, PIXELS_SIZE), mode="area").flatten(1)
+            t = t - t.mean(1, keepdim=True)
+            out.append((t / t.std(1, unbiased=False, keepdim=True).clamp_min(1e-6)).numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    return run, {"name": "pixels", "path": None, "sha256": None, "features": PIXELS_SIZE ** 2,
+                 "input_size": PIXELS_SIZE, "layer": "area-downsampled thumbnail, per-image standardised",
+                 "note": "weak extractor: smoke tests and relative comparisons only"}
 
 
 XRV_CONVERT = ("python -c \"import torchxrayvision as xrv, safetensors.torch as st; st.save_file("
@@ -295,6 +360,23 @@ def load_synth(folder: Path, image_size: int, max_images: int | None, seed: int)
     return images, targets[keep]
 
 
+def floor_split(n_real: int, n_synth: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint random split of ``n_real`` real images for the real-vs-real floor, as sorted
+    indices ``(reference, compared)``: ``compared`` stands in for the synthetic set and gets as
+    many images as it has (at most half the real ones), ``reference`` stands in for the real side
+    and gets the rest, so the floor's n is as close to the synthetic comparison's as the data allows."""
+    n_cmp = min(n_synth, n_real // 2)
+    order = np.random.default_rng([seed, 4]).permutation(n_real)
+    return np.sort(order[n_cmp:]), np.sort(order[:n_cmp])
+
+
+def _not_in(images: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Mask of ``images`` that are not pixel-identical (at the eval size) to any of ``other``:
+    a --real-ref that shares images with --real would put the floor too low."""
+    seen = {hashlib.sha1(x.tobytes()).digest() for x in other}
+    return np.array([hashlib.sha1(x.tobytes()).digest() not in seen for x in images], dtype=bool)
+
+
 def _canonical_target(target: str) -> str:
     """A cohort target as the label contract spells it; ``negative``/``all``/unknown unchanged."""
     if target in ("all", NEGATIVE):
@@ -326,26 +408,97 @@ def _wanted(labels: str | list[str] | None) -> set[str] | None:
     return (set(L.parse_label_list(names)) if names else set()) | ({NEGATIVE} if len(names) < len(items) else set())
 
 
+def scores(real: np.ndarray, other: np.ndarray, k: int = 3, seed: int = 0) -> dict:
+    """Feature metrics plus the two-sample AUC of one (real, other) pair of feature sets; the
+    AUC is None when a side has fewer than ``C2ST_FOLDS`` rows."""
+    c2st = two_sample_auc(real, other, seed=seed) if min(len(real), len(other)) >= C2ST_FOLDS else None
+    return {**feature_metrics(real, other, k, seed), "two_sample_auc": None if c2st is None else c2st["auc"],
+            "two_sample": c2st}
+
+
+def real_floor(fr: np.ndarray, fs: np.ndarray, fref: np.ndarray | None, k: int = 3,
+               seed: int = 0) -> tuple[dict, dict | None]:
+    """The real-vs-real floor and its like-for-like synthetic counterpart.
+
+    The floor scores a real ``reference`` set against a disjoint real ``compared`` set: the two
+    parts of :func:`floor_split` of ``fr``, or, with second real features ``fref``, all of ``fr``
+    against ``fref`` subsampled to the synthetic count. The counterpart scores the synthetic
+    features, subsampled to the compared set's n, against the same reference set, so the two differ
+    only in what is compared (identical to the overall scores when no subsampling was needed).
+    Returns ``(floor, counterpart)``; the floor says ``skipped`` (metrics None) when a side is
+    too small for the metrics.
+    """
+    if fref is None:
+        ref_idx, cmp_idx = floor_split(len(fr), len(fs), seed)
+        reference, compared = fr[ref_idx], fr[cmp_idx]
+    else:
+        reference, compared = fr, fref[_subsample(len(fref), len(fs), np.random.default_rng([seed, 5]))]
+    counts = {"reference": len(reference), "compared": len(compared)}
+    need = max(k + 1, C2ST_FOLDS)
+    if min(counts.values()) < need:
+        return {"counts": counts, **dict.fromkeys((*METRIC_KEYS, "two_sample_auc", "two_sample")),
+                "skipped": f"{counts['reference']} reference / {counts['compared']} compared real images "
+                           f"< {need} per side"}, None
+    synth = fs[_subsample(len(fs), len(compared), np.random.default_rng([seed, 6]))]
+    floor = {"counts": counts, **scores(reference, compared, k, seed), "skipped": None}
+    return floor, {"counts": {"real": len(reference), "synthetic": len(synth)},
+                   **scores(reference, synth, k, seed)}
+
+
+def _load_real_ref(real_ref: str | Path, real_img: np.ndarray, image_size: int, max_images: int | None,
+                   seed: int, kind: str) -> tuple[np.ndarray, int]:
+    """``--real-ref`` images without those also in ``--real`` -> (images, how many were dropped)."""
+    ref_img, _ = load_real(real_ref, image_size, max_images, seed + 1, kind)
+    keep = _not_in(ref_img, real_img)
+    if not keep.any():
+        raise DataError(f"--real-ref {real_ref}: every image is also in --real; pass a disjoint real set "
+                        "(e.g. the other split) or leave --real-ref out to split --real in two")
+    return ref_img[keep], int((~keep).sum())
+
+
+def _check_real_ref(real_ref: str | Path | None) -> None:
+    from cxraug.data.adapters import resolve_data
+
+    if real_ref is not None and not resolve_data(real_ref).expanduser().exists():
+        raise DataError(f"--real-ref {real_ref}: not found; pass a second real dataset (e.g. the test "
+                        "split's folder or manifest) or leave it out to split --real in two")
+
+
 def evaluate(real: str | Path, synth: Path, extractor: str = "classifier", classifier: Path | None = None,
              inception_weights: Path | None = None, image_size: int = 64, max_images: int | None = 5000,
              seed: int = 0, labels: str | list[str] | None = None, min_count: int = 10, k: int = 3,
-             ssim_pairs: int = 50, kind: str = "auto", xrv_weights: Path | None = None) -> dict:
-    """Compute every metric of a synthetic cohort against real images; returns the eval card."""
+             ssim_pairs: int = 50, kind: str = "auto", xrv_weights: Path | None = None,
+             real_ref: str | Path | None = None) -> dict:
+    """Compute every metric of a synthetic cohort against real images; returns the eval card.
+
+    Next to the synthetic scores, ``card["floor"]`` holds the same metrics between two disjoint
+    real sets (two parts of ``real``, or ``real`` vs ``real_ref``) and ``card["synthetic_matched"]``
+    the synthetic scores against the floor's reference set at the floor's n: read a synthetic
+    score against its floor, not against zero."""
     # 1. extractor first: a missing weights file should fail before any image is read
     embed, info = make_extractor(extractor, classifier, inception_weights, xrv_weights=xrv_weights)
+    _check_real_ref(real_ref)
     # 2. images at one size, aspect-preserving pad
     real_img, real_raw = load_real(real, image_size, max_images, seed, kind)
     syn_img, targets = load_synth(Path(synth), image_size, max_images, seed)
     targets = np.array([_canonical_target(t) for t in targets])  # manifests keep "pneumonia"
+    ref_img, dropped = (None, 0) if real_ref is None else _load_real_ref(
+        real_ref, real_img, image_size, max_images, seed, kind)
     # 3. features and metrics on everything
     fr, fs = embed(real_img), embed(syn_img)
+    overall = scores(fr, fs, k, seed)
+    floor, matched = real_floor(fr, fs, None if ref_img is None else embed(ref_img), k, seed)
+    source = ({"source": "split", "real_ref": None} if real_ref is None else
+              {"source": "real-ref", "real_ref": str(real_ref), "overlap_dropped": dropped})
     card = {
         "extractor": info, "real": str(real), "synth": str(synth),
         "counts": {"real": len(real_img), "synthetic": len(syn_img)},
         "resize": f"aspect-preserving pad to {image_size} px", "image_size": image_size,
         "seed": seed, "max_images": max_images, "k": k, "min_count": min_count,
-        "metrics": feature_metrics(fr, fs, k, seed),
+        "metrics": {x: overall[x] for x in METRIC_KEYS},
         "diversity": ssim_diversity(syn_img, targets, ssim_pairs, seed),
+        "two_sample_auc": overall["two_sample_auc"], "two_sample": overall["two_sample"],
+        "floor": {**source, **floor}, "synthetic_matched": matched,
     }
     # 4. per label: a cohort target vs real images positive for it, when both sides are big enough
     wanted = _wanted(labels)
@@ -369,13 +522,30 @@ def evaluate(real: str | Path, synth: Path, extractor: str = "classifier", class
     return card
 
 
-def summary_rows(card: dict) -> list[list[object]]:
-    """Table rows ``[scope, n real, n synth, FID, KID, P, R, D, C]`` for the CLI."""
-    def row(name, n_r, n_s, m):
-        return [name, n_r, n_s, f"{m['fid']:.3f}", f"{m['kid_mean']:.4f}±{m['kid_std']:.4f}",
-                *(f"{m[x]:.3f}" for x in ("precision", "recall", "density", "coverage"))]
+SUMMARY_COLUMNS = ["scope", "real", "synth", "FID", "KID", "prec", "rec", "dens", "cov", "C2ST AUC"]
 
-    rows = [row("all", card["counts"]["real"], card["counts"]["synthetic"], card["metrics"])]
+
+def summary_rows(card: dict) -> list[list[object]]:
+    """Table rows ``[scope, n real, n synth, FID, KID, P, R, D, C, C2ST AUC]`` for the CLI: the
+    whole cohort, the same at the floor's n when that differs, the real-vs-real floor (its two
+    real sets' sizes in the n columns), then each label; ``-`` where a value was not computed."""
+    def num(v, fmt=".3f"):
+        return "-" if v is None else format(v, fmt)
+
+    def row(name, n_r, n_s, m, auc=None):
+        kid_ = "-" if m["kid_mean"] is None else f"{m['kid_mean']:.4f}±{m['kid_std']:.4f}"
+        return [name, n_r, n_s, num(m["fid"]), kid_,
+                *(num(m[x]) for x in ("precision", "recall", "density", "coverage")), num(auc)]
+
+    rows = [row("all", card["counts"]["real"], card["counts"]["synthetic"], card["metrics"],
+                card.get("two_sample_auc"))]
+    matched, floor = card.get("synthetic_matched"), card.get("floor")
+    if matched is not None and matched["counts"] != card["counts"]:
+        rows.append(row("all @ floor n", matched["counts"]["real"], matched["counts"]["synthetic"],
+                        matched, matched["two_sample_auc"]))
+    if floor is not None:
+        rows.append(row("real-vs-real floor", floor["counts"]["reference"], floor["counts"]["compared"],
+                        floor, floor["two_sample_auc"]))
     rows += [row(t, m["real"], m["synthetic"], m) for t, m in card["per_label"].items()]
     return rows
 

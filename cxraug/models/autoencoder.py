@@ -178,7 +178,7 @@ class LatentSpace(nn.Module):
             raise WeightsError(f"{folder}: no {META_NAME}; expected a latent space saved by cxraug "
                                f"(for a diffusers VAE folder use load_pretrained_vae)")
         meta = json.loads(meta_path.read_text())
-        vae = _from_pretrained(str(folder), None, local_files_only=True)
+        vae = _from_pretrained(str(folder), None, local_files_only=True).float()  # fp16 exports too
         space = cls(vae, meta["image_size"], meta["scale_factor"], meta.get("source", ""),
                     meta.get("subfolder"))
         space.latents_mean, space.latents_std = meta.get("latents_mean"), meta.get("latents_std")
@@ -239,6 +239,10 @@ class VAEConfig:
     latent_channels: int = 4
     steps: int = 2000
     batch_size: int = 16
+    # Train on random crop_size x crop_size crops (0 = whole images). The VAE is convolutional
+    # (its one attention block sees any grid), so crops cut the cost per step by the area ratio;
+    # the latent statistics are still fitted on whole images. No flips (laterality).
+    crop_size: int = 0
     lr: float = 2e-4
     weight_decay: float = 0.0
     kl_weight: float = 1e-6
@@ -254,6 +258,10 @@ class VAEConfig:
             raise ConfigError(f"vae.latent_norm: must be channel or global, got {self.latent_norm!r}")
         if not self.block_out_channels or any(c <= 0 for c in self.block_out_channels):
             raise ConfigError("vae.block_out_channels: give one positive width per level, e.g. [32, 64, 128]")
+        if self.crop_size and (self.crop_size > self.image_size
+                               or self.crop_size % 2 ** (len(self.block_out_channels) - 1)):
+            raise ConfigError(f"vae.crop_size {self.crop_size}: must be 0 (whole images) or at most "
+                              f"vae.image_size {self.image_size} and divisible by the downsampling factor")
         if self.image_size % 2 ** (len(self.block_out_channels) - 1):
             raise ConfigError(f"vae.image_size {self.image_size} must be divisible by the downsampling "
                               f"factor {2 ** (len(self.block_out_channels) - 1)}")
@@ -300,6 +308,16 @@ def _first(item: Any) -> torch.Tensor:
     return item[0] if isinstance(item, (tuple, list)) else item
 
 
+def random_crop(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """One random ``size x size`` window per image of ``[B, C, H, W]`` (``size`` 0: unchanged)."""
+    if not size or size >= x.shape[-1]:
+        return x
+    h, w = x.shape[-2:]
+    ys = torch.randint(0, h - size + 1, (len(x),), generator=generator).tolist()
+    xs = torch.randint(0, w - size + 1, (len(x),), generator=generator).tolist()
+    return torch.stack([img[:, y:y + size, x0:x0 + size] for img, y, x0 in zip(x, ys, xs)])
+
+
 def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
               out_dir: str | Path | None = None, device: str | torch.device = "cpu",
               progress: bool = True) -> LatentSpace:
@@ -332,6 +350,7 @@ def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
                 if x.shape[1:] != (1, config.image_size, config.image_size):
                     raise ValueError(f"vae.image_size is {config.image_size} but the training images "
                                      f"are {tuple(x.shape[1:])}; resize them or change the setting")
+                x = random_crop(x, config.crop_size, gen)
                 posterior = vae.encode(x).latent_dist
                 recon = vae.decode(posterior.sample(gen if x.device.type == "cpu" else None)).sample
                 # 2. Loss: reconstruction per pixel + KL per pixel (LDM's ratio).
