@@ -64,7 +64,7 @@ class _LogProgress(Progress):
         if last is None:  # the first update only starts the clock
             self._last[task_id] = now
         elif (finished and last != -1) or (not finished and now - last >= self._every):
-            self.console.print(self._line(task_id), markup=False, highlight=False)
+            self.console.print(self._line(task_id), markup=False, highlight=False, soft_wrap=True)
             self._last[task_id] = -1 if finished else now
 
     def advance(self, task_id, advance: float = 1) -> None:
