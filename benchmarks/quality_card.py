@@ -11,8 +11,9 @@
    a 128 px generator is compared at 64 px, the resolution of the earlier one.
 3. ``cxraug eval``: FID/KID, precision/recall, density/coverage on up to 5,000 real images,
    the real-vs-real floor and the classifier two-sample AUC (and its floor).
-4. Label fidelity: ``benchmarks/dkim_fidelity.py`` (pneumonia, n=32 per target, 20 steps, a judge
-   at the generator's own size), stage 1 and stage 1 + adapter.
+4. Label fidelity: ``benchmarks/dkim_fidelity.py`` (pneumonia, n=32 per target, 20 steps) judged
+   by the same 64 px real-data resnet18 (the judge of the 64 px table in the README: same recipe,
+   same cache key), stage 1 and stage 1 + adapter.
 5. Memorisation-gate counts of the cohort, and a real-vs-generated grid at the model's size
    (8 real test images per class beside 8 generated ones).
 
@@ -77,7 +78,8 @@ def grid(model: str, data: str, out: Path) -> Path:
 
     pipe = DiffCXRPipeline.from_pretrained(model)
     size = pipe.space.image_size
-    test = load_dataset(resolve_data(data)).where_split("test")
+    test = load_dataset(resolve_data(data))
+    test = test.select(test.table["split"].to_numpy() == "test")  # the official test split
     rows = []
     for target in ("Pneumonia", "No Finding"):
         idx = np.flatnonzero(test.labels[:, L.index(target)] == 1)
@@ -119,6 +121,7 @@ def main() -> None:
         out = work / "fidelity.json"
         subprocess.run([sys.executable, str(HERE / "dkim_fidelity.py"), "--model", str(args.model),
                         "--data", args.data, "--labels", "pneumonia", "--n", "32", "--steps", "20",
+                        "--classifier", str(clf),
                         "--work", str(args.work / "judges"), "--out", str(out)], check=True)
         fid = json.loads(out.read_text())
         res["label_fidelity"] = {"pneumonia": fid["labels"]["Pneumonia"],

@@ -64,7 +64,7 @@ def main() -> None:
     spaces = {k: LatentSpace.load(v) for k, v in (s.split("=", 1) for s in args.vae)}
     common = min(s.image_size for s in spaces.values())
     ds = load_dataset(resolve_data(args.data))
-    test = ds.where_split("test")
+    test = ds.select(ds.table["split"].to_numpy() == "test")  # the official test split
     pick = np.sort(np.random.default_rng(0).choice(len(test), min(args.n, len(test)), replace=False))
     test = test.select(np.isin(np.arange(len(test)), pick))
     res: dict = {"data": os.path.relpath(resolve_data(args.data)), "split": "test",

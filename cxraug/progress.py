@@ -41,7 +41,8 @@ class _LogProgress(Progress):
 
         t = self._tasks[task_id]
         total = "?" if t.total is None else f"{t.total:g}"
-        parts = [self._name, t.description, f"{t.completed:g}/{total}"]
+        parts = [self._name, t.description if t.description != self._name else "",
+                 f"{t.completed:g}/{total}"]
         if self._info:
             try:
                 parts.append(Text.from_markup(self._info.format(task=t)).plain)
