@@ -245,7 +245,9 @@ def main() -> None:
                       f" | {b['mean_score_positive_target']:.2f}/{b['mean_score_negative_target']:.2f}")
     console.print(table)
     result = {
-        "run": os.path.relpath(args.model.resolve()), "data": os.path.relpath(resolve_data(args.data)),
+        # paths relative to the results file, never this machine's absolute ones
+        "run": os.path.relpath(args.model.resolve(), out.parent.resolve()),
+        "data": os.path.relpath(Path(resolve_data(args.data)).resolve(), out.parent.resolve()),
         "settings": {"n_per_target": args.n, "steps": args.steps, "guidance": guidance,
                      "sampler": stage1.sample_cfg.sampler, "seed": args.seed, "n_boot": args.n_boot,
                      "image_size": size, "prompts": args.prompts, "labels": labels,

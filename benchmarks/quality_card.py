@@ -38,7 +38,8 @@ sys.path.insert(0, str(HERE))
 
 
 def rel(p) -> str:
-    return os.path.relpath(Path(p).resolve())
+    """A path relative to the results folder (committed results hold no absolute paths)."""
+    return os.path.relpath(Path(p).resolve(), (HERE / "results").resolve())
 
 
 def cohort(model: str, n: int, out: Path) -> dict:

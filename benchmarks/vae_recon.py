@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxraug.cohorts.reference import downsample
+from cxraug.reference import downsample
 from cxraug.data.adapters import load_dataset, resolve_data
 from cxraug.data.cache import cached_images
 from cxraug.data.transforms import model_to_uint8, uint8_to_model

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from cxraug.cli.main import main
-from cxraug.cohorts.reference import Reference
+from cxraug.reference import Reference
 from cxraug.models.zoo import DEFAULT_MODEL, resolve_model
 
 ROOT = resolve_model(DEFAULT_MODEL)

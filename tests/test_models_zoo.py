@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from cxraug.cli.main import main
-from cxraug.cohorts.reference import Reference, downsample
+from cxraug.reference import Reference, downsample
 from cxraug.errors import CxraugError
 from cxraug.models.zoo import DEFAULT_MODEL, SHIPPED, resolve_model
 

@@ -48,24 +48,17 @@ def default_folder_name(labels: str, n: int) -> str:
 
 
 def check_model_labels(pipe, model: str, vec) -> None:
-    """Refuse target labels the model never saw a positive image of (packaged models know this
-    from their reference; run folders are checked by cxraug synth against their data)."""
+    """Refuse target labels a packaged model never saw a positive image of (run folders are
+    checked by cxraug synth against their data)."""
     import numpy as np
 
-    from cxraug.cohorts.reference import REFERENCE_NAME, Reference
     from cxraug.data import labels as L
-    from cxraug.errors import CxraugError
+    from cxraug.reference import REFERENCE_NAME, Reference, check_known
 
     ref = pipe.run.root / REFERENCE_NAME
-    if not ref.is_file():
-        return
-    y = Reference.load(ref).train.labels
-    known = [o for i, o in enumerate(L.OBSERVATIONS) if (y[:, i] == 1).any()]
-    for i in np.flatnonzero(np.asarray(vec) == 1):
-        if L.OBSERVATIONS[i] not in known:
-            raise CxraugError(f"--labels {L.OBSERVATIONS[i].lower()}: model {model} was not trained on "
-                              f"any {L.OBSERVATIONS[i].lower()} image; it knows: "
-                              f"{', '.join(k.lower() for k in known)}")
+    if ref.is_file():
+        wanted = [L.OBSERVATIONS[i] for i in np.flatnonzero(np.asarray(vec) == 1)]
+        check_known(wanted, Reference.load(ref).train.labels, model)
 
 
 Opt = Optional

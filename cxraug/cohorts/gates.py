@@ -192,7 +192,7 @@ class MemorisationGate:
         a whole factor (a packaged model's downsampled reference) are area-downsampled to it."""
         side = self.reference.shape[-1]
         if images.shape[-1] != side and images.shape[-1] % side == 0 and images.shape[-1] == images.shape[-2]:
-            from cxraug.cohorts.reference import downsample
+            from cxraug.reference import downsample
 
             images = downsample(images, side)
         if images.shape[1:] != self.reference.shape[1:]:

@@ -133,7 +133,7 @@ class Generator:
 
     A run folder (``cxraug train``) reads its training and val images through its recipe's
     dataset; a packaged model (``cxraug export``, e.g. the shipped ``kermany-128``) carries them
-    as a :class:`~cxraug.cohorts.reference.Reference` instead.
+    as a :class:`~cxraug.reference.Reference` instead.
     """
 
     run: object  # cxraug.diffusion.prepare.RunDir
@@ -141,11 +141,11 @@ class Generator:
     has_adapter: bool
     hash: str
     name: str = ""
-    reference: object = None  # cxraug.cohorts.reference.Reference of a packaged model
+    reference: object = None  # cxraug.reference.Reference of a packaged model
 
     @classmethod
     def open(cls, model: str | Path) -> Generator:
-        from cxraug.cohorts.reference import REFERENCE_NAME, Reference
+        from cxraug.reference import REFERENCE_NAME, Reference
         from cxraug.diffusion.config import DiffCXRConfig
         from cxraug.diffusion.prepare import RunDir
         from cxraug.models.zoo import resolve_model
@@ -182,7 +182,7 @@ class Generator:
     def images(self, ds):
         """``(uint8 [N, S, S] memmap, dataset rows kept)`` at the generator's image size (a
         packaged model's training reference: at its reference size)."""
-        from cxraug.cohorts.reference import Rows
+        from cxraug.reference import Rows
         from cxraug.data.cache import cached_images
 
         if isinstance(ds, Rows):
@@ -191,19 +191,10 @@ class Generator:
                                         progress=False)
         return images, kept
 
-    def known_labels(self, train_labels: np.ndarray) -> list[str]:
-        """Observations with at least one positive training image (what the model can be asked for)."""
-        y = np.asarray(train_labels)
-        return [o for i, o in enumerate(OBS) if (y[:, i] == 1).any()]
-
     def check_labels(self, labels: list[str], train_labels: np.ndarray) -> None:
-        """Refuse targets the generator never saw a positive image of, naming the ones it knows."""
-        known = self.known_labels(train_labels)
-        unknown = [x for x in labels if x not in known]
-        if unknown:
-            raise CxraugError(f"--labels {unknown[0].lower()}: model {self.name} was not trained on any "
-                              f"{unknown[0].lower()} image; it knows: "
-                              f"{', '.join(k.lower() for k in known) or 'no labels'}")
+        from cxraug.reference import check_known
+
+        check_known(labels, train_labels, self.name)
 
     def card(self) -> dict:
         """What the generator is and what it was trained on (for the dataset card)."""

@@ -78,6 +78,26 @@ class Reference:
                    Rows(d["val_ids"], d["val_labels"].astype(np.float32), d["val_images"]))
 
 
+def known_labels(train_labels: np.ndarray) -> list[str]:
+    """Observations with at least one positive training image: what a generator can be asked for."""
+    from cxraug.data.labels import OBSERVATIONS
+
+    y = np.asarray(train_labels)
+    return [o for i, o in enumerate(OBSERVATIONS) if (y[:, i] == 1).any()]
+
+
+def check_known(labels, train_labels: np.ndarray, model: str) -> None:
+    """Refuse target labels the generator never saw a positive image of, naming the ones it knows."""
+    from cxraug.errors import CxraugError
+
+    known = known_labels(train_labels)
+    unknown = [x for x in labels if x not in known]
+    if unknown:
+        name = unknown[0].lower()
+        raise CxraugError(f"--labels {name}: model {model} was not trained on any {name} image; "
+                          f"it knows: {', '.join(k.lower() for k in known) or 'no labels'}")
+
+
 def downsample(images: np.ndarray, size: int) -> np.ndarray:
     """``uint8 [N, S, S]`` -> ``uint8 [N, size, size]`` by area averaging (``S`` a multiple of ``size``)."""
     images = np.asarray(images)
