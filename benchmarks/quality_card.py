@@ -137,6 +137,12 @@ def main() -> None:
           f"{m['coverage']:.3f}; two-sample AUC {res['eval']['two_sample_auc']} (floor "
           f"{f.get('two_sample_auc')}); memorisation gate {res['cohort']['memorisation_fail']} of "
           f"{res['cohort']['n']} rejected")
+    eq, feq = (res["eval"].get("synthetic_matched") or {}).get("equal_n"), f.get("equal_n")
+    if eq and feq:
+        print(f"at equal n ({eq['n']} vs {eq['n']}): precision {eq['precision']:.3f} (floor "
+              f"{feq['precision']:.3f}), recall {eq['recall']:.3f} ({feq['recall']:.3f}), coverage "
+              f"{eq['coverage']:.3f} ({feq['coverage']:.3f}), two-sample AUC {eq['two_sample_auc']:.3f} "
+              f"({feq['two_sample_auc']:.3f})")
     if "label_fidelity" in res:
         lf = res["label_fidelity"]["pneumonia"]
         print(f"label fidelity (pneumonia AUC): stage 1 {lf['stage1']['auc']:.3f}, + adapter "

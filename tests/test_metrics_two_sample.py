@@ -130,7 +130,9 @@ def test_cli_eval_pixels_writes_floor_and_two_sample_auc(tmp_path, capsys):
     assert floor["fid"] < card["metrics"]["fid"] and floor["coverage"] > card["metrics"]["coverage"]
     matched = card["synthetic_matched"]
     assert matched["counts"] == {"real": 24, "synthetic": 16} and matched["two_sample_auc"] > 0.9
-    assert [r[0] for r in G.summary_rows(card)] == ["all", "all @ floor n", "real-vs-real floor"]
+    assert [r[0] for r in G.summary_rows(card)] == ["all", "all @ floor n", "real-vs-real floor",
+                                                    "all @ equal n", "real-vs-real @ equal n"]
+    assert G.summary_rows(card)[4][1:3] == [16, 16] and floor["equal_n"]["n"] == matched["equal_n"]["n"] == 16
     assert G.summary_rows(card)[2][1:3] == [24, 16] and len(G.SUMMARY_COLUMNS) == 10
     printed = capsys.readouterr().out
     assert "real-vs-real floor: two disjoint random parts of --real, n = 24 vs 16" in printed
@@ -155,3 +157,18 @@ def test_cli_eval_real_ref_floor_and_overlap(tmp_path, capsys):
     assert "--real-ref" in err and "also in --real" in err and err.count("\n") == 1
     assert main([*args, "--real-ref", str(tmp_path / "missing")]) == 2
     assert "--real-ref" in capsys.readouterr().err
+
+
+def test_equal_n_coverage_reads_against_its_floor():
+    """Coverage of a sample from the real distribution is bounded by the ratio of the two sides'
+    sizes; cut to equal n, a perfect generator's coverage is the equal-n floor (high), not ~n_s/n_r."""
+    rng = np.random.default_rng(0)
+    fr, fs = rng.normal(size=(1200, 6)).astype(np.float32), rng.normal(size=(100, 6)).astype(np.float32)
+    floor, matched = G.real_floor(fr, fs, None, k=3, seed=0)
+    assert floor["counts"] == {"reference": 1100, "compared": 100}
+    assert floor["coverage"] < 0.35 < floor["equal_n"]["coverage"]
+    assert matched["equal_n"]["coverage"] > 0.6 and matched["equal_n"]["n"] == 100
+    # a generator that covers half the distribution scores below its equal-n floor
+    half = np.abs(rng.normal(size=(100, 6))).astype(np.float32)
+    _, bad = G.real_floor(fr, half, None, k=3, seed=0)
+    assert bad["equal_n"]["coverage"] < floor["equal_n"]["coverage"] - 0.2

@@ -441,8 +441,14 @@ def real_floor(fr: np.ndarray, fs: np.ndarray, fref: np.ndarray | None, k: int =
                            f"< {need} per side"}, None
     synth = fs[_subsample(len(fs), len(compared), np.random.default_rng([seed, 6]))]
     floor = {"counts": counts, **scores(reference, compared, k, seed), "skipped": None}
-    return floor, {"counts": {"real": len(reference), "synthetic": len(synth)},
+    counterpart = {"counts": {"real": len(reference), "synthetic": len(synth)},
                    **scores(reference, synth, k, seed)}
+    # equal n: the k-NN metrics (coverage above all) depend on the two sides' sizes; with the
+    # reference cut to the compared set's n, a perfect generator scores what the floor scores
+    ref_n = reference[_subsample(len(reference), len(compared), np.random.default_rng([seed, 7]))]
+    floor["equal_n"] = {"n": len(compared), **scores(ref_n, compared, k, seed)}
+    counterpart["equal_n"] = {"n": len(synth), **scores(ref_n, synth, k, seed)}
+    return floor, counterpart
 
 
 def _load_real_ref(real_ref: str | Path, real_img: np.ndarray, image_size: int, max_images: int | None,
@@ -528,7 +534,9 @@ SUMMARY_COLUMNS = ["scope", "real", "synth", "FID", "KID", "prec", "rec", "dens"
 def summary_rows(card: dict) -> list[list[object]]:
     """Table rows ``[scope, n real, n synth, FID, KID, P, R, D, C, C2ST AUC]`` for the CLI: the
     whole cohort, the same at the floor's n when that differs, the real-vs-real floor (its two
-    real sets' sizes in the n columns), then each label; ``-`` where a value was not computed."""
+    real sets' sizes in the n columns), both again with equal n on each side (where the k-NN
+    metrics of a perfect generator match the floor's), then each label; ``-`` where a value was
+    not computed."""
     def num(v, fmt=".3f"):
         return "-" if v is None else format(v, fmt)
 
@@ -546,6 +554,9 @@ def summary_rows(card: dict) -> list[list[object]]:
     if floor is not None:
         rows.append(row("real-vs-real floor", floor["counts"]["reference"], floor["counts"]["compared"],
                         floor, floor["two_sample_auc"]))
+    if matched is not None and "equal_n" in matched and matched["equal_n"]["n"] != matched["counts"]["real"]:
+        for name, m in (("all @ equal n", matched["equal_n"]), ("real-vs-real @ equal n", floor["equal_n"])):
+            rows.append(row(name, m["n"], m["n"], m, m["two_sample_auc"]))
     rows += [row(t, m["real"], m["synthetic"], m) for t, m in card["per_label"].items()]
     return rows
 
