@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from cxraug.cli.main import main
+from cxraug.cohorts.store import read_manifest
 from cxraug.data import labels as L
 from cxraug.data.transforms import load_dicom, load_grayscale
 
@@ -46,11 +47,11 @@ def synth(run, out, *args):
 
 
 def _manifest(out):
-    return pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    return read_manifest(out / "manifest.csv")
 
 
 def _accepted(m):
-    return m["accepted"].astype(str) == "True"
+    return m["accepted"]
 
 
 def _same_images(a, b, files):

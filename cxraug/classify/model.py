@@ -9,15 +9,30 @@ Inputs are ``uint8 [N, H, W]`` arrays (a ``np.memmap`` works: it is read one bat
 outputs are per-label probabilities ``float32 [N, L]`` or penultimate features ``float32 [N, D]``
 (for FID-like distances and memorisation checks).
 
-Pretrained weights are never downloaded: ``pretrained`` is a local ``.safetensors`` / ``.pth``
-file, a timm/Hugging Face model folder, or a saved cxraug ``Classifier`` folder (its head is
-dropped, so its label set may differ).
+Initialisation (``pretrained``): nothing is downloaded unless the user names weights to download.
+
+* ``None``: random (timm's default init);
+* a local ``.safetensors`` file, or a ``.pth`` / ``.bin`` checkpoint read only with
+  ``torch.load(weights_only=True)`` (no pickled code runs), or a folder holding one (a timm /
+  Hugging Face model folder, or a saved cxraug ``Classifier`` whose head is dropped, so its label
+  set may differ);
+* a timm pretrained name (``resnet18.a1_in1k``; the bare arch means timm's default tag) or a
+  Hugging Face Hub id (``hf-hub:owner/name`` or ``owner/name``), downloaded by timm because the
+  user asked for it. Offline, a name that is not cached fails with one line saying how to pass
+  the file instead.
+
+Three-channel weights are adapted to the one grey channel by timm (``in_chans=1`` sums the first
+convolution over its input channels); the classification head is always re-initialised.
+:func:`init_name` is what results record: ``"random"``, the name, or ``sha256:<16 hex>`` of the
+weights file.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,12 +68,68 @@ def check_arch(arch: str) -> None:
                            f"{', '.join(close)} (full list: timm.list_models())")
 
 
-def _pretrained_overlay(path: str, arch: str) -> dict[str, Any]:
-    """timm ``pretrained_cfg_overlay`` that loads local weights from ``path`` (never a download)."""
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+_PREFERRED_FILES = ("model.safetensors", "pytorch_model.bin")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_LOCAL_HINT = "--pretrained path/to/weights.safetensors (or a .pth/.bin file or model folder)"
+
+
+def pretrained_kind(pretrained: str) -> tuple[str, str]:
+    """``(kind, reference)`` of a ``pretrained`` value: ``"local"`` (an existing path, or one that
+    names a weights file), ``"hub"`` (``hf-hub:owner/name`` or ``owner/name``) or ``"timm"``."""
+    text = str(pretrained).strip()
+    if text.startswith("hf-hub:"):
+        return "hub", text.removeprefix("hf-hub:")
+    p = Path(text).expanduser()
+    if p.exists() or text.lower().endswith(WEIGHT_SUFFIXES) or text.startswith((".", "/", "~")):
+        return "local", str(p)
+    if _HUB_ID.match(text):
+        return "hub", text
+    return "timm", text
+
+
+def weights_file(path: str | Path) -> Path:
+    """The weights file of a local ``pretrained`` value (a file, or the one in a folder)."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise WeightsError(f"pretrained weights {p}: not found; pass a local .safetensors file or "
-                           f"model folder (cxraug never downloads weights)")
+        raise WeightsError(f"pretrained weights {p}: not found; pass a local .safetensors/.pth/.bin "
+                           f"file or model folder, or a timm pretrained name such as resnet18.a1_in1k")
+    if p.is_file():
+        return p
+    for name in _PREFERRED_FILES:
+        if (p / name).is_file():
+            return p / name
+    for suffix in WEIGHT_SUFFIXES:
+        found = sorted(p.glob(f"*{suffix}"))
+        if found:
+            return found[0]
+    raise WeightsError(f"{p}: no weights file (.safetensors, .pth, .bin) in this folder")
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a weights file; ``.pth``/``.bin`` only through ``torch.load(weights_only=True)``
+    (a checkpoint that needs pickled code is refused), unwrapped from ``{"state_dict": ...}``."""
+    try:
+        if path.suffix == ".safetensors":
+            sd: Any = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # safetensors/pickle/zip errors: a file the user gave us
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{path}: cannot read weights ({first}); pass a .safetensors file or a "
+                           f"plain tensor checkpoint (torch.load(weights_only=True))") from None
+    for key in ("state_dict", "model", "module"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
+        raise WeightsError(f"{path}: holds no state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def _pretrained_overlay(path: str, arch: str) -> dict[str, Any]:
+    """timm ``pretrained_cfg_overlay`` that loads local weights from ``path`` (never a download);
+    the head (``num_classes=-1``) is always dropped: it was trained for other labels."""
+    p = Path(path).expanduser()
     config = p / CONFIG_NAME
     if p.is_dir() and config.is_file():
         saved = json.loads(config.read_text())
@@ -68,10 +139,45 @@ def _pretrained_overlay(path: str, arch: str) -> dict[str, Any]:
                                    f"not {arch}; set arch to match")
             sd = load_file(str(p / WEIGHTS_NAME))
             sd = {k.removeprefix("net."): v for k, v in sd.items()}
-            return {"state_dict": sd, "source": "", "num_classes": -1}  # -1: always drop the head
-    if p.is_dir():
-        return {"source": "local-dir", "file": str(p)}
-    return {"source": "", "file": str(p)}
+            return {"state_dict": sd, "source": "", "num_classes": -1}
+    return {"state_dict": load_state_dict_file(weights_file(p)), "source": "", "num_classes": -1}
+
+
+def init_name(pretrained: bool | str | None) -> str:
+    """How a classifier is initialised, for results: ``"random"``, the timm/hub name, or
+    ``sha256:<16 hex>`` of the local weights file (a path alone would not identify them)."""
+    if not pretrained:
+        return "random"
+    kind, ref = pretrained_kind(str(pretrained))
+    if kind == "hub":
+        return f"hf-hub:{ref}"
+    if kind == "timm":
+        return ref
+    h = hashlib.sha256()
+    with weights_file(ref).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return f"sha256:{h.hexdigest()[:16]}"
+
+
+def _timm_source(pretrained: str, arch: str) -> tuple[str, dict[str, Any]]:
+    """``(model name for timm.create_model, extra kwargs)`` that load ``pretrained`` into ``arch``."""
+    from timm.models import is_model_pretrained, split_model_name_tag
+
+    kind, ref = pretrained_kind(pretrained)
+    if kind == "local":
+        return arch, {"pretrained_cfg_overlay": _pretrained_overlay(ref, arch)}
+    if kind == "hub":
+        return arch, {"pretrained_cfg_overlay": {"hf_hub_id": ref, "source": "hf-hub"}}
+    base, _ = split_model_name_tag(ref)
+    if base != arch:
+        raise WeightsError(f"pretrained {ref!r}: not a local file, and as a timm name it is for "
+                           f"{base!r}, not the classifier arch {arch!r}; pass --arch {base} or "
+                           f"a name from timm.list_pretrained('{arch}*')")
+    if not is_model_pretrained(ref):
+        raise WeightsError(f"pretrained {ref!r}: timm has no such pretrained weights; pick one of "
+                           f"timm.list_pretrained('{arch}*') or pass {_LOCAL_HINT}")
+    return ref, {}
 
 
 def to_model_range(images: torch.Tensor | np.ndarray, size: int) -> torch.Tensor:
@@ -107,8 +213,8 @@ class Classifier(Component):
         image_size: side of the square ``uint8`` images the model is trained on.
         drop_rate: dropout before the classifier head; ``drop_path_rate``: stochastic depth
             (for architectures that support it).
-        pretrained: ``False``/``None`` for random init, or a local weights path (see module doc).
-            ``True`` alone is refused: there is nothing to download from here.
+        pretrained: ``False``/``None`` for random init, a local weights path, or a timm/hub
+            name to download (see module doc). ``True`` alone is refused: name what to download.
     """
 
     def __init__(self, arch: str, label_names: Sequence[str], image_size: int = 64,
@@ -123,30 +229,44 @@ class Classifier(Component):
                               f"OBSERVATIONS order")
         check_arch(arch)
         if pretrained is True:
-            raise WeightsError(f"pretrained=True for {arch}: cxraug never downloads weights; pass "
-                               f"the path of a local .safetensors file or model folder instead")
-        kwargs: dict[str, Any] = {"drop_rate": drop_rate}
+            raise WeightsError(f"pretrained=True for {arch}: cxraug never downloads weights unless "
+                               f"named; pass a timm pretrained name (e.g. {arch}), a hub id, or "
+                               f"the path of a local .safetensors file or model folder")
+        name, kwargs = _timm_source(str(pretrained), arch) if pretrained else (arch, {})
+        kwargs["drop_rate"] = drop_rate
         if drop_path_rate:
             kwargs["drop_path_rate"] = drop_path_rate
         default_cfg = get_pretrained_cfg(arch)
         if default_cfg is not None and default_cfg.fixed_input_size:  # ViT-like: size is baked in
             kwargs["img_size"] = image_size
-        if pretrained:
-            kwargs["pretrained_cfg_overlay"] = _pretrained_overlay(str(pretrained), arch)
-        try:
-            self.net = timm.create_model(arch, pretrained=bool(pretrained), in_chans=1,
-                                         num_classes=len(label_names), **kwargs)
-        except (RuntimeError, FileNotFoundError) as e:
-            if not pretrained:
-                raise
-            raise WeightsError(f"pretrained weights {pretrained}: cannot load into {arch} "
-                               f"({str(e).splitlines()[0]})") from e
+        self.net = self._create(name, bool(pretrained), len(label_names), kwargs, pretrained, arch)
         # The saved folder already holds the weights: reloading it must not need the original
         # pretrained file, so it is kept in meta only.
         self.args["pretrained"] = None
         self.label_names = label_names
         self.image_size = int(image_size)
-        self.meta: dict[str, Any] = {"pretrained_from": str(pretrained) if pretrained else None}
+        self.meta: dict[str, Any] = {"pretrained_from": str(pretrained) if pretrained else None,
+                                     "init": init_name(pretrained)}
+
+    @staticmethod
+    def _create(name: str, pretrained: bool, num_classes: int, kwargs: dict[str, Any],
+                source: Any, arch: str) -> torch.nn.Module:
+        """``timm.create_model`` with one-line errors for weights that cannot be had or loaded."""
+        try:
+            return timm.create_model(name, pretrained=pretrained, in_chans=1,
+                                     num_classes=num_classes, **kwargs)
+        except RuntimeError as e:
+            if not pretrained:
+                raise
+            raise WeightsError(f"pretrained weights {source}: cannot load into {arch} "
+                               f"({str(e).splitlines()[0]})") from e
+        except Exception as e:  # network, offline hub cache miss, gated repo...
+            if not pretrained or pretrained_kind(str(source))[0] == "local":
+                raise
+            first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+            raise WeightsError(f"pretrained {source}: downloading the weights failed ({first}); "
+                               f"offline, download them where there is internet and pass the "
+                               f"file: {_LOCAL_HINT}") from None
 
     # ------------------------------------------------------------------------------ artifact
 
@@ -160,6 +280,7 @@ class Classifier(Component):
             "pixel_std": transforms.CLASSIFIER_STD,
             "output": "sigmoid probabilities float32 [N, L], one column per label_names entry",
             "pretrained_from": self.meta.get("pretrained_from"),
+            "init": self.meta.get("init", "random"),
         }
 
     def save_pretrained(self, folder: str | Path, meta: dict[str, Any] | None = None) -> Path:
@@ -188,7 +309,8 @@ class Classifier(Component):
                               f"{images.dtype} {tuple(images.shape)}")
         device = next(self.parameters()).device
         for start in range(0, len(images), batch_size):
-            x = to_model_range(np.asarray(images[start:start + batch_size]), self.image_size)
+            # a copy: a read-only memmap slice would make torch warn on every call
+            x = to_model_range(np.array(images[start:start + batch_size]), self.image_size)
             x = transforms.model_to_classifier(x).to(device)
             yield x.contiguous(memory_format=torch.channels_last)
 
@@ -212,3 +334,12 @@ class Classifier(Component):
     def embed(self, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
         """``uint8 [N, H, W]`` -> penultimate features ``float32 [N, num_features]``."""
         return self._run(self.features, images, batch_size, self.num_features)
+
+
+def check_pretrained(pretrained: str | None, arch: str, image_size: int = 64) -> str:
+    """Build ``arch`` with ``pretrained`` once, so that weights which cannot be had or loaded fail
+    (one line) before any training; returns :func:`init_name` for the results."""
+    check_arch(arch)
+    if pretrained:
+        Classifier(arch, [OBSERVATIONS[0]], image_size, pretrained=pretrained)
+    return init_name(pretrained)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from cxraug import config as cfgio
-from cxraug.classify.model import Classifier, to_model_range
+from cxraug.classify.model import Classifier, check_arch, to_model_range
 from cxraug.data import transforms
 from cxraug.errors import CxraugError, DataError
 from cxraug.metrics.auc import has_both_classes, mean_auc, per_label_auc
@@ -164,7 +164,7 @@ class ClassifierConfig:
     arch: str = "resnet18"  # any timm model name
     image_size: int = 64
     drop_rate: float = 0.0
-    pretrained: str | None = None  # local weights file/folder; never downloaded
+    pretrained: str | None = None  # local weights file/folder, or a timm/hub name to download
     batch_size: int = 64
     eval_batch_size: int = 256
     lr: float = 1e-3
@@ -417,3 +417,83 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, float) and math.isnan(obj):
         return None
     return str(obj)
+
+
+# ----------------------------------------------------------------- a classifier on a dataset
+
+@dataclass
+class DatasetClassifierConfig:
+    """``cxraug train classifier``: which real data and labels, then the classifier's settings.
+
+    Splits are patient-level (:func:`cxraug.data.splits.splits_for`, ``split_seed``) as in
+    ``cxraug bench``; ``labels`` empty: every observation with at least ``min_positive`` positives
+    in both the train and the test split.
+    """
+
+    data: str = "sample:kermany"
+    dataset: str = "auto"
+    labels: list[str] = field(default_factory=list)
+    min_positive: int = 10
+    policy: str = "ignore"
+    split_seed: int = 0
+    classifier: ClassifierConfig = field(default_factory=lambda: ClassifierConfig(
+        arch="resnet18", image_size=64, max_epochs=20, patience=4))
+
+    def validate(self) -> None:
+        from cxraug.data import labels as L
+
+        if self.min_positive < 1:
+            raise cfgio.ConfigError("min_positive: must be >= 1")
+        # canonical names in OBSERVATIONS order: the classifier's output columns
+        self.labels = sorted({L.canonical(x) for x in self.labels}, key=L.index)
+        self.classifier.validate()
+        check_arch(self.classifier.arch)
+
+
+def train_on_dataset(cfg: DatasetClassifierConfig, out: str | Path,
+                     progress: bool = True) -> dict[str, Any]:
+    """Train on the train split of ``cfg.data``, select on val, score val and test once.
+
+    Writes into ``out``: ``config.yaml`` (before any work), ``splits.csv`` (reused when it fits
+    the dataset), ``model/`` (the :class:`Classifier` folder that ``cxraug eval --classifier`` and
+    ``cxraug synth --classifier`` take), ``history.json`` and ``metrics.json`` (val and test mAUC
+    and per-label AUC). Returns the metrics.
+    """
+    from cxraug.classify.bench import BenchConfig, load_real
+    from cxraug.data import labels as L
+
+    # 1. Check the settings and save them before any work.
+    out = Path(out)
+    cfg.validate()
+    cfgio.save(cfg, out)
+
+    # 2. Real data: patient-level splits and cached images, as the bench reads them.
+    real = load_real(BenchConfig(data=cfg.data, dataset=cfg.dataset, labels=cfg.labels,
+                                 min_positive=cfg.min_positive, policy=cfg.policy,
+                                 image_size=cfg.classifier.image_size, split_seed=cfg.split_seed),
+                     out / "splits.csv")
+    cols = [L.index(x) for x in real.labels]
+    train = ArraySet(real.train_images, L.apply_policy(real.train.labels, cfg.policy)[:, cols],
+                     real.train.patient_ids)
+
+    # 3. Train with val selection, then score val and test once.
+    model, history = train_classifier(train, real.val, cfg.classifier, None, progress,
+                                      label_names=real.labels)
+
+    def scored(data: ArraySet) -> dict[str, Any]:
+        return {**evaluate(model, data, cfg.classifier.eval_batch_size), "n_images": len(data),
+                "n_patients": len(set(data.patient_ids))}
+
+    metrics = {"labels": list(real.labels), "data": cfg.data, "best_step": history["best_step"],
+               "steps": history["steps"],
+               "train": {"n_images": len(train), "n_patients": len(set(train.patient_ids))},
+               "val": scored(real.val), "test": scored(real.test)}
+
+    # 4. Save the classifier and what it measured.
+    model.save_pretrained(out / "model", meta={"train": {
+        "data": cfg.data, "splits": "splits.csv of the run folder", "best_step": history["best_step"],
+        "val_mauc": metrics["val"]["mauc"], "test_mauc": metrics["test"]["mauc"],
+        "train_images": len(train)}})
+    (out / "history.json").write_text(json.dumps(history, indent=2, default=_json_default))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
+    return metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -37,6 +38,43 @@ def out_dir_ok(path: Path, overwrite: bool, what: str = "output") -> None:
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise CxraugError(f"{path}: {what} folder exists and is not empty; pass --overwrite or "
                           "another --out")
+
+
+def writable_out(path: Path, option: str = "--out", folder: bool = True) -> Path:
+    """Refuse, in one line and before any work, an output path that cannot be written.
+
+    ``folder``: the output is a folder (the path itself must not be a file); otherwise a file
+    (it must not be a folder). Either way no parent may be a regular file (``afile.txt/sub``)
+    and the nearest existing folder must be writable.
+    """
+    from cxraug.errors import CxraugError
+
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            raise CxraugError(f"{option} {path}: is a file, not a folder; pass a folder path")
+        if not folder and path.is_dir():
+            raise CxraugError(f"{option} {path}: is a folder; pass a file path")
+    nearest = path if path.is_dir() else None
+    for parent in path.parents:  # nearest first; "." last for a relative path
+        if nearest is not None:
+            break
+        if parent.exists():
+            if not parent.is_dir():
+                raise CxraugError(f"{option} {path}: {parent} is a file, not a folder")
+            nearest = parent
+    if nearest is not None and not os.access(nearest, os.W_OK | os.X_OK):
+        raise CxraugError(f"{option} {path}: no permission to write in {nearest}")
+    return path
+
+
+def classifier_folder(path: Path | None) -> Path | None:
+    """``--classifier DIR``: a Classifier folder, or a ``cxraug train classifier`` run folder
+    (whose classifier is ``DIR/model``)."""
+    if path is not None and not (path / "config.json").is_file() \
+            and (path / "model" / "config.json").is_file():
+        return path / "model"
+    return path
 
 
 def default_folder_name(labels: str, n: int) -> str:

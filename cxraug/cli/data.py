@@ -10,7 +10,8 @@ import typer
 from cxraug.cli.common import DataOpt, KindOpt, console, table
 from cxraug.data import labels as L
 
-data_app = typer.Typer(help="Inspect datasets, make patient-level splits and real-data subsets.",
+data_app = typer.Typer(help="Inspect datasets: images, patients and positives per label and "
+                            "patient-level split (splits are made by train, bench and train classifier).",
                        no_args_is_help=True)
 
 
@@ -20,16 +21,22 @@ def info(data: Optional[str] = DataOpt, kind: str = KindOpt,
          all_views: bool = typer.Option(False, "--all-views", help="Keep lateral views."),
          splits: bool = typer.Option(True, help="Also show counts per assigned split."),
          seed: int = typer.Option(0, help="Split seed.")) -> None:
-    """Counts per split and label for a dataset (default: the embedded Kermany sample)."""
-    from cxraug.data.adapters import load_dataset, resolve_data
+    """Counts per split and label for a dataset (default: the embedded Kermany sample).
+
+    Image files the dataset's table lists but that do not exist are counted and named after the
+    table, and the command then exits with code 2 (every other command refuses such a dataset).
+    """
+    from cxraug.data.adapters import load_dataset, missing_files, missing_message, resolve_data
     from cxraug.data.splits import assign_splits
+    from cxraug.errors import DataError
 
     if iu:
         from cxraug.data.adapters import iu as load_iu
 
         ds = load_iu(Path(data) if data else None)
     else:
-        ds = load_dataset(resolve_data(data), kind, frontal=not all_views)
+        ds = load_dataset(resolve_data(data), kind, frontal=not all_views, missing="keep")
+    absent = missing_files(ds)
     console.print(f"[bold]{ds.name}[/]: {len(ds)} images, {ds.table['patient_id'].nunique()} patients, "
                   f"reports: {'yes' if ds.has_reports() else 'no'}  ({ds.root})")
     for f in ds.filters:
@@ -66,6 +73,8 @@ def info(data: Optional[str] = DataOpt, kind: str = KindOpt,
         rows.append([f"{extra} (not CheXpert)", *cells])
     console.print(table(f"positives per label ({ds.name}; blank-only observations omitted)",
                         ["label", *groups], rows))
+    if absent:
+        raise DataError(missing_message(ds, absent))
 
 
 def register(app: typer.Typer) -> None:

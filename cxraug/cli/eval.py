@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from cxraug.cli.common import KindOpt, console, table
+from cxraug.cli.common import KindOpt, classifier_folder, console, table, writable_out
 
 
 def eval_cmd(real: str = typer.Option(..., "--real", help="Real images: any dataset cxraug loads, "
@@ -23,7 +23,7 @@ def eval_cmd(real: str = typer.Option(..., "--real", help="Real images: any data
                  "classifier", "--extractor", help="classifier, inception, xrv or pixels. pixels needs no "
                  "weights (16x16 standardised thumbnails) but is a weak extractor: smoke tests and relative "
                  "comparisons only."),
-             classifier: Optional[Path] = typer.Option(None, "--classifier", help="Classifier folder (feature extractor)."),
+             classifier: Optional[Path] = typer.Option(None, "--classifier", help="Classifier folder (feature extractor): a cxraug train classifier run folder or RUN/model."),
              inception_weights: Optional[Path] = typer.Option(
                  None, "--inception-weights", help="Local torch-fidelity weights-inception-2015-12-05-6726825d.pth."),
              xrv_weights: Optional[Path] = typer.Option(
@@ -35,13 +35,15 @@ def eval_cmd(real: str = typer.Option(..., "--real", help="Real images: any data
              min_count: int = typer.Option(10, "--min-count", help="Minimum images per side for per-label metrics."),
              kind: str = KindOpt) -> None:
     """Compare a synthetic cohort with real images in a feature space; write an eval card."""
+    writable_out(out, folder=False)
     from cxraug.errors import CxraugError
     from cxraug.metrics.generative import SUMMARY_COLUMNS, evaluate, summary_rows
 
     if image_size < 8 or (max_images is not None and max_images < 2) or min_count < 1:
         raise CxraugError("--image-size must be >= 8, --max-images >= 2 and --min-count >= 1")
-    card = evaluate(real, synth, extractor, classifier, inception_weights, image_size, max_images,
-                    seed, labels, min_count, kind=kind, xrv_weights=xrv_weights, real_ref=real_ref)
+    card = evaluate(real, synth, extractor, classifier_folder(classifier), inception_weights,
+                    image_size, max_images, seed, labels, min_count, kind=kind,
+                    xrv_weights=xrv_weights, real_ref=real_ref)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(card, indent=2))
     console.print(table(f"{card['extractor']['name']} features, {card['resize']}", SUMMARY_COLUMNS,

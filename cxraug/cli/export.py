@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from cxraug.cli.common import console
+from cxraug.cli.common import console, writable_out
 
 
 def export(run: Path = typer.Argument(..., help="Run folder from cxraug train."),
@@ -19,6 +19,7 @@ def export(run: Path = typer.Argument(..., help="Run folder from cxraug train.")
     """Package a run for others: inference weights (fp16 by default), the real-data reference that
     cxraug synth's gates need (so the training data need not be at hand), and the model card.
     The result works anywhere --model is accepted."""
+    writable_out(out)
     from cxraug.diffusion.export import export_model, folder_size
     from cxraug.errors import CxraugError
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cxraug.cli.common import console
+from cxraug.cli.common import console, writable_out
 from cxraug.errors import CxraugError
 
 InputArg = typer.Argument(None, help="Folder of .txt reports or a CSV with one report per row.")
@@ -41,6 +41,7 @@ def _read(inputs: Path | None, iu: bool, text_column: str, id_column: str | None
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
+    writable_out(out, folder=False)
     if out.exists() and not overwrite:
         raise CxraugError(f"{out}: exists; pass --overwrite or another --out")
 
@@ -55,7 +56,7 @@ def label(inputs: Path | None = InputArg, out: Path = OutCsvOpt, iu: bool = IUOp
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from cxraug.data import labels as L
-    from cxraug.data.labeler import make_labeler, write_labels_csv
+    from cxraug.data.labeler import make_labeler, text_problem, write_labels_csv
 
     _check_out(out, overwrite)
     ids, texts = _read(inputs, iu, text_column, id_column)
@@ -72,6 +73,13 @@ def label(inputs: Path | None = InputArg, out: Path = OutCsvOpt, iu: bool = IUOp
     pos = {o: int((labels[:, i] == L.POSITIVE).sum()) for i, o in enumerate(L.OBSERVATIONS)}
     console.print(f"wrote {out}: {len(ids)} reports; positives: "
                   + ", ".join(f"{o} {n}" for o, n in pos.items() if n))
+    problems = {i: why for i, t in zip(ids, texts) if (why := text_problem(t)) is not None}
+    if problems:
+        empty = sum(why == "empty" for why in problems.values())
+        first = ", ".join(str(i) for i in list(problems)[:5])
+        console.print(f"[yellow]left blank[/] (unlabelled, not No Finding): {len(problems)} "
+                      f"report(s), {empty} empty and {len(problems) - empty} not report text; "
+                      f"first: {first}", highlight=False)
 
 
 def label_templates(inputs: Path | None = InputArg, out: Path = OutJsonOpt, iu: bool = IUOpt,

@@ -19,7 +19,7 @@ from typing import Optional
 
 import typer
 
-from cxraug.cli.common import DataOpt, console
+from cxraug.cli.common import DataOpt, console, writable_out
 
 #: The quick-start generator: recipe overrides on top of the defaults (see diffcxr-cpu.yaml).
 GENERATOR = [
@@ -46,6 +46,7 @@ def quickstart(data: Optional[str] = DataOpt,
     """Synthesise a cohort with the shipped generator, and bench real, real+dup, real+synth and
     synth->real classifiers at 1% and 100% real data on the embedded sample (under 10 minutes on
     2 cores). Rerunning resumes; every step's output stays in the run folder."""
+    writable_out(out)
     from cxraug import config as C
     from cxraug.classify import bench as B
     from cxraug.cli.bench import print_report

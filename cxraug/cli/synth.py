@@ -7,7 +7,14 @@ from typing import Optional
 
 import typer
 
-from cxraug.cli.common import SetOpt, console, table
+from cxraug.cli.common import (
+    SetOpt,
+    classifier_folder,
+    console,
+    default_folder_name,
+    table,
+    writable_out,
+)
 
 
 def synth(model: str = typer.Option("kermany-128", "--model", "-m", help="Shipped model name (kermany-128, the default), run folder from cxraug train, or Hugging Face Hub id."),
@@ -23,7 +30,7 @@ def synth(model: str = typer.Option("kermany-128", "--model", "-m", help="Shippe
           sampler: str = typer.Option("dpm++", help="dpm++ or ddim."),
           batch_size: int = typer.Option(16, "--batch-size", help="Images per sampling batch (speed only)."),
           shard: Optional[str] = typer.Option(None, "--shard", help="i/N: this process makes the images with index % N == i."),
-          classifier: Optional[Path] = typer.Option(None, "--classifier", help="Classifier folder trained on real data (fidelity gate)."),
+          classifier: Optional[Path] = typer.Option(None, "--classifier", help="Classifier trained on real data (fidelity gate): a cxraug train classifier run folder or RUN/model."),
           gates: str = typer.Option("fidelity,memorisation", "--gates", help="fidelity,memorisation or none."),
           until_accepted: bool = typer.Option(False, "--until-accepted", help="Top up rejected targets until n pass (one process; budget max_attempts * n)."),
           fmt: str = typer.Option("png", "--format", help="png or dicom (marked synthetic)."),
@@ -36,6 +43,11 @@ def synth(model: str = typer.Option("kermany-128", "--model", "-m", help="Shippe
     (0.01), gate.top_k (5), gate.thresholds ({pneumonia: 0.6}), max_attempts (3), precision
     (auto, fp32, bf16).
     """
+    if not dry_run:  # check the output before any model or data is loaded
+        if out is None:
+            out = Path("cohorts") / default_folder_name(labels, n)
+            console.print(f"cohort folder: {out}")
+        writable_out(out)
     from cxraug import config as C
     from cxraug.cohorts.gates import parse_gates
     from cxraug.cohorts.generate import SynthConfig, parse_shard, preview, synthesize
@@ -45,7 +57,8 @@ def synth(model: str = typer.Option("kermany-128", "--model", "-m", help="Shippe
     data = {"labels": parse_label_list(labels), "n": n, "negatives": negatives,
             "cooccurrence": cooccurrence, "prompts": prompts, "seed": seed, "steps": steps,
             "guidance": guidance, "sampler": sampler, "batch_size": batch_size,
-            "classifier": str(classifier) if classifier else None, "gates": list(parse_gates(gates)),
+            "classifier": str(classifier_folder(classifier)) if classifier else None,
+            "gates": list(parse_gates(gates)),
             "until_accepted": until_accepted, "format": fmt}
     cfg = C.from_dict(SynthConfig, C.apply_overrides(C.to_dict(SynthConfig()) | data, list(overrides or [])))
     where = parse_shard(shard)
@@ -57,11 +70,6 @@ def synth(model: str = typer.Option("kermany-128", "--model", "-m", help="Shippe
     if dry_run:
         show(preview(cfg, model))
         return
-    if out is None:
-        from cxraug.cli.common import default_folder_name
-
-        out = Path("cohorts") / default_folder_name(labels, n)
-        console.print(f"cohort folder: {out}")
     s = synthesize(cfg, model, out, where, overwrite, on_plan=show)
     if s["complete"]:
         console.print(f"[bold green]done[/]: {s['generated']} generated, {s['accepted']} accepted, "

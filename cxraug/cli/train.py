@@ -1,7 +1,9 @@
-"""``cxraug train`` and ``cxraug generate``: Diff-CXR training and sampling."""
+"""``cxraug train`` and ``cxraug generate``: Diff-CXR training and sampling, and ``cxraug train
+classifier`` (a real-data classifier for the fidelity gate and ``cxraug eval``)."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -10,40 +12,122 @@ import typer
 from cxraug.cli.common import DryRunOpt, RecipeOpt, SetOpt, console
 
 
-def train(component: str = typer.Argument("all", help="vae, text, denoiser (stage 1 or 2), or all"),
+class Component(str, Enum):
+    vae = "vae"
+    text = "text"
+    denoiser = "denoiser"
+    all = "all"
+    classifier = "classifier"
+
+
+CLF = "train classifier"  # help panel of the classifier-only options
+
+
+def train(component: Component = typer.Argument(
+              Component.all, help="vae, text, denoiser (stage 1 or 2) or all: Diff-CXR; classifier: "
+              "a timm classifier on real data, for cxraug eval / synth --classifier."),
           stage: Optional[int] = typer.Option(None, "--stage", help="Denoiser stage: 1 (U-ViT) or 2 (DKIM adapter)."),
           recipe: Optional[Path] = RecipeOpt, overrides: Optional[list[str]] = SetOpt,
-          data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset (sets data.data)."),
-          out: Path = typer.Option(Path("runs/diffcxr"), "--out", "-o", help="Run folder."),
+          data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset (sets data.data; classifier: data)."),
+          out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/diffcxr; classifier: runs/classifier)."),
           from_run: Optional[Path] = typer.Option(None, "--from", help="Stage-1 run to add stage 2 to (same as --out)."),
           overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
-          dry_run: bool = DryRunOpt) -> None:
-    """Train Diff-CXR. Missing prerequisites (VAE, report encoder, stage 1) are trained first;
-    rerunning the same command resumes from the last checkpoint."""
+          dry_run: bool = DryRunOpt,
+          labels: Optional[str] = typer.Option(None, "--labels", rich_help_panel=CLF, help="Observations to predict, e.g. pneumonia,effusion (default: all with >= 10 positives in train and test)."),
+          arch: Optional[str] = typer.Option(None, "--arch", rich_help_panel=CLF, help="timm model name (default resnet18)."),
+          image_size: Optional[int] = typer.Option(None, "--image-size", rich_help_panel=CLF, help="Square input side (default 64)."),
+          epochs: Optional[int] = typer.Option(None, "--epochs", rich_help_panel=CLF, help="Maximum epochs (default 20; early stopping on val mAUC)."),
+          seed: Optional[int] = typer.Option(None, "--seed", rich_help_panel=CLF, help="Classifier seed (default 0).")) -> None:
+    """Train Diff-CXR (vae, text, denoiser, all) or a real-data classifier (classifier).
+
+    Diff-CXR: missing prerequisites (VAE, report encoder, stage 1) are trained first; rerunning
+    the same command resumes from the last checkpoint.
+
+    Classifier: cxraug train classifier --data DATA --out runs/clf trains on the train split
+    (patient-level splits, as cxraug bench), selects on val and writes runs/clf/model (pass it,
+    or runs/clf, to cxraug eval / synth --classifier) and runs/clf/metrics.json (val and test
+    AUC). --set keys: labels, min_positive, policy, split_seed, classifier.lr, classifier.batch_size...
+    """
     from cxraug import config as C
-    from cxraug.diffusion.config import DiffCXRConfig
-    from cxraug.diffusion.run import train as run_train
+    from cxraug.cli.common import writable_out
     from cxraug.errors import CxraugError
 
+    clf_only = {"--labels": labels, "--arch": arch, "--image-size": image_size, "--epochs": epochs,
+                "--seed": seed}
+    if component is Component.classifier:
+        if stage is not None or from_run is not None:
+            raise CxraugError("--stage and --from are Diff-CXR options; cxraug train classifier "
+                              "takes neither")
+        return _train_classifier(recipe, list(overrides or []), data, out, overwrite, dry_run,
+                                 labels=labels, arch=arch, image_size=image_size, epochs=epochs,
+                                 seed=seed)
+    given = [k for k, v in clf_only.items() if v is not None]
+    if given:
+        raise CxraugError(f"{', '.join(given)}: only for cxraug train classifier")
+    out = out or Path("runs/diffcxr")
     sets = list(overrides or []) + ([f"data.data={data}"] if data else [])
     if from_run is not None:
         saved = from_run / "config.yaml"
         if not saved.is_file():
             raise CxraugError(f"{from_run}: not a cxraug run folder (no config.yaml)")
         recipe, out = recipe or saved, from_run
+    if not dry_run:
+        writable_out(out)  # before torch and diffusers are imported
+    from cxraug.diffusion.config import DiffCXRConfig
+
     cfg = C.load(DiffCXRConfig, recipe, sets)
-    stages = {"vae": ["vae"], "text": ["text"], "all": ["vae", "text", "1", "2"]}.get(component)
-    if component == "denoiser" or stage is not None:
+    stages = {"vae": ["vae"], "text": ["text"], "all": ["vae", "text", "1", "2"]}.get(component.value)
+    if component is Component.denoiser or stage is not None:
         if stage not in (1, 2):
             raise CxraugError(f"--stage {stage}: must be 1 (U-ViT) or 2 (DKIM adapter)")
         stages = [str(stage)]
-    if stages is None:
-        raise CxraugError(f"unknown component {component!r}; choose vae, text, denoiser or all")
     if dry_run:
         console.print(C.dump(cfg))
         return
+    from cxraug.diffusion.run import train as run_train
+
     run = run_train(cfg, out, stages, overwrite)
     console.print(f"[bold green]done[/]: {run.root} (model card: {run.root / 'README.md'})")
+
+
+def _train_classifier(recipe: Path | None, overrides: list[str], data: str | None,
+                      out: Path | None, overwrite: bool, dry_run: bool, **options) -> None:
+    """cxraug train classifier: a timm classifier on a dataset's train split (val for selection);
+    ``options``: labels, arch, image_size, epochs, seed (None: the config's)."""
+    from cxraug import config as C
+    from cxraug.cli.common import out_dir_ok, writable_out
+
+    if not dry_run:  # before torch is imported or any data read
+        out = writable_out(out or Path("runs/classifier"))
+        out_dir_ok(out, overwrite, "classifier run")
+    from cxraug.classify.train import DatasetClassifierConfig, train_on_dataset
+
+    sets = list(overrides)  # the options win over --set, as in cxraug bench
+    for key, val in (("data", data), ("classifier.arch", options["arch"]),
+                     ("classifier.image_size", options["image_size"]),
+                     ("classifier.max_epochs", options["epochs"]), ("classifier.seed", options["seed"])):
+        if val is not None:
+            sets.append(f"{key}={val}")
+    if options["labels"]:
+        from cxraug.data.labels import parse_label_list
+
+        sets.append(f"labels=[{', '.join(parse_label_list(options['labels']))}]")
+    cfg = C.load(DatasetClassifierConfig, recipe, sets)
+    if dry_run:
+        console.print(C.dump(cfg))
+        return
+    if overwrite:
+        (out / "splits.csv").unlink(missing_ok=True)  # remade for this --data
+    m = train_on_dataset(cfg, out)
+
+    def auc(x) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    console.print(f"labels: {', '.join(m['labels'])}; mAUC val {auc(m['val']['mauc'])} "
+                  f"({m['val']['n_images']} images), test {auc(m['test']['mauc'])} "
+                  f"({m['test']['n_images']} images)")
+    console.print(f"[bold green]done[/]: {out / 'model'} (use --classifier {out}; metrics: "
+                  f"{out / 'metrics.json'})")
 
 
 def generate(model: str = typer.Option("kermany-128", "--model", "-m", help="Shipped model name (kermany-128), run folder from cxraug train, or Hugging Face Hub id."),
@@ -62,9 +146,8 @@ def generate(model: str = typer.Option("kermany-128", "--model", "-m", help="Shi
     import numpy as np
     from PIL import Image
 
-    from cxraug.cli.common import check_model_labels, default_folder_name, out_dir_ok
+    from cxraug.cli.common import check_model_labels, default_folder_name, out_dir_ok, writable_out
     from cxraug.data import labels as L
-    from cxraug.diffusion.pipeline import DiffCXRPipeline
     from cxraug.errors import CxraugError
 
     if n <= 0:
@@ -88,7 +171,9 @@ def generate(model: str = typer.Option("kermany-128", "--model", "-m", help="Shi
     if out is None:
         out = Path("generated") / default_folder_name(labels or "report", n * len(texts))
         console.print(f"output folder: {out}")
+    writable_out(out)
     out_dir_ok(out, overwrite)
+    from cxraug.diffusion.pipeline import DiffCXRPipeline
     from cxraug.precision import default_device
 
     pipe = DiffCXRPipeline.from_pretrained(model, device=default_device())

@@ -176,7 +176,8 @@ class Generator:
                 raise CxraugError(f"{self.name}: a packaged model carries its train and val "
                                   f"references only, not {name!r}")
             return getattr(self.reference, name)
-        ds = load_dataset(resolve_data(self.cfg.data.data), self.cfg.data.dataset)
+        ds = load_dataset(resolve_data(self.cfg.data.data), self.cfg.data.dataset,
+                              missing="keep" if self.cfg.data.skip_bad else "error")
         return splits_for(ds, self.run.splits, seed=self.cfg.data.split_seed).where_split(name)
 
     def images(self, ds):

@@ -19,6 +19,23 @@ import numpy as np
 import pandas as pd
 
 
+#: Manifest columns that hold text: read as text, so an id like ``000001`` or a generator hash
+#: like ``75e8231879992875`` (a float to pandas' type inference) stays what was written.
+MANIFEST_TEXT = ("id", "file", "prompt", "hint", "target", "sampler", "generator", "fidelity",
+                 "fidelity_label", "memorisation", "nn_id", "reason")
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    """A cohort's ``manifest.csv`` with its text columns as text (empty, not NaN) and label,
+    score and count columns as numbers; ``accepted`` as bool."""
+    df = pd.read_csv(path, dtype=dict.fromkeys(MANIFEST_TEXT, str))
+    text = [c for c in MANIFEST_TEXT if c in df.columns]
+    df[text] = df[text].fillna("")
+    if "accepted" in df.columns:
+        df["accepted"] = df["accepted"].astype(str).str.strip().str.lower().isin(["true", "1", "1.0"])
+    return df
+
+
 @dataclass
 class CohortDir:
     root: Path

@@ -13,6 +13,7 @@ MIMIC tables keep their 1 / 0 / -1 / blank coding.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -27,21 +28,78 @@ from cxraug.errors import DataError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
 
 
-def read_csv(path: Path, required: tuple[str, ...], what: str) -> pd.DataFrame:
-    """Read a CSV (optionally .gz) and check its columns, with one-line errors naming the file."""
+def read_csv(path: Path, required: tuple[str, ...], what: str, hint: str = "") -> pd.DataFrame:
+    """Read a CSV (optionally .gz) and check its columns, with one-line errors naming the file.
+
+    ``hint`` is appended to the missing-column error (e.g. the layouts cxraug knows).
+    """
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected the {what})")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
         raise DataError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    # pandas renames a repeated column "x" to "x.1": two columns of one name are a conflict
+    for c in df.columns:
+        m = re.fullmatch(r"(.+)\.(\d+)", str(c))
+        if m and m.group(1) in df.columns:
+            raise DataError(f"{path}: column {m.group(1)!r} appears more than once; keep one")
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; the {what} needs "
-                        f"{', '.join(required)} (found: {', '.join(df.columns[:12])})")
+                        f"{', '.join(required)} (found: {_columns(df.columns)}){hint}")
     if df.empty:
         raise DataError(f"{path}: has no rows")
     return df
+
+
+def _columns(columns, limit: int = 20) -> str:
+    cols = [str(c) for c in columns]
+    shown = ", ".join(repr(c) if c != c.strip() or not c else c for c in cols[:limit])
+    return (shown + (f", ... ({len(cols)} in all)" if len(cols) > limit else "")) or "none"
+
+
+#: The table layouts cxraug reads, with the columns each needs (shown when a table matches none).
+LAYOUT_COLUMNS: dict[str, str] = {
+    "kermany": "index.csv with image_path, split, patient_id, pneumonia (optional subtype)",
+    "nih14": "index.csv with image_id, image_path_<size>, patient_id, finding_labels, or "
+             "Data_Entry_2017*.csv with Image Index, Finding Labels, Patient ID, View Position",
+    "chexpert": "train.csv / valid.csv with Path, Frontal/Lateral and the 14 observations",
+    "mimic": "mimic-cxr-2.0.0-metadata.csv (dicom_id, subject_id, study_id, ViewPosition) and "
+             "mimic-cxr-2.0.0-chexpert.csv",
+    "manifest": "manifest.csv or labels.csv (or any CSV given as the data path) with path "
+                "(optional id, patient_id, view, report, split, label columns)",
+}
+
+
+def _layouts_hint() -> str:
+    return ("; known layouts: " + "; ".join(f"{k}: {v}" for k, v in LAYOUT_COLUMNS.items())
+            + "; rename the columns, or pass --dataset folder to read only the images, unlabelled")
+
+
+# Official split values: anything else in a split column is an error, never training data.
+SPLIT_VALUES: dict[str, str] = {"": "", "train": "train", "training": "train", "val": "val",
+                                "valid": "val", "validate": "val", "validation": "val",
+                                "test": "test", "testing": "test"}
+
+
+def _check_splits(table: pd.DataFrame, where: Path | str) -> pd.DataFrame:
+    """Map official split values to train / val / test / blank; raise naming any other value."""
+    raw = table["split"].astype(str)
+    norm = raw.str.strip().str.lower()
+    bad = ~norm.isin(list(SPLIT_VALUES))
+    if bad.any():
+        value = raw[bad].iloc[0]
+        n = int((raw == value).sum())
+        others = raw[bad & (raw != value)].nunique()
+        raise DataError(f"{where}: split value {value!r} in {n} row(s) (e.g. image "
+                        f"{table.loc[raw == value, 'id'].iloc[0]!r})"
+                        + (f" and {others} other unknown value(s)" if others else "")
+                        + "; allowed: train, val, test (also valid, validate, validation, "
+                        "training, testing) or blank for no official split")
+    table = table.copy()
+    table["split"] = norm.map(SPLIT_VALUES)
+    return table
 
 
 def _value(text: str, where: str) -> float:
@@ -59,10 +117,12 @@ def _value(text: str, where: str) -> float:
 
 
 def _finish(name: str, rows: list[dict], source: str, root: Path, filters: list[str],
-            frontal: bool, extras: list[str] | None = None) -> CXRDataset:
+            frontal: bool, extras: list[str] | None = None,
+            table_file: Path | None = None) -> CXRDataset:
     table = make_table(rows, source)
     if table.empty:
         raise DataError(f"{root}: no images found for the {name} layout")
+    table = _check_splits(table, table_file or root)
     if frontal:
         before = len(table)
         table = frontal_only(table)
@@ -90,6 +150,11 @@ def kermany(root: Path, frontal: bool = True, resolution: int | None = None) -> 
             pneu = _value(r["pneumonia"], where)
             if np.isnan(pneu) or pneu == L.UNCERTAIN:
                 raise DataError(f"{where}: must be 0 or 1")
+            sub = str(r.get("subtype", "")).strip().lower()
+            if sub and (sub == "normal") == (pneu == 1):
+                raise DataError(f"{index}: row {i + 2}: columns pneumonia ({r['pneumonia']}) and "
+                                f"subtype ({r['subtype']}) disagree; normal images have "
+                                "pneumonia 0, bacteria/virus images pneumonia 1")
             rows.append(_kermany_row(root / r["image_path"], r["split"], r["patient_id"], pneu,
                                      r.get("subtype", ""), Path(r["image_path"]).name))
     else:
@@ -106,7 +171,8 @@ def kermany(root: Path, frontal: bool = True, resolution: int | None = None) -> 
         if not rows:
             raise DataError(f"{root}: neither index.csv nor {{train,test}}/{{NORMAL,PNEUMONIA}}/ "
                             "image folders found; pass the Kermany dataset root")
-    return _finish("kermany", rows, "kermany", root, [], False, ["subtype"])
+    return _finish("kermany", rows, "kermany", root, [], False, ["subtype"],
+                   index if index.is_file() else None)
 
 
 def _kermany_row(path: Path, split: str, patient: str, pneumonia: float, subtype: str,
@@ -131,6 +197,21 @@ def _nih_vector(findings: set[str], where: str) -> tuple[np.ndarray, dict]:
     return vec, extras
 
 
+def _nih_columns_agree(df: pd.DataFrame, index: Path) -> None:
+    """The subset index repeats finding_labels as one 0/1 column per NIH label: they must agree."""
+    listed = df["finding_labels"].map(lambda t: {f.strip() for f in t.split("|") if f.strip()})
+    for name in L.NIH_LABELS:
+        if name not in df.columns:
+            continue
+        flag = df[name].str.strip().isin(["1", "1.0"])
+        off = flag != listed.map(lambda fs, name=name: name in fs)
+        if off.any():
+            i = int(np.flatnonzero(off.to_numpy())[0])
+            raise DataError(f"{index}: column {name} ({df[name].iloc[i]}) and finding_labels "
+                            f"({df['finding_labels'].iloc[i]!r}) disagree in {int(off.sum())} "
+                            f"row(s), first row {i + 2}; fix one of the two label sources")
+
+
 def nih14(root: Path, frontal: bool = True, resolution: int | None = None) -> CXRDataset:
     """NIH ChestX-ray14 (Wang et al. 2017): all images are frontal (PA/AP).
 
@@ -145,6 +226,7 @@ def nih14(root: Path, frontal: bool = True, resolution: int | None = None) -> CX
     index = root / "index.csv"
     rows = []
     if index.is_file():
+        table_file = index
         head = read_csv(index, ("image_id", "patient_id", "finding_labels"), "NIH subset index")
         img_cols = sorted((c for c in head.columns if c.startswith("image_path_")),
                           key=lambda c: int(c.rsplit("_", 1)[1]))
@@ -153,6 +235,7 @@ def nih14(root: Path, frontal: bool = True, resolution: int | None = None) -> CX
         col = f"image_path_{resolution}" if resolution else img_cols[-1]
         if col not in head.columns:
             raise DataError(f"{index}: no column {col}; available: {', '.join(img_cols)}")
+        _nih_columns_agree(head, index)
         for i, r in head.iterrows():
             findings = {f.strip() for f in r["finding_labels"].split("|") if f.strip()}
             vec, extras = _nih_vector(findings, f"{index}: row {i + 2}")
@@ -164,6 +247,7 @@ def nih14(root: Path, frontal: bool = True, resolution: int | None = None) -> CX
         if not entries:
             raise DataError(f"{root}: neither index.csv nor Data_Entry_2017*.csv found; pass the "
                             "NIH ChestX-ray14 root")
+        table_file = entries[0]
         df = read_csv(entries[0], ("Image Index", "Finding Labels", "Patient ID", "View Position"),
                       "NIH Data_Entry table")
         found = {p.name: p for p in root.glob("images*/**/*.png")}
@@ -174,7 +258,7 @@ def nih14(root: Path, frontal: bool = True, resolution: int | None = None) -> CX
             rows.append({"id": r["Image Index"], "path": str(path), "patient_id": r["Patient ID"],
                          "view": r["View Position"], "labels": vec, "extras": extras})
     extras = [n for n, t in L.NIH_TO_CHEXPERT.items() if t is None]
-    return _finish("nih14", rows, "nih14", root, [], frontal, extras)
+    return _finish("nih14", rows, "nih14", root, [], frontal, extras, table_file)
 
 
 # ---------------------------------------------------------------------------------- CheXpert
@@ -257,7 +341,7 @@ def mimic(root: Path, frontal: bool = True, resolution: int | None = None) -> CX
         rows.append({"id": r["dicom_id"], "path": str(root / folder / f"s{study}" / f"{r['dicom_id']}.jpg"),
                      "patient_id": subj, "view": r["ViewPosition"] or "UNKNOWN",
                      "split": splits.get(r["dicom_id"], ""), "labels": vec, "report": report})
-    return _finish("mimic", rows, "mimic", root, [], frontal)
+    return _finish("mimic", rows, "mimic", root, [], frontal, table_file=split_path)
 
 
 # ---------------------------------------------------------------------------------- manifest
@@ -276,17 +360,9 @@ def manifest(root: Path, frontal: bool = True, resolution: int | None = None) ->
     """
     csv = root if root.is_file() else next((root / n for n in MANIFEST_NAMES if (root / n).is_file()),
                                            root / MANIFEST_NAMES[0])
-    df = read_csv(csv, ("path",), "manifest (one row per image)")
+    df = read_csv(csv, ("path",), "manifest (one row per image)", _layouts_hint())
     base = csv.parent
-    label_cols: dict[str, str] = {}
-    extras = []
-    for c in df.columns:
-        if c in ("path", "id", "patient_id", "view", "report", "split"):
-            continue
-        try:
-            label_cols[c] = L.canonical(c)
-        except L.UnknownLabelError:
-            extras.append(c)
+    label_cols, extras = manifest_columns(csv, df.columns)
     rows = []
     for i, r in df.iterrows():
         path = Path(r["path"])
@@ -299,7 +375,46 @@ def manifest(root: Path, frontal: bool = True, resolution: int | None = None) ->
                      "view": r.get("view") or "UNKNOWN", "split": r.get("split", ""),
                      "report": r.get("report") or None, "labels": vec,
                      "extras": {c: r[c] for c in extras}})
-    return _finish("manifest", rows, "manifest", base, [], frontal, extras)
+    return _finish("manifest", rows, "manifest", base, [], frontal, extras, csv)
+
+
+MANIFEST_BASE = ("path", "id", "patient_id", "view", "report", "split")
+
+
+def manifest_columns(csv: Path | str, columns) -> tuple[dict[str, str], list[str]]:
+    """Sort a manifest's columns into label columns (column -> observation) and extras.
+
+    Raises naming the columns for a near-miss of a base column (``Patient ID`` for
+    ``patient_id``: it would silently become an extra), a likely misspelt label (``Pneumonai``)
+    and two columns that give the same label (``Pneumonia`` and ``pneumonia``, ``effusion`` and
+    ``Pleural Effusion``).
+    """
+    label_cols: dict[str, str] = {}
+    extras: list[str] = []
+    keys = {re.sub(r"[^a-z0-9]+", "", b): b for b in MANIFEST_BASE}
+    for c in map(str, columns):
+        if c in MANIFEST_BASE:
+            continue
+        base = keys.get(re.sub(r"[^a-z0-9]+", "", c.lower()))
+        if base is not None:
+            raise DataError(f"{csv}: column {c!r} is read as an extra column, not as {base!r}; "
+                            f"rename it to {base} (manifest column names are exact)")
+        try:
+            obs = L.canonical(c)
+        except L.UnknownLabelError:
+            near = L.closest(c)
+            if near is not None:
+                raise DataError(f"{csv}: column {c!r} looks like a misspelt label {near!r}; "
+                                f"rename it to {near!r}, or to a name not close to a label to "
+                                "keep it as an extra column") from None
+            extras.append(c)
+            continue
+        same = [k for k, v in label_cols.items() if v == obs]
+        if same:
+            raise DataError(f"{csv}: columns {same[0]!r} and {c!r} both give the label {obs!r}; "
+                            "keep one of them")
+        label_cols[c] = obs
+    return label_cols, extras
 
 
 def folder(root: Path, frontal: bool = True, resolution: int | None = None) -> CXRDataset:
@@ -323,17 +438,31 @@ ADAPTERS: dict[str, Callable[..., CXRDataset]] = {
 }
 
 
+def _header(path: Path) -> list[str]:
+    try:
+        return [str(c) for c in pd.read_csv(path, dtype=str, nrows=0).columns]
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+
+
 def detect(root: Path) -> str:
-    """Guess the adapter for a folder from the files in it."""
+    """Guess the adapter for a folder from the files in it.
+
+    An ``index.csv`` must match a known layout by its columns; one that matches none is an error
+    listing the columns found and those each layout needs, never read as an unlabelled folder.
+    """
     if root.is_file():
         return "manifest"
     index = root / "index.csv"
     if index.is_file():
-        header = index.open().readline()
-        if "pneumonia" in header and "subtype" in header:
+        cols = _header(index)
+        if {"image_path", "split", "patient_id", "pneumonia"} <= set(cols):
             return "kermany"
-        if "finding_labels" in header:
+        if ({"image_id", "patient_id", "finding_labels"} <= set(cols)
+                and any(c.startswith("image_path_") for c in cols)):
             return "nih14"
+        raise DataError(f"{index}: its columns match no known layout (found: {_columns(cols)})"
+                        + _layouts_hint())
     if any(root.glob("Data_Entry_2017*")):
         return "nih14"
     if (root / "train.csv").is_file() or (root / "valid.csv").is_file():
@@ -350,9 +479,20 @@ def detect(root: Path) -> str:
                     f"({', '.join(ADAPTERS)})")
 
 
+MISSING_POLICIES = ("error", "keep")
+
+
 def load_dataset(data: str | Path, kind: str = "auto", frontal: bool = True,
-                 resolution: int | None = None) -> CXRDataset:
-    """Load a dataset folder (or manifest CSV) with the named adapter, or detect it."""
+                 resolution: int | None = None, missing: str = "error") -> CXRDataset:
+    """Load a dataset folder (or manifest CSV) with the named adapter, or detect it.
+
+    Image files the table lists but that do not exist raise a :class:`DataError` naming the
+    first few and their count (``missing="error"``); ``missing="keep"`` keeps their rows, for
+    callers that report them (``cxraug data info``) or skip unreadable images later
+    (``--skip-bad``; the image cache lists what it skipped).
+    """
+    if missing not in MISSING_POLICIES:
+        raise ValueError(f"missing={missing!r}: expected one of {MISSING_POLICIES}")
     root = Path(data).expanduser()
     if not root.exists():
         raise DataError(f"{root}: data path not found")
@@ -362,7 +502,32 @@ def load_dataset(data: str | Path, kind: str = "auto", frontal: bool = True,
     ds = ADAPTERS[kind](root.resolve(), frontal=frontal, resolution=resolution)
     if len(ds) == 0:
         raise DataError(f"{root}: the {kind} adapter found no images (after filters: {ds.filters})")
+    if missing == "error":
+        absent = missing_files(ds)
+        if absent:
+            raise DataError(missing_message(ds, absent)
+                            + " (--skip-bad, where a command has it, leaves them out)")
     return ds
+
+
+def missing_files(ds: CXRDataset) -> list[str]:
+    """Every image path of ``ds`` that is not an existing file (rows without a path, e.g. IU
+    reports without images, are not counted)."""
+    return [p for p in ds.table["path"].astype(str) if p and not os.path.isfile(p)]
+
+
+def missing_message(ds: CXRDataset, absent: list[str], show: int = 3) -> str:
+    """One line: how many listed image files do not exist, the first few, and the fix."""
+    def short(p: str) -> str:
+        try:
+            return str(Path(p).relative_to(ds.root)) if ds.root is not None else p
+        except ValueError:
+            return p
+
+    names = ", ".join(short(p) for p in absent[:show])
+    more = f" and {len(absent) - show} more" if len(absent) > show else ""
+    return (f"{ds.root}: {len(absent)} of {len(ds)} image files listed by the {ds.name} table do "
+            f"not exist: {names}{more}; fix the paths or remove those rows")
 
 
 # ------------------------------------------------------------------------- embedded sample

@@ -60,10 +60,15 @@ def cached_images(ds: CXRDataset, size: int, cache_dir: str | Path | None = None
         _build(ds, size, mode, store, meta_path, skip_bad, progress)
     meta = json.loads(meta_path.read_text())
     bad = set(meta["bad"])
-    if bad and not skip_bad:
-        first = ds.paths[sorted(bad)[0]]
-        raise DataError(f"{first}: unreadable image ({len(bad)} in total); fix or remove it, "
-                        "or pass --skip-bad to leave such images out")
+    if bad and not skip_bad:  # a store built with skip_bad: say why the first one is bad
+        first = ds.paths[min(bad)]
+        try:
+            load_grayscale(first)
+            why = f"{first}: unreadable image"
+        except ImageReadError as e:
+            why = str(e)
+        raise DataError(f"{why} ({len(bad)} unreadable in total), or pass --skip-bad to leave "
+                        "unreadable images out")
     images = np.memmap(store, dtype=np.uint8, mode="r", shape=(meta["n"], size, size))
     if not bad:
         return images, ds, []
@@ -87,7 +92,8 @@ def _build(ds: CXRDataset, size: int, mode: str, store: Path, meta_path: Path,
                     out[i] = resize_square(load_grayscale(path), size, mode)
                 except ImageReadError as e:
                     if not skip_bad:
-                        raise DataError(f"{e}; fix or remove it, or pass --skip-bad") from None
+                        raise DataError(f"{e}, or pass --skip-bad to leave unreadable "
+                                        "images out") from None
                     bad.append(i)
                 bar.advance(task)
         out.flush()

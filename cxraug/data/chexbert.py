@@ -242,10 +242,16 @@ class CheXbert:
         return self.label([text])[0]
 
     def label(self, texts: Iterable[str | None]) -> np.ndarray:
-        texts = [labeling_text(t or "") for t in texts]
+        """Raw ``float32 [N, 14]``; empty reports and text that is not a report are left
+        unlabelled (all blank), as by the rule labeler (:func:`cxraug.data.labeler.text_problem`)."""
+        from cxraug.data.labeler import text_problem
+
+        raw = list(texts)
+        texts = [labeling_text(t or "") for t in raw]
         out = np.full((len(texts), L.N_OBS), np.nan, dtype=np.float32)
         # batch reports of similar length together: less padding, same results
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        order = sorted((i for i in range(len(texts)) if text_problem(raw[i]) is None),
+                       key=lambda i: len(texts[i]))
         for s in range(0, len(order), self.batch_size):
             idx = order[s:s + self.batch_size]
             enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,

@@ -98,6 +98,20 @@ def canonical(name: str) -> str:
     return found
 
 
+def closest(name: str, cutoff: float = 0.85) -> str | None:
+    """The observation ``name`` is probably a misspelling of (``"Pneumonai"`` -> Pneumonia), or
+    None when it is an accepted spelling, not close to any, or a label name with more words
+    (``"pneumothorax_size"``). Names of 3 letters or fewer are never guessed."""
+    import difflib
+
+    key = _key(name)
+    keys = [k for k in _ALIASES if len(k) >= 4]
+    if key in _ALIASES or len(key) < 4 or any(k in key and len(key) > len(k) + 1 for k in keys):
+        return None
+    match = difflib.get_close_matches(key, keys, n=1, cutoff=cutoff)
+    return _ALIASES[match[0]] if match else None
+
+
 def parse_label_list(text: str | Sequence[str]) -> list[str]:
     """Parse ``"pneumonia,effusion"`` (or a list) into canonical observation names, in input order."""
     items = text.split(",") if isinstance(text, str) else list(text)

@@ -72,7 +72,15 @@ def assign_splits(ds: CXRDataset, val_frac: float = 0.1, test_frac: float = 0.2,
     if overlap not in ("drop", "keep"):
         raise DataError(f"split.overlap must be 'drop' or 'keep', got {overlap!r}")
     strata = patient_strata(ds)
-    official = ds.table["split"].str.lower().replace({"valid": "val", "validate": "val"})
+    official = ds.table["split"].astype(str).str.strip().str.lower().replace(
+        {"valid": "val", "validate": "val", "validation": "val", "training": "train",
+         "testing": "test"})
+    unknown = ~official.isin(["", *SPLITS])
+    if unknown.any():  # never count an unknown value (a typo like "tset") as training
+        value = ds.table["split"][unknown].iloc[0]
+        raise DataError(f"{ds.name}: official split value {value!r} in "
+                        f"{int((ds.table['split'] == value).sum())} image(s); allowed: "
+                        f"{', '.join(SPLITS)} or blank")
     table = ds.table.copy()
     rng = _rng(seed, "splits")
     filters = list(ds.filters)

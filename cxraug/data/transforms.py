@@ -14,7 +14,10 @@ an image horizontally: a chest X-ray's left and right are anatomy (heart, aortic
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +37,41 @@ class ImageReadError(CxraugError, ValueError):
     """An image file that is missing, truncated or not an image."""
 
 
+# What PIL raises for a broken file: truncated or corrupt data (OSError, SyntaxError, zlib and
+# struct errors from damaged chunks, ValueError), not an image at all (UnidentifiedImageError),
+# or a header declaring more pixels than PIL's limit (DecompressionBombError; the warning PIL
+# gives between its limit and twice it is turned into an error by :func:`_bombs_are_errors`).
+_PIL_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error,
+               zlib.error, Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+@contextmanager
+def _bombs_are_errors():
+    """Raise PIL's DecompressionBombWarning instead of decoding a huge image (PIL's pixel limit
+    itself, ``Image.MAX_IMAGE_PIXELS``, is left as it is)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def _bad_image(where: str, e: BaseException) -> ImageReadError:
+    if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return ImageReadError(f"{where}: not read, the header declares a huge image "
+                              f"({_one_line(e)}); check or remove the file")
+    return ImageReadError(f"{where}: not a readable image ({_one_line(e)}); re-export it as PNG "
+                          "or JPEG")
+
+
 def load_grayscale(path: str | Path) -> np.ndarray:
     """Read an image file as ``uint8 [H, W]`` grayscale (PNG/JPEG/..., or DICOM by suffix).
 
     16-bit PNGs are rescaled by their own min/max; colour images are converted to luminance.
-    Raises :class:`ImageReadError` naming the file for missing, truncated or unreadable files.
+    Raises :class:`ImageReadError` naming the file for missing, truncated, corrupt or unreadable
+    files, and for files whose header declares more pixels than PIL's decompression-bomb limit.
     """
     path = Path(path)
     if not path.is_file():
@@ -46,13 +79,13 @@ def load_grayscale(path: str | Path) -> np.ndarray:
     if path.suffix.lower() in DICOM_SUFFIXES:
         return load_dicom(path)
     try:
-        with Image.open(path) as im:
+        with _bombs_are_errors(), Image.open(path) as im:
             im.load()  # force decoding so truncated files fail here, not later
             if im.mode in ("I;16", "I;16B", "I", "F"):
                 return _rescale_to_uint8(np.asarray(im, dtype=np.float32))
             return np.asarray(im.convert("L"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ImageReadError(f"{path}: not a readable image ({e}); re-export it as PNG or JPEG") from e
+    except _PIL_ERRORS as e:
+        raise _bad_image(str(path), e) from e
 
 
 def _rescale_to_uint8(a: np.ndarray) -> np.ndarray:
@@ -77,7 +110,7 @@ def load_dicom(path: str | Path) -> np.ndarray:
         ds = pydicom.dcmread(str(path))
         arr = ds.pixel_array
     except Exception as e:  # pydicom raises many types for broken files
-        raise ImageReadError(f"{path}: not a readable DICOM image ({e})") from e
+        raise ImageReadError(f"{path}: not a readable DICOM image ({_one_line(e)})") from e
     if arr.ndim != 2:
         raise ImageReadError(f"{path}: expected a single-frame grayscale DICOM, got shape {arr.shape}")
     arr = apply_modality_lut(arr, ds)
@@ -90,11 +123,11 @@ def load_dicom(path: str | Path) -> np.ndarray:
 
 def decode_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _bombs_are_errors(), Image.open(io.BytesIO(data)) as im:
             im.load()
             return np.asarray(im.convert("L"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError) as e:
-        raise ImageReadError(f"{name}: not a readable image ({e})") from e
+    except _PIL_ERRORS as e:
+        raise _bad_image(name, e) from e
 
 
 def resize_square(img: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:

@@ -56,7 +56,8 @@ def reference_for(cfg: DiffCXRConfig, run: RunDir, reference_size: int):
         raise CxraugError(f"--reference-size {reference_size}: must divide the image size {size}")
     train = training_dataset(cfg, run)
     train_images, train, _ = cached_images(train, size, skip_bad=cfg.data.skip_bad, progress=False)
-    ds = splits_for(load_dataset(resolve_data(cfg.data.data), cfg.data.dataset), run.splits,
+    ds = splits_for(load_dataset(resolve_data(cfg.data.data), cfg.data.dataset,
+                                 missing="keep" if cfg.data.skip_bad else "error"), run.splits,
                     seed=cfg.data.split_seed)
     val_images, val, _ = cached_images(ds.where_split("val"), size, skip_bad=cfg.data.skip_bad,
                                        progress=False)

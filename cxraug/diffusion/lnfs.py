@@ -639,15 +639,16 @@ class FilterResult:
 
 # ------------------------------------------------------------------ dataset-level helpers
 
-def filter_candidates(data: str | Path | None, kind: str = "auto",
-                      run: str | Path | None = None) -> tuple[Any, str]:
+def filter_candidates(data: str | Path | None, kind: str = "auto", run: str | Path | None = None,
+                      missing: str = "error") -> tuple[Any, str]:
     """The images to filter: the train split of ``run/splits.csv`` if the run has one, else
-    every image of the dataset. Returns ``(dataset, description)``."""
+    every image of the dataset. Returns ``(dataset, description)``. ``missing="keep"`` keeps
+    rows whose file does not exist (``--skip-bad`` skips them with the unreadable images)."""
     from cxraug.data.adapters import load_dataset, resolve_data
     from cxraug.data.splits import load_splits
     from cxraug.diffusion.prepare import RunDir
 
-    ds = load_dataset(resolve_data(data), kind)
+    ds = load_dataset(resolve_data(data), kind, missing=missing)
     splits = RunDir(run).splits if run is not None else None
     if splits is not None and splits.is_file():
         train = load_splits(ds, splits).where_split("train")

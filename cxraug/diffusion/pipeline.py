@@ -40,6 +40,20 @@ def build_denoiser(cfg: DiffCXRConfig, space, encoder):
     return UViT(**args)
 
 
+def check_run_files(run, parts: tuple[str, ...] = ("vae", "text", "denoiser", "adapter")) -> None:
+    """Name the first damaged file (truncated or overwritten weights, broken JSON) of the run
+    components in ``parts`` as one :class:`~cxraug.errors.WeightsError` line, before any of them
+    is loaded. The VAE folder is diffusers', the others are cxraug components."""
+    from cxraug.models.autoencoder import META_NAME
+    from cxraug.models.io import check_component
+
+    for part in parts:
+        if part == "vae":
+            check_component(run.vae, "*.safetensors", ("config.json", META_NAME))
+        else:
+            check_component(getattr(run, part))
+
+
 class DiffCXRPipeline:
     """Latent space + report encoder + U-ViT (+ optional DKIM adapter) + a sampler."""
 
@@ -75,13 +89,14 @@ class DiffCXRPipeline:
         if not (run.denoiser / "config.json").is_file():
             raise WeightsError(f"{run.root}: no trained denoiser (denoiser/config.json); pass a run "
                                "folder written by cxraug train --stage 1")
+        use_adapter = use_adapter and (run.adapter / "config.json").is_file()
+        check_run_files(run, ("vae", "text", "denoiser") + (("adapter",) if use_adapter else ()))
         cfg = C.load(DiffCXRConfig, run.root / "config.yaml") if (run.root / "config.yaml").is_file() \
             else DiffCXRConfig()
         space = LatentSpace.load(run.vae, device)
         encoder = ReportEncoder.from_pretrained(run.text, device)
         den = UViT.from_pretrained(run.denoiser, device)
-        ada = (DiseaseAdapter.from_pretrained(run.adapter, device)
-               if use_adapter and (run.adapter / "config.json").is_file() else None)
+        ada = DiseaseAdapter.from_pretrained(run.adapter, device) if use_adapter else None
         pipe = cls(space, encoder, den, ada, cfg.sample, cfg.train, device)
         pipe.run = run
         return pipe

@@ -64,7 +64,8 @@ def stable_seed(*parts: object) -> int:
 
 def training_dataset(cfg: DiffCXRConfig, run: RunDir) -> CXRDataset:
     """The generator's training images: the train split (or its real subset), LNFS-filtered."""
-    ds = load_dataset(resolve_data(cfg.data.data), cfg.data.dataset)
+    ds = load_dataset(resolve_data(cfg.data.data), cfg.data.dataset,
+                      missing="keep" if cfg.data.skip_bad else "error")
     ds = splits_for(ds, run.splits, seed=cfg.data.split_seed)
     train = ds.where_split("train")
     if cfg.data.real_frac < 1:

@@ -39,12 +39,14 @@ def _changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
 def open_run(cfg: DiffCXRConfig, out: Path, overwrite: bool = False, main: bool = True) -> RunDir:
     """Create (or reopen, for resuming) a run folder; the resolved config is written first.
 
-    Reopening with a different config is refused (resuming must continue the same experiment),
-    except for more steps, sampling settings, and adapter settings: changed ``adapter.*``
-    training settings discard the adapter (``main`` process only) so stage 2 retrains on the
-    same frozen stage 1.
+    Every refusal comes before anything is written: ``out`` under a file, a non-empty folder that
+    is not a run, another config, fewer steps than already trained, or more steps with no intact
+    checkpoint to continue from. Reopening may change more steps, sampling settings, and
+    adapter settings: changed ``adapter.*`` training settings discard the adapter (``main``
+    process only) so stage 2 retrains on the same frozen stage 1.
     """
     run = RunDir(out)
+    _check_out(run)
     saved = run.root / "config.yaml"
     if saved.is_file() and not overwrite:
         changed = [k for k in _changed_keys(C.to_dict(C.load(DiffCXRConfig, saved)), C.to_dict(cfg))
@@ -54,8 +56,11 @@ def open_run(cfg: DiffCXRConfig, out: Path, overwrite: bool = False, main: bool 
             raise CxraugError(f"{saved}: this run folder was started with another config ({fixed[0]} "
                               "differs); resume with the same recipe/--set, or pass --overwrite to "
                               "replace it, or another --out")
+        _check_steps(run, cfg, adapter_restarts=bool(changed))
+        if main and _stale(run, "1", cfg):
+            _check_resumable(run, cfg)
         if changed and main:
-            _discard(run, "2")
+            _discard_adapter(run)
     elif saved.is_file() and overwrite:
         import shutil
 
@@ -63,6 +68,58 @@ def open_run(cfg: DiffCXRConfig, out: Path, overwrite: bool = False, main: bool 
     run.root.mkdir(parents=True, exist_ok=True)
     C.save(cfg, run.root)
     return run
+
+
+#: What a folder may hold before its run starts: a splits file fixes the run's splits.
+PRESEEDED = ("splits.csv",)
+
+
+def _check_out(run: RunDir) -> None:
+    """``--out`` must be a run folder, an empty or new folder, and not below a file."""
+    for p in (run.root, *run.root.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise CxraugError(f"{run.root}: {p} is a file, not a folder; pass an --out folder "
+                                  "path (nothing was written)")
+            break
+    if run.root.is_dir() and not (run.root / "config.yaml").is_file():
+        foreign = sorted(p.name for p in run.root.iterdir() if p.name not in PRESEEDED)
+        if foreign:
+            raise CxraugError(f"{run.root}: folder is not empty and is not a cxraug run (no "
+                              f"config.yaml; holds {foreign[0]}); pass a new or empty --out "
+                              "(nothing was written)")
+
+
+def _trained_steps(run: RunDir, stage: int) -> int:
+    """Steps this run has trained in ``stage``: its export or its newest checkpoint, if more."""
+    steps = [_meta(run.denoiser if stage == 1 else run.adapter).get("steps") or 0]
+    steps += [int(p.name[5:]) for p in run.checkpoints(stage).glob("step_*")
+              if p.name[5:].isdigit()]
+    return max(steps)
+
+
+def _check_steps(run: RunDir, cfg: DiffCXRConfig, adapter_restarts: bool) -> None:
+    """Fewer steps than trained would keep the longer run's weights under the shorter label."""
+    done = _trained_steps(run, 1)
+    checks = [("train.steps", cfg.train.steps, done, "stage-1")]
+    if not adapter_restarts and cfg.train.steps <= done:  # else the adapter retrains anyway
+        checks.append(("adapter.steps", cfg.adapter.steps, _trained_steps(run, 2), "adapter"))
+    for key, asked, has, what in checks:
+        if asked < has:
+            raise CxraugError(f"{run.root / 'config.yaml'}: {key}={asked} is fewer than the {has} "
+                              f"{what} steps this run has trained; a shorter run needs a new --out "
+                              "(this run is unchanged)")
+
+
+def _check_resumable(run: RunDir, cfg: DiffCXRConfig) -> None:
+    """More stage-1 steps continue from a checkpoint: one must be intact before anything changes."""
+    from cxraug.diffusion.train import resumable_checkpoint
+
+    if resumable_checkpoint(run.checkpoints(1), announce=False) is None:
+        raise CxraugError(f"{run.checkpoints(1)}: no checkpoint to continue the "
+                          f"{_meta(run.denoiser).get('steps')}-step denoiser to train.steps="
+                          f"{cfg.train.steps}; train the longer run into a new --out (this run is "
+                          "unchanged)")
 
 
 def _train_images(cfg: DiffCXRConfig, run: RunDir, progress: bool):
@@ -114,15 +171,17 @@ def train(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool = Fa
                        main=state.is_main_process)
     wanted = set(stages)
     last = max(STAGES.index(s) for s in wanted)
-    for i, stage in enumerate(STAGES[: last + 1]):
+    for stage in STAGES[: last + 1]:
         folder = {"vae": run.vae, "text": run.text, "1": run.denoiser, "2": run.adapter}[stage]
-        if stage in ("1", "2") and state.is_main_process and _stale(run, stage, cfg):
-            _discard(run, stage)
-        state.wait_for_everyone()  # more steps asked for (stage 1), or trained on an older stage 1
-        if (folder / "config.json").is_file() and stage not in wanted:
-            continue  # prerequisite already there
-        if (folder / "config.json").is_file() and stage in wanted and stage in ("vae", "text"):
-            continue  # frozen components are never retrained in place
+        # more stage-1 steps: train on from the checkpoint; the old export stays usable until the
+        # new one replaces it. An adapter fitted to an older stage 1 restarts.
+        stale = stage in ("1", "2") and _stale(run, stage, cfg)
+        if stage == "2" and stale and state.is_main_process:
+            _discard_adapter(run)
+        state.wait_for_everyone()
+        done = (folder / "config.json").is_file() and not (stage == "1" and stale)
+        if done and (stage not in wanted or stage in ("vae", "text")):
+            continue  # prerequisite already there; frozen components are never retrained in place
         if stage in ("vae", "text"):
             with state.main_process_first():
                 if not (folder / "config.json").is_file():
@@ -135,8 +194,12 @@ def train(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool = Fa
 
 
 def _meta(folder: Path) -> dict:
+    """A component's ``meta``; {} when absent or damaged (a damaged export is retrained)."""
     p = folder / "config.json"
-    return json.loads(p.read_text()).get("meta", {}) if p.is_file() else {}
+    try:
+        return json.loads(p.read_text()).get("meta", {}) if p.is_file() else {}
+    except (ValueError, AttributeError):
+        return {}
 
 
 def _stale(run: RunDir, stage: str, cfg: DiffCXRConfig) -> bool:
@@ -148,25 +211,19 @@ def _stale(run: RunDir, stage: str, cfg: DiffCXRConfig) -> bool:
     return bool(m) and m.get("base_steps") != _meta(run.denoiser).get("steps")
 
 
-def _discard(run: RunDir, stage: str) -> None:
-    """Forget a stale export; stage 1 resumes from its checkpoints, a stale adapter restarts."""
+def _discard_adapter(run: RunDir) -> None:
+    """Forget a stale adapter, which restarts. (A stale stage-1 export is never deleted: it
+    stays usable until its retrained replacement is written over it.)"""
     import shutil
 
-    if stage == "1":
-        shutil.rmtree(run.denoiser, ignore_errors=True)
-    else:
-        shutil.rmtree(run.adapter, ignore_errors=True)
-        shutil.rmtree(run.checkpoints(2), ignore_errors=True)
-        run.metrics(2).unlink(missing_ok=True)
+    shutil.rmtree(run.adapter, ignore_errors=True)
+    shutil.rmtree(run.checkpoints(2), ignore_errors=True)
+    run.metrics(2).unlink(missing_ok=True)
 
 
 def write_model_card(cfg: DiffCXRConfig, run: RunDir) -> Path:
     """README.md for the run: what it is, what it was trained on, what it is not for."""
-    def meta(folder: Path) -> dict:
-        p = folder / "config.json"
-        return json.loads(p.read_text()).get("meta", {}) if p.is_file() else {}
-
-    den, ada = meta(run.denoiser), meta(run.adapter)
+    den, ada = _meta(run.denoiser), _meta(run.adapter)
     lines = [
         f"# Diff-CXR run `{run.root.name}`",
         "",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.optim.swa_utils import AveragedModel
 
 from cxraug.data import labels as L
@@ -88,16 +89,80 @@ def save_checkpoint(folder: Path, step: int, model, ema: AveragedModel, opt, lr_
         shutil.rmtree(old, ignore_errors=True)
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    found = sorted(p for p in folder.glob("step_*") if (p / "state.json").is_file())
-    return found[-1] if found else None
+class DamagedCheckpoint(Exception):
+    """A checkpoint folder with a missing, truncated or unreadable file (message: which, why)."""
 
 
-def load_checkpoint(path: Path, model, ema: AveragedModel, opt, lr_sched) -> int:
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
-    ema.module.load_state_dict(load_file(str(path / "ema.safetensors")))
-    opt.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    state = json.loads((path / "state.json").read_text())
+def read_checkpoint(path: Path) -> dict:
+    """Every file of a checkpoint, read and checked before any of it is applied; raises
+    :class:`DamagedCheckpoint` naming the first bad file. The optimiser state is loaded with
+    ``weights_only=True``: a checkpoint is never unpickled as code."""
+    from cxraug.errors import WeightsError
+    from cxraug.models.io import load_weights
+
+    files = {}
+    for name in ("model.safetensors", "ema.safetensors"):
+        try:
+            files[name] = load_weights(path / name)
+        except WeightsError:
+            raise DamagedCheckpoint(f"{name} is missing, truncated or corrupt") from None
+    try:
+        files["optimizer.pt"] = torch.load(path / "optimizer.pt", map_location="cpu",
+                                           weights_only=True)
+    except FileNotFoundError:
+        raise DamagedCheckpoint("optimizer.pt is missing") from None
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
+        # truncated zip (RuntimeError), empty file (EOFError), random bytes or a pickle that
+        # holds more than tensors (UnpicklingError, refused by weights_only)
+        why = type(e).__name__
+        raise DamagedCheckpoint(f"optimizer.pt is truncated or corrupt ({why})") from None
+    try:
+        state = json.loads((path / "state.json").read_text())
+        files["state.json"] = state
+        int(state["step"]), int(state["n_averaged"]), dict(state["lr_sched"])
+    except FileNotFoundError:
+        raise DamagedCheckpoint("state.json is missing") from None
+    except (ValueError, KeyError, TypeError):
+        raise DamagedCheckpoint("state.json is empty or damaged") from None
+    return files
+
+
+def resumable_checkpoint(folder: Path, announce: bool = True) -> tuple[Path, dict] | None:
+    """The newest intact checkpoint in ``folder`` and its contents; None when there is none.
+
+    Damaged newer ones are skipped, said in one stderr line when ``announce``; when every
+    checkpoint is damaged this is a one-line :class:`~cxraug.errors.CxraugError` (resuming from
+    step 0 would silently throw the training away)."""
+    import sys
+
+    from cxraug.errors import CxraugError
+
+    skipped = []
+    for path in sorted(folder.glob("step_*"), reverse=True):
+        try:
+            files = read_checkpoint(path)
+        except DamagedCheckpoint as e:
+            skipped.append(f"{path.name} ({e})")
+            continue
+        if skipped and announce:
+            print(f"warning: {folder}: skipped damaged checkpoint {', '.join(skipped)}; resuming "
+                  f"from {path.name}", file=sys.stderr, flush=True)
+        return path, files
+    if skipped:
+        raise CxraugError(f"{folder}: no intact checkpoint to resume from ({'; '.join(skipped)}); "
+                          "copy the checkpoints again, or delete that folder to start this stage "
+                          "from step 0")
+    return None
+
+
+def load_checkpoint(path: Path, model, ema: AveragedModel, opt, lr_sched,
+                    files: dict | None = None) -> int:
+    """Apply a checkpoint (``files`` from :func:`read_checkpoint`, read here when not given)."""
+    files = files or read_checkpoint(path)
+    model.load_state_dict(files["model.safetensors"])
+    ema.module.load_state_dict(files["ema.safetensors"])
+    opt.load_state_dict(files["optimizer.pt"])
+    state = files["state.json"]
     ema.n_averaged.fill_(state["n_averaged"])
     lr_sched.load_state_dict(state["lr_sched"])
     return int(state["step"])
@@ -134,9 +199,10 @@ def train_denoiser(model: torch.nn.Module, trainable: torch.nn.Module, data: Tra
     ema = ema_model(trainable, tcfg.ema_decay)
     ckpt_dir, metrics_path = run.checkpoints(stage), run.metrics(stage)
     start = 0
-    last = latest_checkpoint(ckpt_dir)
-    if last is not None:
-        start = load_checkpoint(last, trainable, ema, opt, lr_sched)
+    found = resumable_checkpoint(ckpt_dir, announce=acc.is_main_process)
+    if found is not None:
+        path, files = found
+        start = load_checkpoint(path, trainable, ema, opt, lr_sched, files)
         if acc.is_main_process:
             _trim_metrics(metrics_path, start)
     model, opt = acc.prepare(model, opt)
@@ -211,7 +277,8 @@ def train_denoiser(model: torch.nn.Module, trainable: torch.nn.Module, data: Tra
 def run_stage(cfg: DiffCXRConfig, run: RunDir, stage: int, progress: bool = True,
               max_steps: int | None = None) -> Path:
     """Train one stage end to end and export its EMA weights as a component folder."""
-    from cxraug.diffusion.pipeline import DiffCXRPipeline, build_denoiser, write_grid
+    from cxraug.diffusion.pipeline import (DiffCXRPipeline, build_denoiser, check_run_files,
+                                           write_grid)
     from cxraug.diffusion.prepare import build_training_set, validation_prompts
     from cxraug.models.adapter import ControlledUViT, DiseaseAdapter
     from cxraug.models.autoencoder import LatentSpace
@@ -222,6 +289,9 @@ def run_stage(cfg: DiffCXRConfig, run: RunDir, stage: int, progress: bool = True
     from accelerate import PartialState
 
     state = PartialState()
+    # a damaged frozen part is named in one line; a damaged stage-1 export is rewritten from
+    # its checkpoint by rerunning stage 1, so it is checked only where stage 2 loads it
+    check_run_files(run, ("vae", "text") if stage == 1 else ("vae", "text", "denoiser"))
     space = LatentSpace.load(run.vae)
     encoder = ReportEncoder.from_pretrained(run.text)
     with state.main_process_first():  # caches are written once, then read by the others

@@ -183,3 +183,54 @@ def paired_difference(y_true: np.ndarray, scores_arm: np.ndarray, scores_ref: np
         "n_boot": n_boot,
         "n_valid": int(valid.sum()),
     }
+
+
+def paired_ratio(y_true: np.ndarray, scores_num: np.ndarray, scores_den: np.ndarray,
+                 scores_ref: np.ndarray, patient_ids: Sequence[str], n_boot: int = 1000,
+                 seed: int = 0, label_names: Sequence[str] | None = None,
+                 alpha: float = 0.05) -> dict[str, Any]:
+    """``(mAUC(num) - mAUC(ref)) / (mAUC(den) - mAUC(ref))`` with a patient-bootstrap interval.
+
+    The three score sets are resampled together, with the same resamples that
+    :func:`paired_difference` draws for the same ``seed`` and test set, so the numerator's and
+    denominator's intervals equal those of ``paired_difference(num, ref)`` and
+    ``paired_difference(den, ref)``. A ratio is only meaningful when the denominator is
+    reliably away from 0: when its interval includes 0 the ratio is ``None`` with a ``reason``.
+
+    Returns:
+        ``{"ratio": float | None, "ci": (lo, hi) | None, "numerator", "numerator_ci",
+        "denominator", "denominator_ci", "reason": str | None, "n_boot", "n_valid"}``.
+    """
+    y, (sn, sd, sr), pids, names, evaluated = _prepare(
+        y_true, [scores_num, scores_den, scores_ref], patient_ids, label_names)
+    if not evaluated.any():
+        raise ValueError("no label has both classes in the test targets; nothing to compare")
+    points = [per_label_auc(y, s, names) for s in (sn, sd, sr)]
+    used = [n for n, e in zip(names, evaluated) if e]
+    num_point = float(np.mean([points[0][n] - points[2][n] for n in used]))
+    den_point = float(np.mean([points[1][n] - points[2][n] for n in used]))
+    aucs = _resample_aucs(y, [sn, sd, sr], pids, n_boot, seed, evaluated)
+    valid = _valid_resamples(aucs[0], evaluated, names)  # same y and weights -> same for all
+    m = aucs[:, valid][:, :, evaluated]
+    num, den = (m[0] - m[2]).mean(axis=1), (m[1] - m[2]).mean(axis=1)
+    den_ci = _ci(den, alpha)
+    reason = None
+    if not len(den):
+        reason = "no valid bootstrap resample"
+    elif den_ci[0] <= 0 <= den_ci[1] or den_point == 0:
+        reason = f"denominator's {100 * (1 - alpha):g}% interval [{den_ci[0]:+.4f}, {den_ci[1]:+.4f}] includes 0"
+    ratio_ci = None
+    if reason is None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio_ci = _ci(np.where(den != 0, num / np.where(den != 0, den, 1.0), np.nan), alpha)
+    return {
+        "ratio": None if reason else num_point / den_point,
+        "ci": ratio_ci,
+        "numerator": num_point,
+        "numerator_ci": _ci(num, alpha),
+        "denominator": den_point,
+        "denominator_ci": den_ci,
+        "reason": reason,
+        "n_boot": n_boot,
+        "n_valid": int(valid.sum()),
+    }

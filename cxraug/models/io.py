@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -87,15 +88,65 @@ def save_component(module: nn.Module, folder: str | Path, meta: dict[str, Any] |
     return folder
 
 
+#: What to do about a damaged file of a component folder (said in every such error).
+DAMAGED_FIX = "retrain this component (cxraug train) or copy the file again from the original run"
+
+
+def check_weights(path: str | Path) -> Path:
+    """Raise a one-line :class:`WeightsError` naming ``path`` unless it is a complete safetensors
+    file. Reads the header only: a truncated, empty or overwritten file fails here (the header
+    must cover the file exactly) instead of as a SafetensorError deep inside a loader."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file is missing; {DAMAGED_FIX}")
+    try:
+        with safe_open(str(path), "pt") as f:
+            f.keys()
+    except (SafetensorError, OSError) as e:
+        why = (str(e).splitlines() or [type(e).__name__])[0].replace("Error while deserializing header: ", "")
+        raise WeightsError(f"{path}: truncated or corrupt weights file ({why}, "
+                           f"{path.stat().st_size} bytes); {DAMAGED_FIX}") from None
+    return path
+
+
+def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A safetensors state dict, or a one-line :class:`WeightsError` naming the damaged file."""
+    path = check_weights(path)
+    try:
+        return load_file(str(path), device=str(device))
+    except SafetensorError as e:
+        why = (str(e).splitlines() or [type(e).__name__])[0]
+        raise WeightsError(f"{path}: corrupt weights file ({why}); {DAMAGED_FIX}") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file of a component or run, or a one-line :class:`WeightsError` when it is damaged."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{path}: damaged, not valid JSON ({str(e).splitlines()[0][:80]}); "
+                           f"{DAMAGED_FIX}") from None
+
+
+def check_component(folder: str | Path, weights: str = WEIGHTS_NAME,
+                    json_files: tuple[str, ...] = (CONFIG_NAME,)) -> None:
+    """Check the files a loader will read from ``folder`` (present ones; loaders report missing
+    ones), so a damaged copy is named before any of it is loaded. ``weights`` is a glob."""
+    folder = Path(folder)
+    for name in json_files:
+        if (folder / name).is_file():
+            read_json(folder / name)
+    for path in sorted(folder.glob(weights)):
+        check_weights(path)
+
+
 def read_config(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     path = folder / CONFIG_NAME
     if not path.is_file():
         raise WeightsError(f"{folder}: no {CONFIG_NAME} here; expected a component folder saved by cxraug")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise WeightsError(f"{path}: not valid JSON ({e})") from None
+    return read_json(path)
 
 
 def load_component(folder: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -109,8 +160,8 @@ def load_component(folder: str | Path, map_location: str | torch.device = "cpu")
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise WeightsError(f"{folder}: {WEIGHTS_NAME} is missing")
+    sd = load_weights(weights, map_location)
     model = cls(**config["args"])
-    sd = load_file(str(weights), device=str(map_location))
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise WeightsError(f"{weights}: weights do not fit {cls.__name__}{config['args']} "
