@@ -180,3 +180,17 @@ def save(obj: Any, folder: str | Path, name: str = "config.yaml") -> Path:
     path = folder / name
     path.write_text(dump(obj))
     return path
+
+
+def parse_slice(text: str | None, option: str) -> tuple[int, int]:
+    """``"i/N"`` (``--shard``, ``--job``: share i of N, counted from 0) -> ``(i, N)`` with
+    ``0 <= i < N``; ``None`` -> ``(0, 1)``, the whole."""
+    if text is None:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise CxraugError(f"{option} {text!r}: expected i/N with whole numbers, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise CxraugError(f"{option} {text}: need N >= 1 and 0 <= i < N (shares of 4 are 0/4 .. 3/4)")
+    return i, n

@@ -3,6 +3,7 @@ import dataclasses
 import pytest
 
 from cxraug import config as C
+from cxraug.errors import CxraugError
 
 
 @dataclasses.dataclass
@@ -64,3 +65,14 @@ def test_saved_config_round_trips(tmp_path):
     path = C.save(cfg, tmp_path / "run")
     again = C.load(Outer, path)
     assert again == cfg
+
+
+@pytest.mark.parametrize("option", ["--shard", "--job"])
+@pytest.mark.parametrize("text", ["2/2", "a/b", "0/0", "1", "-1/3", "1/2/3", ""])
+def test_parse_slice_refuses_what_is_not_a_share(option, text):
+    with pytest.raises(CxraugError, match=f"^{option} "):
+        C.parse_slice(text, option)
+
+
+def test_parse_slice_reads_shares():
+    assert C.parse_slice("2/3", "--job") == (2, 3) and C.parse_slice(None, "--job") == (0, 1)

@@ -21,17 +21,9 @@ from cxraug.cli.common import (
 
 
 def _job_slice(job: Optional[str]) -> tuple[int, int]:
-    from cxraug.errors import CxraugError
+    from cxraug.config import parse_slice
 
-    if job is None:
-        return 0, 1
-    try:
-        i, n = (int(x) for x in job.split("/"))
-    except ValueError:
-        raise CxraugError(f"--job {job!r}: expected i/N, e.g. 0/4") from None
-    if n < 1 or not 0 <= i < n:
-        raise CxraugError(f"--job {job!r}: need 0 <= i < N")
-    return i, n
+    return parse_slice(job, "--job")
 
 
 def _real_fracs(text: str) -> str:

@@ -113,16 +113,8 @@ class SynthConfig:
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
-    """``"i/N"`` -> ``(i, N)`` with ``0 <= i < N``; ``None`` -> ``(0, 1)``."""
-    if text is None:
-        return 0, 1
-    try:
-        i, n = (int(x) for x in str(text).split("/"))
-    except ValueError:
-        raise CxraugError(f"--shard {text!r}: expected i/N with whole numbers, e.g. 0/4") from None
-    if n < 1 or not 0 <= i < n:
-        raise CxraugError(f"--shard {text}: need N >= 1 and 0 <= i < N (shards of 4 are 0/4 .. 3/4)")
-    return i, n
+    """``--shard i/N`` -> ``(i, N)`` (see :func:`cxraug.config.parse_slice`)."""
+    return C.parse_slice(text, "--shard")
 
 
 # ------------------------------------------------------------------------------ the generator
