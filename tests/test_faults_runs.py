@@ -81,6 +81,17 @@ def test_generate_names_a_damaged_component_file(tiny_run, tmp_path, capsys, nam
         DiffCXRPipeline.from_pretrained(run.root)
 
 
+@pytest.mark.parametrize("name", ["denoiser/model.safetensors", "text/model.safetensors"])
+def test_export_names_a_damaged_component_file(tiny_run, tmp_path, capsys, name):
+    run = _copy(tiny_run[1], tmp_path / "run")
+    _damage(run.root / name, "truncated")
+    before, out = _tree(run.root), tmp_path / "exported"
+    code = main(["export", str(run.root), "--out", str(out)])
+    line = _one_line(capsys)
+    assert code == 2 and str(run.root / name) in line and "copy the file again" in line, line
+    assert _tree(run.root) == before and not (out / "config.yaml").exists()
+
+
 def test_load_weights_names_the_file(tmp_path):
     bad = tmp_path / "model.safetensors"
     bad.write_bytes(os.urandom(300))

@@ -23,13 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from cxraug import config as C
-from cxraug.reference import REFERENCE_NAME, build_reference
 from cxraug.diffusion.config import DiffCXRConfig
 from cxraug.diffusion.prepare import RunDir, training_dataset
 from cxraug.errors import CxraugError
+from cxraug.models.io import load_weights
+from cxraug.reference import REFERENCE_NAME, build_reference
 
 COMPONENTS = ("vae", "text", "denoiser", "adapter")
 #: Files a component folder needs for inference (anything else is training state).
@@ -40,7 +41,7 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 
 def convert_weights(src: Path, dst: Path, dtype: torch.dtype) -> None:
     """Copy a safetensors file, storing floating-point tensors in ``dtype``."""
-    sd = load_file(str(src))
+    sd = load_weights(src)  # a damaged file is one line naming it
     save_file({k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in sd.items()},
               str(dst))
 

@@ -20,13 +20,20 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from cxraug.config import ConfigError
 from cxraug.data.transforms import uint8_to_classifier, uint8_to_model
 from cxraug.errors import WeightsError
-from cxraug.models.io import WEIGHTS_NAME, Component, read_config, register, save_component
+from cxraug.models.io import (
+    WEIGHTS_NAME,
+    Component,
+    load_weights,
+    read_config,
+    register,
+    save_component,
+)
 from cxraug.text.encoders import build_text_encoder, state_dict_digest
 
 CLIP_LOGIT_SCALE = 1.0 / 0.07
@@ -110,7 +117,7 @@ class ReportEncoder(Component):
         weights = folder / WEIGHTS_NAME
         if not weights.is_file():
             raise WeightsError(f"{folder}: {WEIGHTS_NAME} is missing")
-        sd = load_file(str(weights), device=str(map_location))
+        sd = load_weights(weights, map_location)
         expected = set(model._saved_state())
         if set(sd) != expected:
             missing, unexpected = sorted(expected - set(sd))[:3], sorted(set(sd) - expected)[:3]
