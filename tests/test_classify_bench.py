@@ -38,7 +38,8 @@ def test_jobs_and_config_checks():
     cfg = B.BenchConfig(real_fracs=[0.1, 1.0], arms=["real+dup"], seeds=2)
     js = B.jobs(cfg)
     assert len(js) == 8 and js[0] == (0.1, "real", 0)  # real is always run as the reference
-    for bad in ({"real_fracs": [0.0]}, {"real_fracs": [1.5]}, {"arms": ["real+noise"]}, {"seeds": 0}):
+    for bad in ({"real_fracs": [0.0]}, {"real_fracs": [1.5]}, {"real_fracs": [float("nan")]},
+                {"real_fracs": []}, {"arms": []}, {"arms": ["real+noise"]}, {"seeds": 0}):
         with pytest.raises(ConfigError):
             B.BenchConfig(**bad).validate()
 

@@ -85,8 +85,12 @@ class BenchConfig:
         arch="resnet18", image_size=64, max_epochs=20, patience=4, batch_size=64))
 
     def validate(self) -> None:
+        if not self.real_fracs:
+            raise ConfigError("real_fracs is empty: give one or more fractions in (0, 1], e.g. [0.01, 1.0]")
+        if not self.arms:
+            raise ConfigError(f"arms is empty: choose one or more of {', '.join(ARMS)}")
         for f in self.real_fracs:
-            if not 0 < f <= 1:
+            if not (isinstance(f, (int, float)) and 0 < f <= 1):  # nan fails here too
                 raise ConfigError(f"real fraction {f}: must be in (0, 1], e.g. 0.01 for 1%")
         bad = [a for a in self.arms if a not in ARMS]
         if bad:
