@@ -107,7 +107,7 @@ class _Batches(Dataset):
 
     def __init__(self, data: ArraySet, in_memory: bool) -> None:
         # in_memory reads everything once (a memmap becomes RAM) to measure loading overhead.
-        self.images = torch.from_numpy(np.ascontiguousarray(data.images)) if in_memory else data.images
+        self.images = torch.from_numpy(np.array(data.images, copy=True)) if in_memory else data.images
         self.targets = torch.from_numpy(data.targets)
 
     def __len__(self) -> int:
