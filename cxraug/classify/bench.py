@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxraug.classify.train import ArraySet, ClassifierConfig, train_classifier
+from cxraug.classify.train import ArraySet, ClassifierConfig, RealDataConfig, train_classifier
 from cxraug.config import ConfigError
 from cxraug.data import labels as L
 from cxraug.errors import CxraugError, DataError
@@ -64,15 +64,9 @@ GEN_ARMS = (*SYNTH_ARMS, GEN_DATA)  # arms whose result depends on a generator
 
 
 @dataclass
-class BenchConfig:
-    """What to compare. ``labels`` empty: every observation with at least ``min_positive``
-    positives in both the training and the test split."""
+class BenchConfig(RealDataConfig):
+    """What to compare: the real data (:class:`RealDataConfig`), fractions, arms and seeds."""
 
-    data: str = "sample:kermany"
-    dataset: str = "auto"
-    labels: list[str] = field(default_factory=list)
-    min_positive: int = 10
-    policy: str = "ignore"
     image_size: int = 64
     real_fracs: list[float] = field(default_factory=lambda: [0.01, 1.0])
     arms: list[str] = field(default_factory=lambda: ["real", "real+dup", "real+synth"])

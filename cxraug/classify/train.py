@@ -422,19 +422,24 @@ def _json_default(obj: Any) -> Any:
 # ----------------------------------------------------------------- a classifier on a dataset
 
 @dataclass
-class DatasetClassifierConfig:
-    """``cxraug train classifier``: which real data and labels, then the classifier's settings.
-
-    Splits are patient-level (:func:`cxraug.data.splits.splits_for`, ``split_seed``) as in
-    ``cxraug bench``; ``labels`` empty: every observation with at least ``min_positive`` positives
-    in both the train and the test split.
-    """
+class RealDataConfig:
+    """Which real data and labels a classifier learns (``cxraug train classifier``, ``cxraug
+    bench``): ``labels`` empty means every observation with at least ``min_positive`` positives in
+    both the train and the test split; ``policy`` maps uncertain labels."""
 
     data: str = "sample:kermany"
     dataset: str = "auto"
     labels: list[str] = field(default_factory=list)
     min_positive: int = 10
     policy: str = "ignore"
+
+
+@dataclass
+class DatasetClassifierConfig(RealDataConfig):
+    """``cxraug train classifier``: the real data (:class:`RealDataConfig`), then the classifier's
+    settings. Splits are patient-level (:func:`cxraug.data.splits.splits_for`, ``split_seed``) as
+    in ``cxraug bench``."""
+
     split_seed: int = 0
     classifier: ClassifierConfig = field(default_factory=lambda: ClassifierConfig(
         arch="resnet18", image_size=64, max_epochs=20, patience=4))
