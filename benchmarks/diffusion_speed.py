@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "diffusion_speed.json")
     args = ap.parse_args()
 
-    from cxraug import config as C
+    from cxraug.core import config as C
     from cxraug.diffusion.config import DiffCXRConfig
     from cxraug.diffusion.pipeline import DiffCXRPipeline
     from cxraug.models.uvit import UViT

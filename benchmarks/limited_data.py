@@ -49,8 +49,8 @@ def pairs(items: list[str], flag: str) -> dict[str, str]:
 
 
 def bench_config(data: str, fracs: list[float], seeds: int, args) -> object:
-    from cxraug import config as C
     from cxraug.classify.bench import BenchConfig
+    from cxraug.core import config as C
 
     sets = [f"data={data}", f"real_fracs=[{','.join(f'{f:g}' for f in fracs)}]",
             f"arms=[{','.join(ARMS)}]", f"seeds={seeds}", f"image_size={args.image_size}",

@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 from rich.table import Table
 
-from cxraug import config as C
+from cxraug.core import config as C
 from cxraug.data.adapters import load_dataset
 from cxraug.data.cache import cached_images
 from cxraug.diffusion.lnfs import FilterConfig, run_lnfs

@@ -25,7 +25,7 @@ import torch
 
 
 def cpu_name() -> dict:
-    from cxraug.precision import cpu_flags
+    from cxraug.core.precision import cpu_flags
 
     model = ""
     try:
@@ -86,7 +86,7 @@ def uvit_step(tokens: int, batch: int):
 
 
 def main() -> None:
-    from cxraug.precision import resolve_precision
+    from cxraug.core.precision import resolve_precision
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=8)

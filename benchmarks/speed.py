@@ -44,9 +44,9 @@ def matmul_peak(n: int = 1024, reps: int = 10) -> float:
 
 
 def denoiser_efficiency(preset: str = "cpu-192", batch: int = 32, steps: int = 8) -> dict:
+    import thop
     from macs import attention_macs
 
-    import thop
     from cxraug.models.uvit import PRESETS, UViT
 
     args = dict(PRESETS[preset])

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cxraug import config as C
 from cxraug.cohorts.generate import OBS, SynthConfig, preview, synthesize
-from cxraug.precision import resolve_precision
+from cxraug.core import config as C
+from cxraug.core.precision import resolve_precision
 from cxraug.data.transforms import load_grayscale, model_to_uint8
 from cxraug.diffusion.pipeline import DiffCXRPipeline
 

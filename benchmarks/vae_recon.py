@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxraug.reference import downsample
 from cxraug.data.adapters import load_dataset, resolve_data
 from cxraug.data.cache import cached_images
+from cxraug.data.reference import downsample
 from cxraug.data.transforms import model_to_uint8, uint8_to_model
 from cxraug.models.autoencoder import LatentSpace
 

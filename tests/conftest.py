@@ -113,7 +113,7 @@ TINY = [
 
 def tiny_config(data, *extra):
     """A Diff-CXR config that trains every stage in seconds on 32 px images."""
-    from cxraug import config as C
+    from cxraug.core import config as C
     from cxraug.diffusion.config import DiffCXRConfig
 
     return C.load(DiffCXRConfig, None, [f"data.data={data}", *TINY, *extra])

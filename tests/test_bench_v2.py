@@ -17,8 +17,8 @@ from safetensors.torch import save_file
 from cxraug.classify import bench as B
 from cxraug.classify.model import Classifier, init_name
 from cxraug.cli.main import main
+from cxraug.core.errors import CxraugError, WeightsError
 from cxraug.data.splits import real_subset
-from cxraug.errors import CxraugError, WeightsError
 from cxraug.metrics.auc import mean_auc
 from cxraug.metrics.bootstrap import paired_difference, paired_ratio
 
@@ -32,7 +32,7 @@ def _cfg(data, **kw):
 def _generator_run(data, folder, *extra):
     """A generator run folder as cxraug train starts it: its recipe and its splits.csv. The
     gen-data->real arm reads only these (which real images the generator is trained on)."""
-    from cxraug import config as C
+    from cxraug.core import config as C
     from cxraug.data.adapters import load_dataset
     from cxraug.data.splits import splits_for
 
@@ -156,7 +156,7 @@ def test_gen_data_arm_needs_a_generator_run(kermany_fixture, tmp_path, capsys):
         B.run_bench(_cfg(kermany_fixture, arms=["real", "gen-data->real"]), tmp_path / "b2",
                     synth=cohort, progress=False)
     (tmp_path / "bare").mkdir()  # a recipe without splits: which images it saw is unknown
-    from cxraug import config as C
+    from cxraug.core import config as C
 
     C.save(tiny_config(kermany_fixture), tmp_path / "bare")
     with pytest.raises(CxraugError, match="neither splits.csv"):

@@ -8,7 +8,7 @@ import pytest
 from cxraug.classify import bench as B
 from cxraug.classify.train import ArraySet
 from cxraug.cli.main import main
-from cxraug.config import ConfigError
+from cxraug.core.config import ConfigError
 
 
 def _set(n, label=1.0, prefix="p"):
@@ -90,8 +90,9 @@ def test_strict_generator_sees_only_the_classifier_subset(tmp_path_factory, tmp_
     and the synthetic arm's job records that generator's real fraction."""
     from conftest import train_tiny_run
 
+    from cxraug.core.runs import RunDir
     from cxraug.data.splits import real_subset
-    from cxraug.diffusion.prepare import RunDir, training_dataset
+    from cxraug.diffusion.prepare import training_dataset
 
     _, run, root = train_tiny_run(tmp_path_factory)
     cfg = B.BenchConfig(data=str(root), image_size=32, min_positive=1, real_fracs=[0.5],

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from cxraug.classify.model import Classifier
-from cxraug.errors import CxraugError, WeightsError
+from cxraug.core.errors import CxraugError, WeightsError
 
 LABELS = ["Cardiomegaly", "Pleural Effusion"]
 

@@ -16,8 +16,8 @@ from cxraug.classify.train import (
     masked_bce_with_logits,
     train_classifier,
 )
+from cxraug.core.errors import DataError
 from cxraug.data import transforms
-from cxraug.errors import DataError
 
 LABELS = ["Cardiomegaly", "Pleural Effusion"]
 

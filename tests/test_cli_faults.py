@@ -216,7 +216,7 @@ def test_out_under_a_regular_file_fails_before_work(name, tmp_path, monkeypatch,
 
 def test_writable_out_helper(tmp_path):
     from cxraug.cli.common import writable_out
-    from cxraug.errors import CxraugError
+    from cxraug.core.errors import CxraugError
 
     f = tmp_path / "afile.txt"
     f.write_text("x")

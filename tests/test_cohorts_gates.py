@@ -6,8 +6,8 @@ import torch
 
 from cxraug.classify.model import Classifier
 from cxraug.cohorts.gates import FidelityGate, GateConfig, Gates, MemorisationGate, pixel_embedding
+from cxraug.core.errors import CxraugError
 from cxraug.data import labels as L
-from cxraug.errors import CxraugError
 
 
 def _xrays(n, seed, size=32):

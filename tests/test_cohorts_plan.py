@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
-from cxraug import config as C
 from cxraug.cohorts.gates import parse_gates
 from cxraug.cohorts.generate import SynthConfig, _round_robin, parse_shard
-from cxraug.cohorts.plan import CohortSpec, image_seed, plan_cohort, plan_summary
+from cxraug.cohorts.plan import CohortSpec, plan_cohort, plan_summary
+from cxraug.core import config as C
+from cxraug.core.errors import CxraugError
+from cxraug.core.seeds import image_seed
 from cxraug.data import labels as L
-from cxraug.errors import CxraugError
 
 PNEU, EFF, ATEL = L.index("Pneumonia"), L.index("Pleural Effusion"), L.index("Atelectasis")
 

@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
-from cxraug import config as C
-from cxraug.errors import CxraugError
+from cxraug.core import config as C
+from cxraug.core.errors import CxraugError
 
 
 @dataclasses.dataclass

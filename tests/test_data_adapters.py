@@ -3,11 +3,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import write_png
+
+from cxraug.core.errors import DataError
 from cxraug.data import labels as L
 from cxraug.data.adapters import load_dataset, resolve_data, sample_root
-from cxraug.errors import DataError
 
 
 def test_kermany_index_layout(kermany_fixture):

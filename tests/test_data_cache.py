@@ -3,12 +3,12 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import write_png
+
+from cxraug.core.errors import DataError
 from cxraug.data.adapters import load_dataset
 from cxraug.data.cache import cached_images
 from cxraug.data.transforms import load_grayscale, resize_square
-from cxraug.errors import DataError
 
 
 def test_cache_matches_direct_decode_and_is_reused(kermany_fixture, tmp_path):

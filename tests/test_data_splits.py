@@ -1,11 +1,17 @@
 import numpy as np
 import pytest
 
+from cxraug.core.errors import DataError
 from cxraug.data import labels as L
 from cxraug.data.adapters import load_dataset
-from cxraug.data.splits import (EXCLUDED, assign_splits, load_splits, real_subset, save_splits,
-                                splits_for)
-from cxraug.errors import DataError
+from cxraug.data.splits import (
+    EXCLUDED,
+    assign_splits,
+    load_splits,
+    real_subset,
+    save_splits,
+    splits_for,
+)
 
 
 def _no_patient_crosses(ds):

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from cxraug.cli.main import main
-from cxraug.reference import Reference
+from cxraug.data.reference import Reference
 from cxraug.models.zoo import DEFAULT_MODEL, resolve_model
 
 ROOT = resolve_model(DEFAULT_MODEL)
@@ -91,8 +91,8 @@ def test_trained_only_on_official_training_images_never_a_test_image():
 
 
 def test_bench_warns_when_a_subset_is_too_small(tmp_path):
-    from cxraug import config as C
     from cxraug.classify import bench as B
+    from cxraug.core import config as C
 
     cfg = C.load(B.BenchConfig, None, ["real_fracs=[0.01, 1.0]", "labels=[pneumonia]"])
     real = B.load_real(cfg, tmp_path / "splits.csv")

@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxraug import config as C
 from cxraug.cli.main import main
-from cxraug.config import ConfigError
+from cxraug.core import config as C
+from cxraug.core.config import ConfigError
+from cxraug.core.errors import DataError
 from cxraug.data.adapters import load_dataset
 from cxraug.diffusion import lnfs
 from cxraug.diffusion.lnfs import FilterConfig, LNFSConfig
 from cxraug.diffusion.prepare import apply_filter
-from cxraug.errors import DataError
 
 FAST = {"manifold_steps": 100, "kmeans_n_init": 2}
 CLI_FAST = ["--set", "lnfs.manifold=pca", "--set", "lnfs.kmeans_n_init=1"]

@@ -5,13 +5,14 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY, tiny_config, train_tiny_run
+
 from cxraug.cli.main import main
+from cxraug.core.errors import CxraugError
+from cxraug.core.runs import RunDir
 from cxraug.diffusion.pipeline import DiffCXRPipeline
-from cxraug.diffusion.prepare import RunDir
 from cxraug.diffusion.run import train
-from cxraug.errors import CxraugError
+
 
 def _losses(path):
     return [json.loads(line)["loss"] for line in path.read_text().splitlines()]

@@ -20,9 +20,9 @@ from conftest import write_png
 from PIL import Image
 
 from cxraug.cli.main import main
+from cxraug.core.errors import DataError
 from cxraug.data import labels as L
 from cxraug.data.adapters import load_dataset
-from cxraug.errors import DataError
 
 pytestmark = pytest.mark.no_templates  # nothing here builds prompts: no mined template bank
 

@@ -9,14 +9,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY, tiny_config, train_tiny_run
+
 from cxraug.cli.main import main
+from cxraug.core.artifacts import load_weights
+from cxraug.core.errors import CxraugError, WeightsError
+from cxraug.core.runs import RunDir
 from cxraug.diffusion.pipeline import DiffCXRPipeline
-from cxraug.diffusion.prepare import RunDir
 from cxraug.diffusion.run import train
-from cxraug.errors import CxraugError, WeightsError
-from cxraug.models.io import load_weights
 
 
 @pytest.fixture(scope="module")

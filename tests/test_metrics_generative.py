@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from cxraug.cli.main import main
+from cxraug.core.errors import WeightsError
 from cxraug.data import labels as L
-from cxraug.errors import WeightsError
 from cxraug.metrics import generative as G
 
 
@@ -76,8 +76,8 @@ def test_missing_or_bad_inception_weights_are_one_line_errors(tmp_path):
         G.make_extractor("xrv", xrv_weights=pickled)
     assert "\n" not in str(e.value)
     wrong = tmp_path / "wrong.safetensors"
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
     save_file({"w": torch.zeros(2)}, str(wrong))
     with pytest.raises(WeightsError, match="not a torchxrayvision DenseNet"):
         G.make_extractor("xrv", xrv_weights=wrong)

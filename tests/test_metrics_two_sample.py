@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from cxraug.cli.main import main
-from cxraug.errors import DataError
+from cxraug.core.errors import DataError
 from cxraug.metrics import generative as G
 
 pytestmark = pytest.mark.no_templates  # nothing here reads the report-template bank

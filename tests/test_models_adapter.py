@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cxraug.errors import WeightsError
+from cxraug.core.errors import WeightsError
 from cxraug.models.adapter import ControlledUViT, DiseaseAdapter
 from cxraug.models.uvit import PRESETS, UViT
 

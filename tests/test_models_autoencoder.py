@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from cxraug.errors import WeightsError
+from cxraug.core.errors import WeightsError
 from cxraug.models.autoencoder import (
     META_NAME,
     LatentSpace,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cxraug.models.io import load_component
+from cxraug.core.artifacts import load_component
 from cxraug.models.uvit import PRESETS, UViT
 
 TINY = PRESETS["tiny"]  # width 32, depth 2, heads 2, 8x8 latents, K=4 context tokens of width 16

@@ -10,8 +10,8 @@ import pytest
 from safetensors.torch import load_file
 
 from cxraug.cli.main import main
-from cxraug.reference import Reference, downsample
-from cxraug.errors import CxraugError
+from cxraug.core.errors import CxraugError
+from cxraug.data.reference import Reference, downsample
 from cxraug.models.zoo import DEFAULT_MODEL, SHIPPED, resolve_model
 
 

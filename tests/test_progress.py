@@ -4,7 +4,7 @@ import io
 
 from rich.console import Console
 
-from cxraug.progress import job_progress
+from cxraug.core.progress import job_progress
 
 
 def test_log_file_gets_plain_progress_lines():

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from cxraug.cli.main import main
+from cxraug.core.errors import WeightsError
 from cxraug.data import labels as L
 from cxraug.data.chexbert import (
     HEAD_CLASSES,
@@ -20,7 +21,6 @@ from cxraug.data.chexbert import (
     load_tokenizer,
     raw_from_classes,
 )
-from cxraug.errors import WeightsError
 
 WORDS = ["no", "mild", "small", "left", "right", "pleural", "effusion", "cardio", "##megaly",
          "pneumo", "##thorax", "heart", "size", "is", "normal", "lungs", "are", "clear", ".", ","]

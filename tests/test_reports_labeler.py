@@ -7,9 +7,9 @@ import csv
 import numpy as np
 import pytest
 
+from cxraug.core.errors import CxraugError
 from cxraug.data import labels as L
 from cxraug.data.labeler import RuleLabeler, make_labeler, write_labels_csv
-from cxraug.errors import CxraugError
 
 P, N, U = L.POSITIVE, L.NEGATIVE, L.UNCERTAIN
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from cxraug.core.errors import DataError
 from cxraug.data.iu import image_to_report, iu_reports_frame, parse_iu_xml, read_iu_reports
 from cxraug.data.reports import (
     clean_text,
@@ -13,7 +14,6 @@ from cxraug.data.reports import (
     split_sections,
     split_sentences,
 )
-from cxraug.errors import DataError
 
 IU_XML = """<?xml version="1.0" encoding="utf-8"?>
 <eCitation><uId id="CXR42"/>

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from cxraug.core.errors import DataError
 from cxraug.data import labels as L
 from cxraug.data.labeler import RuleLabeler
 from cxraug.data.templates import PromptBuilder, TemplateBank, mine_templates, paper_hint
-from cxraug.errors import DataError
 
 CORPUS = [
     "FINDINGS: Mild cardiomegaly. No pneumothorax. IMPRESSION: Mild cardiomegaly.",

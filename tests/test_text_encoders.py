@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from cxraug.errors import CxraugError, WeightsError
+from cxraug.core.errors import CxraugError, WeightsError
 from cxraug.text.encoders import BIOMEDCLIP_HUB, build_text_encoder, prepare_report
 
 

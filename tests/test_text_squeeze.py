@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from cxraug.config import ConfigError
-from cxraug.errors import WeightsError
+from cxraug.core.config import ConfigError
+from cxraug.core.errors import WeightsError
 from cxraug.text.squeeze import InformationSqueeze, ReportEncoder, TextConfig, clip_loss, train_text
 
 REPORTS = ["There is cardiomegaly.", "No acute cardiopulmonary process.",

@@ -53,9 +53,9 @@ import numpy as np
 import pandas as pd
 
 from cxraug.classify.train import ArraySet, ClassifierConfig, RealDataConfig, train_classifier
-from cxraug.config import ConfigError
+from cxraug.core.config import ConfigError
+from cxraug.core.errors import CxraugError, DataError
 from cxraug.data import labels as L
-from cxraug.errors import CxraugError, DataError
 
 ARMS = ("real", "real+dup", "real+synth", "synth->real", "gen-data->real", "synth")
 SYNTH_ARMS = ("real+synth", "synth->real", "synth")
@@ -317,7 +317,7 @@ def saved_external_scores(folder: Path, t: TestSet) -> np.ndarray | None:
 
 
 def _saved_classifier(folder: Path) -> Path:
-    from cxraug.models.io import CONFIG_NAME
+    from cxraug.core.artifacts import CONFIG_NAME
 
     if not (folder / "model" / CONFIG_NAME).is_file():
         raise CxraugError(f"{folder}: this job saved no classifier (an older cxraug ran it), so "
@@ -375,8 +375,8 @@ def generator_images(real: RealData, folder: Path, gen_cfg: Any) -> np.ndarray:
     LNFS filter), which holds because the bench reuses the run's ``splits.csv``. A trained
     generator's recorded image count must match, or the bench's data is not the generator's.
     """
+    from cxraug.data.reference import REFERENCE_NAME
     from cxraug.data.splits import real_subset
-    from cxraug.reference import REFERENCE_NAME
 
     ids = np.asarray(real.train.ids, dtype=str)
     if (folder / REFERENCE_NAME).is_file():
@@ -602,7 +602,7 @@ def cohort_for_bench(model: Path, labels: list[str], n: int, out: Path, seed: in
 
 def generator_config(model: Path, frac: float, cfg: BenchConfig, overrides: list[str] | None = None):
     """The config of ``model`` retargeted to the real subset ``frac`` of the same splits."""
-    from cxraug import config as C
+    from cxraug.core import config as C
     from cxraug.diffusion.config import DiffCXRConfig
 
     if not (model / "config.yaml").is_file():
@@ -615,7 +615,7 @@ def generator_config(model: Path, frac: float, cfg: BenchConfig, overrides: list
 def _strict_is_model(model: Path, frac: float, cfg: BenchConfig,
                      overrides: list[str] | None = None) -> bool:
     """Whether ``model`` already is the strict generator of fraction ``frac``."""
-    from cxraug import config as C
+    from cxraug.core import config as C
     from cxraug.diffusion.config import DiffCXRConfig
 
     own = C.load(DiffCXRConfig, model / "config.yaml")
@@ -627,9 +627,9 @@ def generator_source(model: Path, frac: float | None, cfg: BenchConfig, out: Pat
     """``(folder, recipe)`` of the generator whose training images ``gen-data->real`` uses: the
     given run under the paper's protocol (``frac`` None), else the strict generator of ``frac``
     (its recipe is known before it is trained)."""
-    from cxraug import config as C
+    from cxraug.core import config as C
+    from cxraug.data.reference import REFERENCE_NAME
     from cxraug.diffusion.config import DiffCXRConfig
-    from cxraug.reference import REFERENCE_NAME
 
     if not (model / "config.yaml").is_file():
         raise CxraugError(f"{model}: no config.yaml; arm gen-data->real needs a generator run "
@@ -703,8 +703,8 @@ def run_bench(cfg: BenchConfig, out: Path, synth: Path | None = None, model: Pat
     ``generator_overrides`` such as ``train.steps=600`` applied to its config).
     ``test_data``: other datasets every classifier is also scored on (see the module doc).
     """
-    from cxraug import config as C
     from cxraug.classify.model import check_pretrained
+    from cxraug.core import config as C
 
     if strict and model is None:
         raise CxraugError("--strict trains a generator per real fraction from a run's recipe: pass "

@@ -2,7 +2,7 @@
 
 A :class:`Classifier` wraps ``timm.create_model(arch, in_chans=1, num_classes=len(label_names))``
 and is saved like every cxraug component (``config.json`` + ``model.safetensors``, see
-:mod:`cxraug.models.io`). Its ``meta`` records what a user needs to feed it: the label order,
+:mod:`cxraug.core.artifacts`). Its ``meta`` records what a user needs to feed it: the label order,
 the image size and the pixel normalisation of :func:`cxraug.data.transforms.uint8_to_classifier`.
 
 Inputs are ``uint8 [N, H, W]`` arrays (a ``np.memmap`` works: it is read one batch at a time);
@@ -44,10 +44,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from timm.models import get_pretrained_cfg
 
+from cxraug.core.artifacts import CONFIG_NAME, WEIGHTS_NAME, Component, register
+from cxraug.core.errors import CxraugError, WeightsError
 from cxraug.data import transforms
 from cxraug.data.labels import OBSERVATIONS, canonical
-from cxraug.errors import CxraugError, WeightsError
-from cxraug.models.io import CONFIG_NAME, WEIGHTS_NAME, Component, register
 
 # Architectures suggested in error messages (all small enough to train on a CPU).
 SUGGESTED_ARCHS = ("resnet10t", "resnet18", "resnet50", "densenet121", "efficientnet_b0",

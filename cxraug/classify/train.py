@@ -20,7 +20,6 @@ import dataclasses
 import json
 import math
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from cxraug import config as cfgio
 from cxraug.classify.model import Classifier, check_arch, to_model_range
+from cxraug.core import config as cfgio
+from cxraug.core.errors import CxraugError, DataError
+from cxraug.core.progress import job_progress
+from cxraug.core.seeds import subseed
 from cxraug.data import transforms
-from cxraug.errors import CxraugError, DataError
 from cxraug.metrics.auc import has_both_classes, mean_auc, per_label_auc
-from cxraug.progress import job_progress
 
 # ------------------------------------------------------------------------------------ data
 
@@ -192,11 +192,6 @@ class ClassifierConfig:
         if not self.lr > 0:
             raise cfgio.ConfigError("lr: must be > 0")
         self.augment.validate()
-
-
-def subseed(seed: int, name: str) -> int:
-    """A named, independent sub-seed of ``seed`` (data order, augmentation, init...)."""
-    return int(np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)[0])
 
 
 # ----------------------------------------------------------------------- augment and loss

@@ -21,14 +21,14 @@ from cxraug.cli.common import (
 
 
 def _job_slice(job: Optional[str]) -> tuple[int, int]:
-    from cxraug.config import parse_slice
+    from cxraug.core.config import parse_slice
 
     return parse_slice(job, "--job")
 
 
 def _real_fracs(text: str) -> str:
     """Check ``--real-frac`` (comma-separated fractions in (0, 1]); return it normalised."""
-    from cxraug.errors import CxraugError
+    from cxraug.core.errors import CxraugError
 
     how = "give one or more fractions in (0, 1], comma-separated, e.g. 0.01,0.1,1.0"
     parts = [p.strip() for p in str(text).split(",")]
@@ -69,9 +69,9 @@ def bench(data: Optional[str] = DataOpt, kind: str = KindOpt,
     """Train timm classifiers on real subsets with and without synthetic data; report test mAUC
     with patient-bootstrap CIs and paired differences against the real-only arm."""
     writable_out(out)
-    from cxraug import config as C
     from cxraug.classify import bench as B
-    from cxraug.errors import CxraugError
+    from cxraug.core import config as C
+    from cxraug.core.errors import CxraugError
 
     sets = list(overrides or [])
     sets.append(f"real_fracs=[{_real_fracs(real_frac)}]")

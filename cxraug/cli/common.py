@@ -33,7 +33,7 @@ def table(title: str, columns: list[str], rows: list[list[object]]) -> Table:
 
 def out_dir_ok(path: Path, overwrite: bool, what: str = "output") -> None:
     """Refuse to write into an existing non-empty folder unless asked to."""
-    from cxraug.errors import CxraugError
+    from cxraug.core.errors import CxraugError
 
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise CxraugError(f"{path}: {what} folder exists and is not empty; pass --overwrite or "
@@ -47,7 +47,7 @@ def writable_out(path: Path, option: str = "--out", folder: bool = True) -> Path
     (it must not be a folder). Either way no parent may be a regular file (``afile.txt/sub``)
     and the nearest existing folder must be writable.
     """
-    from cxraug.errors import CxraugError
+    from cxraug.core.errors import CxraugError
 
     path = Path(path)
     if path.exists():
@@ -91,7 +91,7 @@ def check_model_labels(pipe, model: str, vec) -> None:
     import numpy as np
 
     from cxraug.data import labels as L
-    from cxraug.reference import REFERENCE_NAME, Reference, check_known
+    from cxraug.data.reference import REFERENCE_NAME, Reference, check_known
 
     ref = pipe.run.root / REFERENCE_NAME
     if ref.is_file():

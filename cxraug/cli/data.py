@@ -26,9 +26,9 @@ def info(data: Optional[str] = DataOpt, kind: str = KindOpt,
     Image files the dataset's table lists but that do not exist are counted and named after the
     table, and the command then exits with code 2 (every other command refuses such a dataset).
     """
+    from cxraug.core.errors import DataError
     from cxraug.data.adapters import load_dataset, missing_files, missing_message, resolve_data
     from cxraug.data.splits import assign_splits
-    from cxraug.errors import DataError
 
     if iu:
         from cxraug.data.adapters import iu as load_iu

@@ -20,8 +20,8 @@ def export(run: Path = typer.Argument(..., help="Run folder from cxraug train.")
     cxraug synth's gates need (so the training data need not be at hand), and the model card.
     The result works anywhere --model is accepted."""
     writable_out(out)
+    from cxraug.core.errors import CxraugError
     from cxraug.diffusion.export import export_model, folder_size
-    from cxraug.errors import CxraugError
 
     if reference_size < 8:
         raise CxraugError(f"--reference-size {reference_size}: must be >= 8")

@@ -36,7 +36,7 @@ def filter_cmd(data: str | None = DataOpt, kind: str = KindOpt,
     """Score every training image (the run's train split, or all images if the run has no
     splits.csv) and write a keep/drop list for `--set data.filter=OUT/keep.csv`."""
     writable_out(out)
-    from cxraug import config as C
+    from cxraug.core import config as C
     from cxraug.diffusion import lnfs
 
     cfg = C.load(lnfs.FilterConfig, None, list(overrides or []))
@@ -51,7 +51,7 @@ def filter_cmd(data: str | None = DataOpt, kind: str = KindOpt,
     latents, images, ds = lnfs.encode_dataset(ds, space, out / "cache", skip_bad=skip_bad)
     skipped = _skipped(candidates, ds)
     if skipped and len(ds) == 0:
-        from cxraug.errors import DataError
+        from cxraug.core.errors import DataError
 
         raise DataError(f"none of the {len(candidates)} images is readable (first: "
                         f"{skipped[0]['path']}: {skipped[0]['reason']})")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from cxraug.cli.common import console, writable_out
-from cxraug.errors import CxraugError
+from cxraug.core.errors import CxraugError
 
 InputArg = typer.Argument(None, help="Folder of .txt reports or a CSV with one report per row.")
 IUOpt = typer.Option(False, "--iu", help="The IU-Xray reports inside torchxrayvision.")

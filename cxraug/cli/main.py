@@ -1,7 +1,7 @@
 """The ``cxraug`` command line: thin Typer commands over the library.
 
 Each command module under ``cxraug/cli`` exposes ``register(app)``; this file only assembles them
-and turns user errors (:class:`cxraug.errors.CxraugError`) into one line and exit code 2.
+and turns user errors (:class:`cxraug.core.errors.CxraugError`) into one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 import typer
 
 from cxraug import __version__
-from cxraug.errors import CxraugError
+from cxraug.core.errors import CxraugError
 
 app = typer.Typer(
     name="cxraug",

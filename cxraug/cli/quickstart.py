@@ -47,10 +47,10 @@ def quickstart(data: Optional[str] = DataOpt,
     synth->real classifiers at 1% and 100% real data on the embedded sample (under 10 minutes on
     2 cores). Rerunning resumes; every step's output stays in the run folder."""
     writable_out(out)
-    from cxraug import config as C
     from cxraug.classify import bench as B
     from cxraug.cli.bench import print_report
     from cxraug.cohorts.generate import SynthConfig, synthesize
+    from cxraug.core import config as C
     from cxraug.diffusion.config import DiffCXRConfig
     from cxraug.diffusion.pipeline import DiffCXRPipeline, write_grid
     from cxraug.diffusion.prepare import validation_prompts

@@ -48,9 +48,9 @@ def train(component: Component = typer.Argument(
     or runs/clf, to cxraug eval / synth --classifier) and runs/clf/metrics.json (val and test
     AUC). --set keys: labels, min_positive, policy, split_seed, classifier.lr, classifier.batch_size...
     """
-    from cxraug import config as C
     from cxraug.cli.common import writable_out
-    from cxraug.errors import CxraugError
+    from cxraug.core import config as C
+    from cxraug.core.errors import CxraugError
 
     clf_only = {"--labels": labels, "--arch": arch, "--image-size": image_size, "--epochs": epochs,
                 "--seed": seed}
@@ -94,8 +94,8 @@ def _train_classifier(recipe: Path | None, overrides: list[str], data: str | Non
                       out: Path | None, overwrite: bool, dry_run: bool, **options) -> None:
     """cxraug train classifier: a timm classifier on a dataset's train split (val for selection);
     ``options``: labels, arch, image_size, epochs, seed (None: the config's)."""
-    from cxraug import config as C
     from cxraug.cli.common import out_dir_ok, writable_out
+    from cxraug.core import config as C
 
     if not dry_run:  # before torch is imported or any data read
         out = writable_out(out or Path("runs/classifier"))
@@ -147,8 +147,8 @@ def generate(model: str = typer.Option("kermany-128", "--model", "-m", help="Shi
     from PIL import Image
 
     from cxraug.cli.common import check_model_labels, default_folder_name, out_dir_ok, writable_out
+    from cxraug.core.errors import CxraugError
     from cxraug.data import labels as L
-    from cxraug.errors import CxraugError
 
     if n <= 0:
         raise CxraugError(f"--n {n}: must be a positive number of images")
@@ -173,8 +173,8 @@ def generate(model: str = typer.Option("kermany-128", "--model", "-m", help="Shi
         console.print(f"output folder: {out}")
     writable_out(out)
     out_dir_ok(out, overwrite)
+    from cxraug.core.precision import default_device
     from cxraug.diffusion.pipeline import DiffCXRPipeline
-    from cxraug.precision import default_device
 
     pipe = DiffCXRPipeline.from_pretrained(model, device=default_device())
     if vec is not None:

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cxraug.config import ConfigError
+from cxraug.core.config import ConfigError
+from cxraug.core.errors import CxraugError
 from cxraug.data import labels as L
-from cxraug.errors import CxraugError
 
 GATES = ("fidelity", "memorisation")
 PASS, FAIL, NOT_RUN = "pass", "fail", "not run"
@@ -192,7 +192,7 @@ class MemorisationGate:
         a whole factor (a packaged model's downsampled reference) are area-downsampled to it."""
         side = self.reference.shape[-1]
         if images.shape[-1] != side and images.shape[-1] % side == 0 and images.shape[-1] == images.shape[-2]:
-            from cxraug.reference import downsample
+            from cxraug.data.reference import downsample
 
             images = downsample(images, side)
         if images.shape[1:] != self.reference.shape[1:]:

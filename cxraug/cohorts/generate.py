@@ -44,7 +44,6 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from cxraug import config as C
 from cxraug.cohorts.gates import (
     GATES,
     FidelityGate,
@@ -63,10 +62,11 @@ from cxraug.cohorts.store import (
     write_atomic,
     write_image,
 )
+from cxraug.core import config as C
+from cxraug.core.errors import CxraugError
+from cxraug.core.precision import default_device, resolve_precision
+from cxraug.core.progress import job_progress
 from cxraug.data import labels as L
-from cxraug.errors import CxraugError
-from cxraug.precision import default_device, resolve_precision
-from cxraug.progress import job_progress
 
 OBS = list(L.OBSERVATIONS)
 
@@ -113,7 +113,7 @@ class SynthConfig:
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
-    """``--shard i/N`` -> ``(i, N)`` (see :func:`cxraug.config.parse_slice`)."""
+    """``--shard i/N`` -> ``(i, N)`` (see :func:`cxraug.core.config.parse_slice`)."""
     return C.parse_slice(text, "--shard")
 
 
@@ -125,7 +125,7 @@ class Generator:
 
     A run folder (``cxraug train``) reads its training and val images through its recipe's
     dataset; a packaged model (``cxraug export``, e.g. the shipped ``kermany-128``) carries them
-    as a :class:`~cxraug.reference.Reference` instead.
+    as a :class:`~cxraug.data.reference.Reference` instead.
     """
 
     run: object  # cxraug.diffusion.prepare.RunDir
@@ -133,13 +133,13 @@ class Generator:
     has_adapter: bool
     hash: str
     name: str = ""
-    reference: object = None  # cxraug.reference.Reference of a packaged model
+    reference: object = None  # cxraug.data.reference.Reference of a packaged model
 
     @classmethod
     def open(cls, model: str | Path) -> Generator:
-        from cxraug.reference import REFERENCE_NAME, Reference
+        from cxraug.core.runs import RunDir
+        from cxraug.data.reference import REFERENCE_NAME, Reference
         from cxraug.diffusion.config import DiffCXRConfig
-        from cxraug.diffusion.prepare import RunDir
         from cxraug.models.zoo import resolve_model
 
         run = RunDir(resolve_model(model))
@@ -175,8 +175,8 @@ class Generator:
     def images(self, ds):
         """``(uint8 [N, S, S] memmap, dataset rows kept)`` at the generator's image size (a
         packaged model's training reference: at its reference size)."""
-        from cxraug.reference import Rows
         from cxraug.data.cache import cached_images
+        from cxraug.data.reference import Rows
 
         if isinstance(ds, Rows):
             return ds.images, ds
@@ -185,7 +185,7 @@ class Generator:
         return images, kept
 
     def check_labels(self, labels: list[str], train_labels: np.ndarray) -> None:
-        from cxraug.reference import check_known
+        from cxraug.data.reference import check_known
 
         check_known(labels, train_labels, self.name)
 
@@ -244,8 +244,8 @@ class Autocast:
 def build_plan(cfg: SynthConfig, train_labels: np.ndarray, has_adapter: bool, start_index: int = 0,
                targets: list[str] | None = None, round_: int = 0) -> pd.DataFrame:
     """The cohort plan with each image's prompt and DKIM hint (both deterministic)."""
+    from cxraug.core.seeds import stable_seed
     from cxraug.data.templates import PromptBuilder, paper_hint
-    from cxraug.diffusion.prepare import stable_seed
 
     plan = plan_cohort(cfg.spec(), train_labels, start_index, targets)
     builder = PromptBuilder(source=cfg.prompts)

@@ -12,24 +12,19 @@ size, shards or processes, and any image can be regenerated from its row.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
+from cxraug.core.errors import CxraugError
+from cxraug.core.seeds import image_seed
 from cxraug.data import labels as L
-from cxraug.errors import CxraugError
 
 NEGATIVE = "negative"
 COOCCURRENCE = ("empirical", "none")
 #: Observations that describe the image as a whole, not a co-occurring finding.
 _NOT_FINDINGS = ("No Finding",)
-
-
-def image_seed(cohort_seed: int, index: int) -> int:
-    digest = hashlib.sha256(f"{cohort_seed}|image|{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 @dataclasses.dataclass

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-
 #: Manifest columns that hold text: read as text, so an id like ``000001`` or a generator hash
 #: like ``75e8231879992875`` (a float to pandas' type inference) stays what was written.
 MANIFEST_TEXT = ("id", "file", "prompt", "hint", "target", "sampler", "generator", "fidelity",

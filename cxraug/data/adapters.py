@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxraug.core.errors import DataError
 from cxraug.data import labels as L
 from cxraug.data.datasets import CXRDataset, frontal_only, make_table
-from cxraug.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cxraug.core.errors import DataError
 from cxraug.data.datasets import CXRDataset
 from cxraug.data.transforms import ImageReadError, load_grayscale, resize_square
-from cxraug.errors import DataError
 
 FORMAT_VERSION = 1
 
@@ -47,7 +47,7 @@ def cached_images(ds: CXRDataset, size: int, cache_dir: str | Path | None = None
     """Return ``(images, ds_kept, skipped)`` with ``images`` a read-only ``uint8 [N, size, size]``
     memory map aligned with ``ds_kept``.
 
-    Unreadable images raise :class:`~cxraug.errors.DataError` naming the file, unless
+    Unreadable images raise :class:`~cxraug.core.errors.DataError` naming the file, unless
     ``skip_bad`` is set; then they are left out of ``ds_kept`` and listed in ``skipped``.
     """
     if size < 8 or size > 4096:

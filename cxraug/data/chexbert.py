@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from cxraug.core.artifacts import CONFIG_NAME, WEIGHTS_NAME, Component, load_component, register
+from cxraug.core.errors import WeightsError
 from cxraug.data import labels as L
 from cxraug.data.reports import labeling_text
-from cxraug.errors import WeightsError
-from cxraug.models.io import CONFIG_NAME, WEIGHTS_NAME, Component, load_component, register
 
 #: bert-base-uncased's configuration (what the published chexbert.pth was trained with).
 BERT_BASE_UNCASED: dict[str, Any] = {
@@ -163,7 +163,7 @@ def load_chexbert(weights: str | Path | None,
 
     ``config``: BERT geometry (dict or config.json path) for a bare state-dict file; default: a
     ``config.json`` beside the file, else read off the tensor shapes (bert-base for chexbert.pth).
-    Raises :class:`~cxraug.errors.WeightsError` (one line) for missing or mismatching weights.
+    Raises :class:`~cxraug.core.errors.WeightsError` (one line) for missing or mismatching weights.
     """
     if weights is None or str(weights).strip() == "":
         raise WeightsError(f"CheXbert needs weights: {WEIGHTS_HELP}")

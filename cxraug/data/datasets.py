@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxraug.core.errors import DataError
 from cxraug.data import labels as L
 from cxraug.data.transforms import load_grayscale
-from cxraug.errors import DataError
 
 BASE_COLUMNS = ("id", "path", "report", "patient_id", "view", "source", "split")
 FRONTAL_VIEWS = ("PA", "AP")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxraug.core.errors import DataError
 from cxraug.data.reports import clean_text
-from cxraug.errors import DataError
 
 IU_ARCHIVE_NAME = "NLMCXR_reports.tgz"
 IU_LICENSE = "CC BY-NC-ND 4.0 (Indiana University / Open-i, National Library of Medicine)"

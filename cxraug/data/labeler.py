@@ -51,9 +51,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cxraug.core.errors import CxraugError
 from cxraug.data import labels as L
 from cxraug.data.reports import SECTION_ALIASES, labeling_text, split_sentences
-from cxraug.errors import CxraugError
 
 # ------------------------------------------------------------------------------ phrases
 # Building blocks. Patterns run on lower-cased, cleaned sentences.

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from cxraug.errors import CxraugError
+from cxraug.core.errors import CxraugError
 
 OBSERVATIONS: tuple[str, ...] = (
     "Enlarged Cardiomediastinum",

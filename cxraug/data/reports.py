@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxraug.errors import DataError
+from cxraug.core.errors import DataError
 
 # ----------------------------------------------------------------------------- cleaning
 

@@ -12,24 +12,18 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from cxraug.core.errors import DataError
+from cxraug.core.seeds import named_rng
 from cxraug.data import labels as L
 from cxraug.data.datasets import CXRDataset
-from cxraug.errors import DataError
 
 SPLITS = ("train", "val", "test")
 EXCLUDED = "excluded"  # images a split policy removed (kept in the table and split file, used nowhere)
-
-
-def _rng(seed: int, name: str) -> np.random.Generator:
-    """A named sub-generator: the same (seed, name) always gives the same stream."""
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
 def patient_strata(ds: CXRDataset, min_size: int = 4) -> pd.Series:
@@ -82,7 +76,7 @@ def assign_splits(ds: CXRDataset, val_frac: float = 0.1, test_frac: float = 0.2,
                         f"{int((ds.table['split'] == value).sum())} image(s); allowed: "
                         f"{', '.join(SPLITS)} or blank")
     table = ds.table.copy()
-    rng = _rng(seed, "splits")
+    rng = named_rng(seed, "splits")
     filters = list(ds.filters)
     if (official == "test").any():
         test_patients = set(table.loc[official == "test", "patient_id"])
@@ -173,7 +167,7 @@ def splits_for(ds: CXRDataset, path: str | Path, **kwargs) -> CXRDataset:
 def subset_rank(train: CXRDataset, seed: int = 0) -> pd.Series:
     """Each training patient's quantile in [0, 1) inside its label stratum (seeded, fixed)."""
     strata = patient_strata(train)
-    rng = _rng(seed, "subsets")
+    rng = named_rng(seed, "subsets")
     q = {}
     for _, group in strata.groupby(strata, sort=True):
         ids = np.array(sorted(group.index))

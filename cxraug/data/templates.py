@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from cxraug.core.errors import DataError
 from cxraug.data import labels as L
 from cxraug.data.labeler import RuleLabeler
 from cxraug.data.reports import (
@@ -45,7 +46,6 @@ from cxraug.data.reports import (
     split_sections,
     split_sentences,
 )
-from cxraug.errors import DataError
 
 PAPER_SENTENCE = "There is {}."
 PAPER_NO_FINDING = "There is no finding."

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from cxraug.errors import CxraugError
+from cxraug.core.errors import CxraugError
 
 CLASSIFIER_MEAN = 0.5
 CLASSIFIER_STD = 0.25

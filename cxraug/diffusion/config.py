@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cxraug.config import ConfigError
+from cxraug.core.config import ConfigError
 from cxraug.models.autoencoder import VAEConfig
 from cxraug.text.squeeze import TextConfig
 
@@ -71,7 +71,7 @@ class TrainConfig:
     # when the report does not. 0 = the paper (report and hint only dropped together).
     report_drop: float = 0.0
     grad_clip: float = 1.0
-    precision: Literal["auto", "fp32", "no", "fp16", "bf16"] = "auto"  # cxraug.precision
+    precision: Literal["auto", "fp32", "no", "fp16", "bf16"] = "auto"  # cxraug.core.precision
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
     beta_end: float = 0.012

@@ -8,7 +8,7 @@ The folder is what ``--model`` accepts anywhere (and what the shipped ``kermany-
                              ``dtype`` (fp16 halves the size; they are loaded back as float32)
     DIR/reference.npz        the generator's real-data reference for ``cxraug synth`` (training
                              labels, downsampled training images, val images; see
-                             :mod:`cxraug.reference`), so no dataset is needed to use it
+                             :mod:`cxraug.data.reference`), so no dataset is needed to use it
     DIR/README.md            model card (the run's, or the ``card`` file given)
 
 Training-only files (checkpoints, caches, the contrastive image tower, splits) stay behind. The
@@ -25,12 +25,13 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from cxraug import config as C
+from cxraug.core import config as C
+from cxraug.core.artifacts import load_weights
+from cxraug.core.errors import CxraugError
+from cxraug.core.runs import RunDir
+from cxraug.data.reference import REFERENCE_NAME, build_reference
 from cxraug.diffusion.config import DiffCXRConfig
-from cxraug.diffusion.prepare import RunDir, training_dataset
-from cxraug.errors import CxraugError
-from cxraug.models.io import load_weights
-from cxraug.reference import REFERENCE_NAME, build_reference
+from cxraug.diffusion.prepare import training_dataset
 
 COMPONENTS = ("vae", "text", "denoiser", "adapter")
 #: Files a component folder needs for inference (anything else is training state).

@@ -81,10 +81,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cxraug import config as C
-from cxraug.config import ConfigError
+from cxraug.core import config as C
+from cxraug.core.config import ConfigError
+from cxraug.core.errors import DataError
 from cxraug.data import labels as L
-from cxraug.errors import DataError
 
 STAGES = ("kmeans", "manifold", "discriminator", "kept")
 _SHORT = {"kmeans": "km", "manifold": "mf", "discriminator": "dc", "kept": ""}
@@ -644,9 +644,9 @@ def filter_candidates(data: str | Path | None, kind: str = "auto", run: str | Pa
     """The images to filter: the train split of ``run/splits.csv`` if the run has one, else
     every image of the dataset. Returns ``(dataset, description)``. ``missing="keep"`` keeps
     rows whose file does not exist (``--skip-bad`` skips them with the unreadable images)."""
+    from cxraug.core.runs import RunDir
     from cxraug.data.adapters import load_dataset, resolve_data
     from cxraug.data.splits import load_splits
-    from cxraug.diffusion.prepare import RunDir
 
     ds = load_dataset(resolve_data(data), kind, missing=missing)
     splits = RunDir(run).splits if run is not None else None
@@ -660,8 +660,8 @@ def open_latent_space(run: str | Path | None = None, vae: str | Path | None = No
                       image_size: int | None = None):
     """``vae`` or ``run/vae`` as a :class:`~cxraug.models.autoencoder.LatentSpace`, optionally
     at another ``image_size`` (must be divisible by its downsampling factor)."""
-    from cxraug.diffusion.prepare import RunDir
-    from cxraug.errors import CxraugError
+    from cxraug.core.errors import CxraugError
+    from cxraug.core.runs import RunDir
     from cxraug.models.autoencoder import LatentSpace
 
     if vae is None and run is None:

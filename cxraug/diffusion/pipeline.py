@@ -18,12 +18,18 @@ import torch
 
 from cxraug.data import labels as L
 from cxraug.diffusion.config import DiffCXRConfig, SampleConfig
-from cxraug.diffusion.sampling import initial_noise, make_sampler, noise_scheduler, sample, scheduler_for
+from cxraug.diffusion.sampling import (
+    initial_noise,
+    make_sampler,
+    noise_scheduler,
+    sample,
+    scheduler_for,
+)
 
 
 def build_denoiser(cfg: DiffCXRConfig, space, encoder):
     """A fresh U-ViT shaped by the preset and overrides, fitted to the latent space and encoder."""
-    from cxraug.errors import CxraugError
+    from cxraug.core.errors import CxraugError
     from cxraug.models.uvit import PRESETS, UViT
 
     if cfg.denoiser.preset not in PRESETS:
@@ -42,10 +48,10 @@ def build_denoiser(cfg: DiffCXRConfig, space, encoder):
 
 def check_run_files(run, parts: tuple[str, ...] = ("vae", "text", "denoiser", "adapter")) -> None:
     """Name the first damaged file (truncated or overwritten weights, broken JSON) of the run
-    components in ``parts`` as one :class:`~cxraug.errors.WeightsError` line, before any of them
+    components in ``parts`` as one :class:`~cxraug.core.errors.WeightsError` line, before any of them
     is loaded. The VAE folder is diffusers', the others are cxraug components."""
+    from cxraug.core.artifacts import check_component
     from cxraug.models.autoencoder import META_NAME
-    from cxraug.models.io import check_component
 
     for part in parts:
         if part == "vae":
@@ -76,9 +82,9 @@ class DiffCXRPipeline:
     def from_pretrained(cls, run_dir: str | Path, device: str = "cpu", use_adapter: bool = True):
         """Load every component from a run folder written by ``cxraug train``, a packaged model
         (``cxraug export``), a shipped model name (``kermany-128``) or a hub id."""
-        from cxraug import config as C
-        from cxraug.diffusion.prepare import RunDir
-        from cxraug.errors import WeightsError
+        from cxraug.core import config as C
+        from cxraug.core.errors import WeightsError
+        from cxraug.core.runs import RunDir
         from cxraug.models.adapter import DiseaseAdapter
         from cxraug.models.autoencoder import LatentSpace
         from cxraug.models.uvit import UViT

@@ -1,19 +1,5 @@
-"""Everything the denoiser trains on, computed once per run and cached in the run folder.
-
-A run folder (``RunDir``) holds the components and the training state::
-
-    run/config.yaml        resolved recipe (written before work starts)
-    run/splits.csv         patient-level splits of the training data
-    run/vae/               latent space (diffusers AutoencoderKL + cxraug_latent.json)
-    run/text/              report encoder + information squeeze (AVA-TLS)
-    run/denoiser/          stage-1 U-ViT (EMA weights), config.json + model.safetensors
-    run/adapter/           stage-2 DKIM adapter (EMA weights)
-    run/cache/             latent moments and condition embeddings of the training images
-    run/checkpoints/       resumable training state per stage
-    run/samples/           sample grids of fixed validation prompts
-    run/metrics*.jsonl     training curves
-    run/README.md          model card
-"""
+"""Everything the denoiser trains on, computed once per run and cached in the run folder
+(training set, prompts, condition embeddings); the folder layout is ``cxraug.core.runs.RunDir``."""
 
 from __future__ import annotations
 
@@ -25,41 +11,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxraug.core.errors import DataError
+from cxraug.core.runs import RunDir
+from cxraug.core.seeds import stable_seed
 from cxraug.data import labels as L
 from cxraug.data.adapters import load_dataset, resolve_data
 from cxraug.data.cache import cached_images
 from cxraug.data.datasets import CXRDataset
 from cxraug.data.splits import real_subset, splits_for
 from cxraug.diffusion.config import DiffCXRConfig
-from cxraug.errors import DataError
-
-
-@dataclasses.dataclass
-class RunDir:
-    root: Path
-
-    def __post_init__(self) -> None:
-        self.root = Path(self.root)
-
-    vae = property(lambda self: self.root / "vae")
-    text = property(lambda self: self.root / "text")
-    denoiser = property(lambda self: self.root / "denoiser")
-    adapter = property(lambda self: self.root / "adapter")
-    cache = property(lambda self: self.root / "cache")
-    samples = property(lambda self: self.root / "samples")
-    splits = property(lambda self: self.root / "splits.csv")
-
-    def checkpoints(self, stage: int) -> Path:
-        return self.root / "checkpoints" / f"stage{stage}"
-
-    def metrics(self, stage: int) -> Path:
-        return self.root / ("metrics.jsonl" if stage == 1 else f"metrics_stage{stage}.jsonl")
-
-
-def stable_seed(*parts: object) -> int:
-    """A 63-bit seed derived from names and numbers (same inputs -> same seed, any process)."""
-    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def training_dataset(cfg: DiffCXRConfig, run: RunDir) -> CXRDataset:

@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 
 from cxraug import __version__
-from cxraug import config as C
+from cxraug.core import config as C
+from cxraug.core.errors import CxraugError
+from cxraug.core.runs import RunDir
 from cxraug.diffusion.config import DiffCXRConfig
-from cxraug.diffusion.prepare import RunDir, prompts_for, training_dataset
-from cxraug.errors import CxraugError
+from cxraug.diffusion.prepare import prompts_for, training_dataset
 
 STAGES = ("vae", "text", "1", "2")
 #: Settings a resumed run may change: more steps continue the same (constant after warm-up)
@@ -159,9 +160,9 @@ def stage_text(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Path:
 def train(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool = False,
           progress: bool = True, max_steps: int | None = None) -> RunDir:
     """Run the requested stages in order, each after any missing prerequisite."""
-    from cxraug.diffusion.train import run_stage
-
     from accelerate import PartialState
+
+    from cxraug.diffusion.train import run_stage
 
     # Under `accelerate launch`, the main process prepares everything shared on disk (run
     # folder, frozen components, caches) first; the others then find it there.

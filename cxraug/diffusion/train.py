@@ -22,12 +22,14 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch.optim.swa_utils import AveragedModel
 
+from cxraug.core.precision import accelerate_precision
+from cxraug.core.progress import job_progress
+from cxraug.core.runs import RunDir
+from cxraug.core.seeds import stable_seed
 from cxraug.data import labels as L
 from cxraug.diffusion.config import DiffCXRConfig, TrainConfig
-from cxraug.diffusion.prepare import RunDir, TrainingSet, stable_seed
+from cxraug.diffusion.prepare import TrainingSet
 from cxraug.diffusion.sampling import loss_target_and_weight, scheduler_for
-from cxraug.precision import accelerate_precision
-from cxraug.progress import job_progress
 
 # Settings that define the noise process; stage 2 always takes them from stage 1 (``train``).
 NOISE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type",
@@ -97,8 +99,8 @@ def read_checkpoint(path: Path) -> dict:
     """Every file of a checkpoint, read and checked before any of it is applied; raises
     :class:`DamagedCheckpoint` naming the first bad file. The optimiser state is loaded with
     ``weights_only=True``: a checkpoint is never unpickled as code."""
-    from cxraug.errors import WeightsError
-    from cxraug.models.io import load_weights
+    from cxraug.core.artifacts import load_weights
+    from cxraug.core.errors import WeightsError
 
     files = {}
     for name in ("model.safetensors", "ema.safetensors"):
@@ -131,11 +133,11 @@ def resumable_checkpoint(folder: Path, announce: bool = True) -> tuple[Path, dic
     """The newest intact checkpoint in ``folder`` and its contents; None when there is none.
 
     Damaged newer ones are skipped, said in one stderr line when ``announce``; when every
-    checkpoint is damaged this is a one-line :class:`~cxraug.errors.CxraugError` (resuming from
+    checkpoint is damaged this is a one-line :class:`~cxraug.core.errors.CxraugError` (resuming from
     step 0 would silently throw the training away)."""
     import sys
 
-    from cxraug.errors import CxraugError
+    from cxraug.core.errors import CxraugError
 
     skipped = []
     for path in sorted(folder.glob("step_*"), reverse=True):
@@ -277,16 +279,20 @@ def train_denoiser(model: torch.nn.Module, trainable: torch.nn.Module, data: Tra
 def run_stage(cfg: DiffCXRConfig, run: RunDir, stage: int, progress: bool = True,
               max_steps: int | None = None) -> Path:
     """Train one stage end to end and export its EMA weights as a component folder."""
-    from cxraug.diffusion.pipeline import (DiffCXRPipeline, build_denoiser, check_run_files,
-                                           write_grid)
+    # 1. Frozen parts: latent space and report encoder; cached training inputs.
+    from accelerate import PartialState
+
+    from cxraug.diffusion.pipeline import (
+        DiffCXRPipeline,
+        build_denoiser,
+        check_run_files,
+        write_grid,
+    )
     from cxraug.diffusion.prepare import build_training_set, validation_prompts
     from cxraug.models.adapter import ControlledUViT, DiseaseAdapter
     from cxraug.models.autoencoder import LatentSpace
     from cxraug.models.uvit import UViT
     from cxraug.text.squeeze import ReportEncoder
-
-    # 1. Frozen parts: latent space and report encoder; cached training inputs.
-    from accelerate import PartialState
 
     state = PartialState()
     # a damaged frozen part is named in one line; a damaged stage-1 export is rewritten from
@@ -304,7 +310,7 @@ def run_stage(cfg: DiffCXRConfig, run: RunDir, stage: int, progress: bool = True
         tcfg = cfg.train
     else:
         if not (run.denoiser / "config.json").is_file():
-            from cxraug.errors import CxraugError
+            from cxraug.core.errors import CxraugError
 
             raise CxraugError(f"{run.denoiser}: no stage-1 denoiser; train stage 1 first "
                               "(cxraug train --stage 1) or pass --from a stage-1 run")

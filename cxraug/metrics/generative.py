@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from scipy import linalg
 
+from cxraug.core.errors import CxraugError, DataError, WeightsError
 from cxraug.data import labels as L
-from cxraug.errors import CxraugError, DataError, WeightsError
 
 EXTRACTORS = ("classifier", "inception", "xrv", "pixels")
 PIXELS_SIZE = 16  # the pixels extractor's thumbnail side: 16 x 16 = 256 features

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from cxraug.errors import WeightsError
-from cxraug.models.io import Component, register
+from cxraug.core.artifacts import Component, register
+from cxraug.core.errors import WeightsError
 from cxraug.models.uvit import TokenEmbed, UViT, make_trunk
 
 

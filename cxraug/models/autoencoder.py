@@ -39,9 +39,9 @@ from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import nn
 
-from cxraug.config import ConfigError
+from cxraug.core.config import ConfigError
+from cxraug.core.errors import WeightsError
 from cxraug.data.transforms import check_model_range, gray_to_rgb, rgb_to_gray, uint8_to_model
-from cxraug.errors import WeightsError
 
 META_NAME = "cxraug_latent.json"
 SD_SCALE_FACTOR = 0.18215
@@ -330,7 +330,7 @@ def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
     (``latent_norm``: per-channel mean/std, or ``scale_factor = 1 / std(z)``). Returns the frozen
     latent space.
     """
-    from cxraug.progress import job_progress
+    from cxraug.core.progress import job_progress
 
     space = build_vae(config).to(device)
     vae = space.vae.train()

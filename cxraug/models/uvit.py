@@ -26,7 +26,7 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps, get_2d_sin
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from cxraug.models.io import Component, register
+from cxraug.core.artifacts import Component, register
 
 # Named constructor-argument sets. "paper" is Diff-CXR's denoiser (~58M parameters); the "cpu-*"
 # sets are for 16x16 latents (128 px images) so that training fits a laptop CPU. context_dim of the

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cxraug.errors import CxraugError
+from cxraug.core.errors import CxraugError
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "models"
 #: Models shipped in the package (name -> folder under cxraug/assets/models).

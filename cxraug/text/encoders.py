@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cxraug.core.errors import CxraugError, WeightsError
 from cxraug.data.reports import clean_text
 from cxraug.data.transforms import gray_to_rgb
-from cxraug.errors import CxraugError, WeightsError
 
 BIOMEDCLIP_HUB = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")

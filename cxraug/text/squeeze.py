@@ -23,10 +23,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from cxraug.config import ConfigError
-from cxraug.data.transforms import uint8_to_classifier, uint8_to_model
-from cxraug.errors import WeightsError
-from cxraug.models.io import (
+from cxraug.core.artifacts import (
     WEIGHTS_NAME,
     Component,
     load_weights,
@@ -34,6 +31,9 @@ from cxraug.models.io import (
     register,
     save_component,
 )
+from cxraug.core.config import ConfigError
+from cxraug.core.errors import WeightsError
+from cxraug.data.transforms import uint8_to_classifier, uint8_to_model
 from cxraug.text.encoders import build_text_encoder, state_dict_digest
 
 CLIP_LOGIT_SCALE = 1.0 / 0.07

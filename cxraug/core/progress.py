@@ -86,3 +86,58 @@ def job_progress(name: str, info: str = "", *, enabled: bool = True, transient: 
     if bar._logging:
         bar.live.transient = True  # the plain lines are the record; no final bar dump
     return bar
+
+
+class MetricsLog:
+    """The one training-log format of cxraug: JSON lines, one record per logged step.
+
+        log = MetricsLog(run / "metrics.jsonl")
+        log.resume(start_step)               # drop records past the step training resumes from
+        log.write(step, loss=0.1032, lr=4e-4)
+
+    Every record is ``{"step": int, <name>: value, ...}``, appended and flushed at once so
+    ``tail -f`` (or a crashed job's folder) shows the curve so far. ``enabled=False`` (a
+    non-main process) writes nothing. Read back with :func:`read_metrics`.
+    """
+
+    def __init__(self, path, enabled: bool = True):
+        from pathlib import Path
+
+        self.path, self.enabled = Path(path), enabled
+
+    def resume(self, step: int) -> None:
+        """Keep only the records up to ``step`` (a resumed job rewrites what came after)."""
+        if not self.enabled or not self.path.is_file():
+            return
+        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(_json_line(r) for r in kept))
+        tmp.replace(self.path)
+
+    def write(self, step: int, **values) -> dict:
+        rec = {"step": int(step), **values}
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(_json_line(rec))
+        return rec
+
+
+def _json_line(rec: dict) -> str:
+    import json
+
+    return json.dumps(rec) + "\n"
+
+
+def read_metrics(path) -> list[dict]:
+    """The records of a :class:`MetricsLog` file (a torn last line from a killed job is skipped)."""
+    import json
+    from pathlib import Path
+
+    out = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out

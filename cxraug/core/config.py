@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from cxraug.errors import CxraugError
+from cxraug.core.errors import CxraugError
 
 T = TypeVar("T")
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxraug.errors import WeightsError
+from cxraug.core.errors import WeightsError
 
 REFERENCE_NAME = "reference.npz"
 KEYS = ("train_ids", "train_labels", "train_images", "val_ids", "val_labels", "val_images")
@@ -88,7 +88,7 @@ def known_labels(train_labels: np.ndarray) -> list[str]:
 
 def check_known(labels, train_labels: np.ndarray, model: str) -> None:
     """Refuse target labels the generator never saw a positive image of, naming the ones it knows."""
-    from cxraug.errors import CxraugError
+    from cxraug.core.errors import CxraugError
 
     known = known_labels(train_labels)
     unknown = [x for x in labels if x not in known]

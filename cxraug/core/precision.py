@@ -41,7 +41,7 @@ def resolve_precision(name: str, device: str | None = None, flags: frozenset[str
     import torch
 
     if name not in PRECISIONS:
-        from cxraug.config import ConfigError
+        from cxraug.core.config import ConfigError
 
         raise ConfigError(f"precision {name!r}: choose one of {', '.join(PRECISIONS)}")
     if name == "no":
