@@ -39,8 +39,9 @@ from rich.console import Console
 from rich.table import Table
 
 import cxraug
+from cxraug.classify.data import ArraySet
 from cxraug.classify.model import Classifier
-from cxraug.classify.train import ArraySet, ClassifierConfig, train_classifier
+from cxraug.classify.train import ClassifierConfig, train_classifier
 from cxraug.data import labels as L
 from cxraug.data.adapters import load_dataset, resolve_data
 from cxraug.data.cache import cached_images

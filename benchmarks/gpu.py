@@ -9,7 +9,7 @@ in what is left of the time budget is skipped and listed under ``skipped``):
 1. ``peak_matmul``: the device's dense matrix-product rate (bf16 8192^3 on CUDA, CUDA events,
    after warm-up). Every utilisation figure below is against this measured peak.
 2. ``train``: one training step of the paper-preset U-ViT (stage 1) and of the DKIM adapter on the
-   frozen U-ViT (stage 2), as ``cxraug.diffusion.train`` does it: bf16 autocast, fp32 MSE loss,
+   frozen U-ViT (stage 2), as ``cxraug.diffusion.denoiser_training`` does it: bf16 autocast, fp32 MSE loss,
    backward, grad-norm clip, fused AdamW, EMA update; inputs pre-drawn on the device; at the
    largest batch that fits up to 256. Eager without and with gradient checkpointing, then
    ``torch.compile`` (last: optional). FLOPs of one forward+backward are counted with
@@ -199,7 +199,7 @@ def autocast(device: torch.device, dtype: torch.dtype):
 
 class Bf16Denoiser:
     """The denoiser under bf16 autocast, returning float32, as ``cxraug synth`` runs it
-    (``cxraug.cohorts.generate.Autocast``): the solver's arithmetic stays in float32."""
+    (``cxraug.cohorts.generator.Autocast``): the solver's arithmetic stays in float32."""
 
     def __init__(self, model, device: torch.device, dtype: torch.dtype):
         self.model, self.device, self.dtype = model, device, dtype
@@ -341,7 +341,7 @@ def measure_peak_matmul(device: torch.device, dtype: torch.dtype, sizes: Sizes) 
 
 def build_train_model(stage: int, preset: str, checkpointing: bool, device: torch.device):
     """``(model, trainable)``. Stage 1: the U-ViT. Stage 2: a DKIM adapter (copy of the U-ViT's
-    input side) on the frozen U-ViT, composed as ``cxraug.diffusion.train.run_stage`` does."""
+    input side) on the frozen U-ViT, composed as ``cxraug.diffusion.denoiser_training.run_stage`` does."""
     from cxraug.models.adapter import ControlledUViT, DiseaseAdapter
     from cxraug.models.uvit import PRESETS, UViT
 
@@ -354,13 +354,13 @@ def build_train_model(stage: int, preset: str, checkpointing: bool, device: torc
 
 
 class TrainStep:
-    """One optimisation step of ``cxraug.diffusion.train.train_denoiser`` on fixed inputs."""
+    """One optimisation step of ``cxraug.diffusion.denoiser_training.train_denoiser`` on fixed inputs."""
 
     def __init__(self, stage: int, preset: str, checkpointing: bool, batch: int,
                  device: torch.device, dtype: torch.dtype, compile_backend: str | None = None):
         from cxraug.diffusion.config import TrainConfig
+        from cxraug.diffusion.denoiser_training import ema_model
         from cxraug.diffusion.sampling import scheduler_for
-        from cxraug.diffusion.train import ema_model
 
         self.stage, self.batch, self.device, self.dtype = stage, batch, device, dtype
         self.model, self.trainable = build_train_model(stage, preset, checkpointing, device)
@@ -667,7 +667,7 @@ def run_cli(name: str, args: list[str], work: Path, timeout: float) -> dict:
 
 
 def train_loop_speed(run: Path) -> dict:
-    """The samples/s that ``cxraug.diffusion.train`` itself logged (last line per stage; the
+    """The samples/s that ``cxraug.diffusion.denoiser_training`` itself logged (last line per stage; the
     window includes the first steps' warm-up)."""
     out = {}
     for stage, name in ((1, "metrics.jsonl"), (2, "metrics_stage2.jsonl")):
@@ -840,7 +840,7 @@ def run_parts(res: dict, sizes: Sizes, device: torch.device, dtype: torch.dtype,
         "preset": sizes.preset,
         "step": "forward under bf16 autocast (fp32 on the CPU), fp32 MSE loss on epsilon, "
                 "backward, clip_grad_norm 1.0, AdamW (fused on CUDA; lr 2e-4, wd 0.03, betas "
-                "0.9/0.9), EMA update (cxraug.diffusion.train.ema_model); inputs pre-drawn on "
+                "0.9/0.9), EMA update (cxraug.diffusion.denoiser_training.ema_model); inputs pre-drawn on "
                 "the device",
         "flops": "FlopCounterMode over one eager forward+backward without checkpointing at the "
                  "measured batch (model FLOPs); mfu = flops_per_step / step time / peak_matmul",

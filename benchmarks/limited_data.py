@@ -49,8 +49,8 @@ def pairs(items: list[str], flag: str) -> dict[str, str]:
 
 
 def bench_config(data: str, fracs: list[float], seeds: int, args) -> object:
-    from cxraug.classify.bench import BenchConfig
     from cxraug.core import config as C
+    from cxraug.experiments.bench import BenchConfig
 
     sets = [f"data={data}", f"real_fracs=[{','.join(f'{f:g}' for f in fracs)}]",
             f"arms=[{','.join(ARMS)}]", f"seeds={seeds}", f"image_size={args.image_size}",
@@ -73,7 +73,7 @@ def gap_closed(cells: list[dict]) -> dict:
 
 def reuse_real_jobs(src: Path, dst: Path, fracs: list[float], seeds: int) -> None:
     """The strict protocol's real / real+dup jobs are the paper protocol's: copy their scores."""
-    from cxraug.classify.bench import job_dir
+    from cxraug.experiments.bench import job_dir
 
     for f in fracs:
         for s in range(seeds):
@@ -84,7 +84,7 @@ def reuse_real_jobs(src: Path, dst: Path, fracs: list[float], seeds: int) -> Non
 
 
 def run_dataset(name: str, data: str, model: Path, args) -> dict:
-    from cxraug.classify.bench import run_bench
+    from cxraug.experiments.bench import run_bench
 
     fracs = [float(x) for x in args.fracs.split(",")]
     out = {"data": data, "model": str(model)}
@@ -213,7 +213,7 @@ def main() -> None:
 
     import torch
 
-    from cxraug.classify.bench import versions
+    from cxraug.experiments.bench import versions
 
     t0 = time.perf_counter()
     results = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),

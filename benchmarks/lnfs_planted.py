@@ -39,8 +39,10 @@ from rich.table import Table
 from cxraug.core import config as C
 from cxraug.data.adapters import load_dataset
 from cxraug.data.cache import cached_images
-from cxraug.diffusion.lnfs import FilterConfig, run_lnfs
-from cxraug.models.autoencoder import LatentSpace, VAEConfig, train_vae
+from cxraug.diffusion.lnfs import run_lnfs
+from cxraug.diffusion.lnfs_config import FilterConfig
+from cxraug.models.autoencoder import LatentSpace
+from cxraug.models.vae_train import VAEConfig, train_vae
 
 OUT = Path(__file__).parent / "results" / "lnfs_planted.json"
 # The corruption types the task named (``--split test``, the default).

@@ -43,7 +43,8 @@ def rel(p) -> str:
 
 
 def cohort(model: str, n: int, out: Path) -> dict:
-    from cxraug.cohorts.generate import SynthConfig, synthesize
+    from cxraug.cohorts.config import SynthConfig
+    from cxraug.cohorts.generate import synthesize
 
     t0 = time.perf_counter()
     summary = synthesize(SynthConfig(labels=["pneumonia"], n=n, seed=0, gates=["memorisation"]),
@@ -111,7 +112,7 @@ def main() -> None:
 
     res["cohort"] = cohort(str(args.model), args.n, work / "cohort")
     clf = extractor(args.model, args.data, args.work / "judges")
-    from cxraug.metrics.generative import evaluate
+    from cxraug.experiments.quality import evaluate
 
     card = evaluate(args.data, work / "cohort", "classifier", clf, image_size=64, max_images=5000,
                     seed=0)

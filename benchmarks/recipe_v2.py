@@ -53,7 +53,7 @@ def timed(fn, steps: int, warmup: int = 2) -> float:
 def vae_step(block_out_channels: list[int], size: int, batch: int):
     import torch.nn.functional as F
 
-    from cxraug.models.autoencoder import VAEConfig, build_vae
+    from cxraug.models.vae_train import VAEConfig, build_vae
 
     vae = build_vae(VAEConfig(image_size=size, block_out_channels=block_out_channels)).vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-4)

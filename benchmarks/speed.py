@@ -81,7 +81,8 @@ def denoiser_efficiency(preset: str = "cpu-192", batch: int = 32, steps: int = 8
 def classifier_pipeline(n: int = 768, size: int = 64, steps: int = 12) -> dict:
     import tempfile
 
-    from cxraug.classify.train import ArraySet, ClassifierConfig, train_classifier
+    from cxraug.classify.data import ArraySet
+    from cxraug.classify.train import ClassifierConfig, train_classifier
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cxraug.cohorts.generate import OBS, SynthConfig, preview, synthesize
+from cxraug.cohorts.config import SynthConfig
+from cxraug.cohorts.generate import OBS, preview, synthesize
 from cxraug.core import config as C
 from cxraug.core.precision import resolve_precision
 from cxraug.data.transforms import load_grayscale, model_to_uint8
@@ -160,11 +161,12 @@ def main() -> None:
         }
         # 2. Label fidelity of both, with the gate fitted on the run's real val split.
         if a.classifier:
-            from cxraug.cohorts.generate import Generator, build_gates
+            from cxraug.cohorts.gates import build_gates
+            from cxraug.cohorts.generator import LoadedGenerator
 
             fcfg = C.from_dict(SynthConfig, {"labels": a.labels.split(","), "n": a.n,
                                              "classifier": a.classifier, "gates": ["fidelity"]})
-            gen = Generator.open(a.model)
+            gen = LoadedGenerator.open(a.model)
             gates, info = build_gates(fcfg, gen, None, gen.training_set())
             targets = plan["target"].tolist()
             result["fidelity"] = {

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from cxraug.data import labels as L
+from cxraug.diffusion.config import TINY  # noqa: F401  (tests import it from here)
 
 # Keep tests reproducible and polite on a 2-core machine.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -99,16 +100,6 @@ def nih_fixture(tmp_path) -> Path:
 
 # ---------------------------------------------------------------------- a tiny Diff-CXR run
 
-TINY = [
-    "data.image_size=32", "data.prompts=paper", "vae.image_size=32", "vae.block_out_channels=[8, 16, 16]",
-    "vae.steps=3", "vae.batch_size=4", "vae.scale_samples=8",
-    "text.max_tokens=16", "text.cond_tokens=4", "text.epochs=1", "text.batch_size=4",
-    "text.image_model=resnet10t", "text.image_size=32", "text.max_steps=2",
-    "denoiser.preset=tiny", "train.steps=4", "train.batch_size=4", "train.log_every=1",
-    "train.checkpoint_every=2", "train.sample_every=0", "train.warmup_steps=2",
-    "adapter.steps=2", "adapter.batch_size=4", "adapter.log_every=1", "adapter.checkpoint_every=2",
-    "adapter.sample_every=0", "sample.steps=3", "sample.grid_per_prompt=1",
-]
 
 
 def tiny_config(data, *extra):
@@ -121,7 +112,7 @@ def tiny_config(data, *extra):
 
 def train_tiny_run(tmp_path_factory):
     """Stages vae, text, 1 and 2 on a 24-image Kermany-layout fixture: ``(cfg, run, data_root)``."""
-    from cxraug.diffusion.run import train
+    from cxraug.diffusion.stages import train_run
 
     root = tmp_path_factory.mktemp("kermany")
     rows = ["image_path,split,patient_id,pneumonia,subtype"]
@@ -131,5 +122,5 @@ def train_tiny_run(tmp_path_factory):
         rows.append(f"{name},{'test' if i >= 20 else 'train'},P{i // 2},{i % 2},{'virus' if i % 2 else 'normal'}")
     (root / "index.csv").write_text("\n".join(rows) + "\n")
     cfg = tiny_config(root)
-    run = train(cfg, tmp_path_factory.mktemp("run") / "r", ["vae", "text", "1", "2"], progress=False)
+    run = train_run(cfg, tmp_path_factory.mktemp("run") / "r", ["vae", "text", "1", "2"], progress=False)
     return cfg, run, root

@@ -69,9 +69,9 @@ def bench(data: Optional[str] = DataOpt, kind: str = KindOpt,
     """Train timm classifiers on real subsets with and without synthetic data; report test mAUC
     with patient-bootstrap CIs and paired differences against the real-only arm."""
     writable_out(out)
-    from cxraug.classify import bench as B
     from cxraug.core import config as C
     from cxraug.core.errors import CxraugError
+    from cxraug.experiments import bench as B
 
     sets = list(overrides or [])
     sets.append(f"real_fracs=[{_real_fracs(real_frac)}]")

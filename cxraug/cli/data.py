@@ -31,7 +31,7 @@ def info(data: Optional[str] = DataOpt, kind: str = KindOpt,
     from cxraug.data.splits import assign_splits
 
     if iu:
-        from cxraug.data.adapters import iu as load_iu
+        from cxraug.data.layouts import iu as load_iu
 
         ds = load_iu(Path(data) if data else None)
     else:

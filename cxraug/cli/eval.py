@@ -37,7 +37,7 @@ def eval_cmd(real: str = typer.Option(..., "--real", help="Real images: any data
     """Compare a synthetic cohort with real images in a feature space; write an eval card."""
     writable_out(out, folder=False)
     from cxraug.core.errors import CxraugError
-    from cxraug.metrics.generative import SUMMARY_COLUMNS, evaluate, summary_rows
+    from cxraug.experiments.quality.card import SUMMARY_COLUMNS, evaluate, summary_rows
 
     if image_size < 8 or (max_images is not None and max_images < 2) or min_count < 1:
         raise CxraugError("--image-size must be >= 8, --max-images >= 2 and --min-count >= 1")

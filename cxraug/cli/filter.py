@@ -38,8 +38,9 @@ def filter_cmd(data: str | None = DataOpt, kind: str = KindOpt,
     writable_out(out)
     from cxraug.core import config as C
     from cxraug.diffusion import lnfs
+    from cxraug.diffusion.lnfs_config import FilterConfig
 
-    cfg = C.load(lnfs.FilterConfig, None, list(overrides or []))
+    cfg = C.load(FilterConfig, None, list(overrides or []))
     ds, what = _candidates(data, kind, model, skip_bad)
     if dry_run:
         console.print(C.dump(cfg) + f"# images: {what}")

@@ -47,25 +47,26 @@ def quickstart(data: Optional[str] = DataOpt,
     synth->real classifiers at 1% and 100% real data on the embedded sample (under 10 minutes on
     2 cores). Rerunning resumes; every step's output stays in the run folder."""
     writable_out(out)
-    from cxraug.classify import bench as B
     from cxraug.cli.bench import print_report
-    from cxraug.cohorts.generate import SynthConfig, synthesize
+    from cxraug.cohorts.config import SynthConfig
+    from cxraug.cohorts.generate import synthesize
     from cxraug.core import config as C
     from cxraug.diffusion.config import DiffCXRConfig
     from cxraug.diffusion.pipeline import DiffCXRPipeline, write_grid
-    from cxraug.diffusion.prepare import validation_prompts
-    from cxraug.diffusion.run import train
+    from cxraug.diffusion.prompts import validation_prompts
+    from cxraug.diffusion.stages import train_run
+    from cxraug.experiments import bench as B
 
     data = data or "sample:kermany"
     bcfg = C.load(B.BenchConfig, None, [f"data={data}", *BENCH, f"classifier.seed={seed}"])
     console.rule("1/3 generator")
     if train_generator:  # each stage is skipped when already trained: rerunning resumes
         cfg = C.load(DiffCXRConfig, None, [f"data.data={data}", f"train.seed={seed}", *GENERATOR])
-        model = str(train(cfg, out / "generator", ["vae", "text", "1", "2"]).root)
+        model = str(train_run(cfg, out / "generator", ["vae", "text", "1", "2"]).root)
     pipe = DiffCXRPipeline.from_pretrained(model)
     splits = Path(model) / "splits.csv" if (Path(model) / "splits.csv").is_file() else out / "bench" / "splits.csv"
     splits.parent.mkdir(parents=True, exist_ok=True)
-    grid = write_grid(pipe, validation_prompts(B.load_real(bcfg, splits).train, "mined"),
+    grid = write_grid(pipe, validation_prompts(B.load_real_splits(bcfg, splits).train, "mined"),
                       out / "generator_samples.png", pipe.sample_cfg)
     console.print(f"generator: {model}; sample grid: {grid}")
     # 3. Cohort.

@@ -48,8 +48,9 @@ def synth(model: str = typer.Option("kermany-128", "--model", "-m", help="Shippe
             out = Path("cohorts") / default_folder_name(labels, n)
             console.print(f"cohort folder: {out}")
         writable_out(out)
+    from cxraug.cohorts.config import SynthConfig, parse_shard
     from cxraug.cohorts.gates import parse_gates
-    from cxraug.cohorts.generate import SynthConfig, parse_shard, preview, synthesize
+    from cxraug.cohorts.generate import preview, synthesize
     from cxraug.cohorts.plan import plan_summary
     from cxraug.core import config as C
     from cxraug.data.labels import parse_label_list

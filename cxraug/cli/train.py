@@ -84,9 +84,9 @@ def train(component: Component = typer.Argument(
     if dry_run:
         console.print(C.dump(cfg))
         return
-    from cxraug.diffusion.run import train as run_train
+    from cxraug.diffusion.stages import train_run
 
-    run = run_train(cfg, out, stages, overwrite)
+    run = train_run(cfg, out, stages, overwrite)
     console.print(f"[bold green]done[/]: {run.root} (model card: {run.root / 'README.md'})")
 
 
@@ -100,7 +100,7 @@ def _train_classifier(recipe: Path | None, overrides: list[str], data: str | Non
     if not dry_run:  # before torch is imported or any data read
         out = writable_out(out or Path("runs/classifier"))
         out_dir_ok(out, overwrite, "classifier run")
-    from cxraug.classify.train import DatasetClassifierConfig, train_on_dataset
+    from cxraug.classify.dataset import DatasetClassifierConfig, train_on_dataset
 
     sets = list(overrides)  # the options win over --set, as in cxraug bench
     for key, val in (("data", data), ("classifier.arch", options["arch"]),

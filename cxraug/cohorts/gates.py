@@ -21,15 +21,23 @@ Each gate returns one record per image; the records are manifest columns.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cxraug.cohorts.store import CohortDir, write_atomic
 from cxraug.core.config import ConfigError
 from cxraug.core.errors import CxraugError
 from cxraug.data import labels as L
+
+if TYPE_CHECKING:
+    from cxraug.cohorts.config import SynthConfig
+    from cxraug.cohorts.generator import LoadedGenerator
 
 GATES = ("fidelity", "memorisation")
 PASS, FAIL, NOT_RUN = "pass", "fail", "not run"
@@ -254,3 +262,56 @@ class Gates:
             failed = [g for g in GATES if rec[g] == FAIL]
             out.append(rec | {"accepted": not failed, "reason": ";".join(failed)})
         return out
+
+
+# ------------------------------------------------------------------------ a cohort's gates
+
+def build_gates(cfg: SynthConfig, gen: LoadedGenerator, out: CohortDir | None,
+                train_ds) -> tuple[Gates, dict]:
+    """Load the classifier, read real train/val images and calibrate (or reload) the gates."""
+    info: dict = {g: {"status": "not run"} for g in GATES}
+    if not cfg.gates:
+        return Gates(), info
+    saved = json.loads(out.gates.read_text()) if out is not None and out.gates.is_file() else None
+    clf = _gate_classifier(cfg.classifier)
+    if saved is None:  # calibrate on the real val split of the generator's data
+        val_images, val_ds = gen.images(gen.split("val"))
+    fid = mem = None
+    if "fidelity" in cfg.gates and clf is None:
+        info["fidelity"] = {"status": "not run", "why": "no --classifier given"}
+    elif "fidelity" in cfg.gates and saved is not None:
+        fid = FidelityGate.from_thresholds(clf, saved["fidelity"]["thresholds"])
+    elif "fidelity" in cfg.gates:
+        fid = FidelityGate.calibrate(clf, cfg.labels, val_images, val_ds.labels, cfg.gate)
+        info["fidelity"] = {"status": "run", "classifier": str(Path(cfg.classifier).resolve()),
+                            "recall": cfg.gate.recall, "negative_keep": cfg.gate.negative_keep,
+                            "n_val": len(val_ds), "thresholds": fid.thresholds()}
+    if "memorisation" in cfg.gates:
+        ref, kept = gen.images(train_ds)
+        embed, name = ((clf.embed, f"classifier {clf.args['arch']} features") if clf is not None
+                       else (pixel_embedding(cfg.gate.pixel_embed),
+                             f"pixels {cfg.gate.pixel_embed}x{cfg.gate.pixel_embed}"))
+        mem = MemorisationGate(ref, kept.ids, embed, name, cfg.gate)
+        if saved is not None:
+            mem.threshold = saved["memorisation"]["threshold"]
+        else:
+            info["memorisation"] = {"status": "run", "embedding": name, "alpha": cfg.gate.alpha,
+                                    "top_k": cfg.gate.top_k, "n_reference": len(kept),
+                                    **mem.calibrate(val_images)}
+    if saved is not None:
+        return Gates(fid, mem), saved
+    if out is not None:
+        write_atomic(out.gates, json.dumps(info, indent=2) + "\n")
+    return Gates(fid, mem), info
+
+
+def _gate_classifier(folder: str | None):
+    """The real-data classifier of the fidelity gate (and of the embeddings), if one is given."""
+    from cxraug.classify.model import Classifier
+
+    if not folder:
+        return None
+    if not (Path(folder) / "config.json").is_file():
+        raise CxraugError(f"--classifier {folder}: not a classifier folder (no "
+                          "config.json); train one on real data first")
+    return Classifier.from_pretrained(folder).eval()

@@ -7,19 +7,24 @@ training image that has its target label (so a pneumonia image also has an effus
 real pneumonia images do); with ``"none"`` only the target is positive. Every image gets its
 own seed derived from the cohort seed and its index, so the cohort does not depend on batch
 size, shards or processes, and any image can be regenerated from its row.
+:func:`build_plan` adds what the generator is given: each image's prompt and DKIM hint.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from cxraug.core.errors import CxraugError
-from cxraug.core.seeds import image_seed
+from cxraug.core.seeds import image_seed, stable_seed
 from cxraug.data import labels as L
+
+if TYPE_CHECKING:
+    from cxraug.cohorts.config import SynthConfig
 
 NEGATIVE = "negative"
 COOCCURRENCE = ("empirical", "none")
@@ -110,6 +115,24 @@ def plan_cohort(spec: CohortSpec, train_labels: np.ndarray | None = None,
         rows.append({"index": idx, "target": target.lower(), "seed": image_seed(spec.seed, idx),
                      **dict(zip(L.OBSERVATIONS, vec.tolist()))})
     return pd.DataFrame(rows)
+
+
+def build_plan(cfg: SynthConfig, train_labels: np.ndarray, has_adapter: bool, start_index: int = 0,
+               targets: list[str] | None = None, round_: int = 0) -> pd.DataFrame:
+    """The cohort plan (:func:`plan_cohort` of ``cfg``) with each image's round, prompt and DKIM
+    hint (both deterministic)."""
+    from cxraug.data.templates import PromptBuilder, paper_hint
+
+    plan = plan_cohort(cfg.spec(), train_labels, start_index, targets)
+    builder = PromptBuilder(source=cfg.prompts)
+    vecs = plan[list(L.OBSERVATIONS)].to_numpy(np.float32)
+    prompts = [builder.build(v, seed=stable_seed(cfg.seed, "prompt", i))
+               for v, i in zip(vecs, plan["index"])]
+    hints = [paper_hint(v) if has_adapter else "" for v in vecs]
+    plan.insert(1, "round", round_)
+    plan.insert(4, "prompt", prompts)
+    plan.insert(5, "hint", hints)
+    return plan
 
 
 def plan_summary(plan: pd.DataFrame) -> pd.DataFrame:

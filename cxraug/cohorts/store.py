@@ -12,11 +12,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from cxraug.core.errors import CxraugError
 
 #: Manifest columns that hold text: read as text, so an id like ``000001`` or a generator hash
 #: like ``75e8231879992875`` (a float to pandas' type inference) stays what was written.
@@ -118,6 +121,43 @@ def clean_orphans(out: CohortDir, shard: tuple[int, int], done: dict[int, dict])
 
 def csv_text(df: pd.DataFrame) -> str:
     return df.to_csv(index=False, lineterminator="\n")
+
+
+# ------------------------------------------------------------------------------- the folder
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v}
+    return out
+
+
+def open_output(out: CohortDir, settings: dict, plan: pd.DataFrame, overwrite: bool) -> None:
+    """Create the folder, or check that it holds this very cohort (then we resume)."""
+    if out.root.exists() and any(out.root.iterdir()):
+        if not out.settings.is_file():  # never delete a folder we did not make
+            raise CxraugError(f"{out.root}: folder exists and is not a cxraug cohort; choose "
+                              "another --out")
+        if overwrite:
+            shutil.rmtree(out.root)
+        else:
+            old, new = _flat(json.loads(out.settings.read_text())), _flat(settings)
+            diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+            if diff:
+                k = diff[0]
+                raise CxraugError(f"{out.root}: holds a cohort made with other arguments ({k}: "
+                                  f"{old.get(k)!r} now {new.get(k)!r}); rerun the original "
+                                  "command to resume, or pass --overwrite, or another --out")
+            if out.plan.is_file() and out.plan.read_text() != csv_text(plan):
+                raise CxraugError(f"{out.plan}: the plan differs from the one on disk (generator "
+                                  "training labels or prompt templates changed?); pass --overwrite "
+                                  "or another --out")
+    for folder in (out.root, out.images, out.rejected, out.parts):
+        folder.mkdir(parents=True, exist_ok=True)
+    if not out.settings.is_file():
+        write_atomic(out.settings, json.dumps(settings, indent=2) + "\n")
+    if not out.plan.is_file():
+        write_atomic(out.plan, csv_text(plan))
 
 
 # ------------------------------------------------------------------------------------ images

@@ -21,6 +21,7 @@ from cxraug.core.errors import DataError
 from cxraug.core.seeds import named_rng
 from cxraug.data import labels as L
 from cxraug.data.datasets import CXRDataset
+from cxraug.data.tables import read_csv
 
 SPLITS = ("train", "val", "test")
 EXCLUDED = "excluded"  # images a split policy removed (kept in the table and split file, used nowhere)
@@ -130,8 +131,6 @@ def save_splits(ds: CXRDataset, path: str | Path) -> Path:
 def load_splits(ds: CXRDataset, path: str | Path) -> CXRDataset:
     """Apply a saved split file; every image of ``ds`` must be listed with its patient."""
     path = Path(path)
-    from cxraug.data.adapters import read_csv  # local: adapters import this module's users
-
     df = read_csv(path, ("id", "patient_id", "split"), "split file")
     bad = set(df["split"]) - set(SPLITS) - {EXCLUDED}
     if bad:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cxraug.core.config import ConfigError
-from cxraug.models.autoencoder import VAEConfig
+from cxraug.models.vae_train import VAEConfig
 from cxraug.text.squeeze import TextConfig
 
 
@@ -146,3 +146,17 @@ class DiffCXRConfig:
         if self.vae.image_size != self.data.image_size:
             raise ConfigError(f"vae.image_size {self.vae.image_size} differs from data.image_size "
                               f"{self.data.image_size}; set both")
+
+
+#: ``--set`` overrides that train every stage in seconds on 32 px images: the tests' runs, the
+#: byte-for-byte check (``benchmarks/golden.py``) and smoke runs, never a model worth using.
+TINY = [
+    "data.image_size=32", "data.prompts=paper", "vae.image_size=32", "vae.block_out_channels=[8, 16, 16]",
+    "vae.steps=3", "vae.batch_size=4", "vae.scale_samples=8",
+    "text.max_tokens=16", "text.cond_tokens=4", "text.epochs=1", "text.batch_size=4",
+    "text.image_model=resnet10t", "text.image_size=32", "text.max_steps=2",
+    "denoiser.preset=tiny", "train.steps=4", "train.batch_size=4", "train.log_every=1",
+    "train.checkpoint_every=2", "train.sample_every=0", "train.warmup_steps=2",
+    "adapter.steps=2", "adapter.batch_size=4", "adapter.log_every=1", "adapter.checkpoint_every=2",
+    "adapter.sample_every=0", "sample.steps=3", "sample.grid_per_prompt=1",
+]

@@ -58,10 +58,15 @@ filter, so pixel noise, JPEG blocking or scanlines vanish in its latents (its de
 clean-looking image, so the latent diffusion model hardly sees them either); catch those with an
 image-space check if they matter.
 
-:class:`FilterResult` holds one row per image (``id, path, keep, noise_score, kmeans_z,
-global_z, recon_z, stage, reason`` and the intermediate flags) and writes the keep/drop CSV read
-by :func:`cxraug.diffusion.prepare.apply_filter`, a summary JSON (removed overall, per deciding
-stage and per positive label) and a contact sheet of the dropped images, noisiest first.
+:class:`~cxraug.diffusion.lnfs_result.FilterResult` holds one row per image (``id, path, keep,
+noise_score, kmeans_z, global_z, recon_z, stage, reason`` and the intermediate flags) and writes
+the keep/drop CSV read by :func:`cxraug.diffusion.prepare.apply_filter`, a summary JSON (removed
+overall, per deciding stage and per positive label) and a contact sheet of the dropped images,
+noisiest first.
+
+Modules: :mod:`~cxraug.diffusion.lnfs_config` (settings), :mod:`~cxraug.diffusion.lnfs_scores`
+(features, K-means, discriminator), :mod:`~cxraug.diffusion.lnfs_manifold` (the manifold model),
+:mod:`~cxraug.diffusion.lnfs_result` (outputs); this one runs the stages and finds the images.
 
 ``cxraug filter`` runs it on the training split of a run (its ``splits.csv``) or, for a run
 without one, on every image of the dataset; ``apply_filter`` keeps images the CSV does not list.
@@ -70,368 +75,35 @@ without one, on every image of the dataset; ``apply_filter`` keeps images the CS
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
-from cxraug.core import config as C
-from cxraug.core.config import ConfigError
-from cxraug.core.errors import DataError
-from cxraug.data import labels as L
+from cxraug.core.errors import CxraugError, DataError
+from cxraug.core.runs import RunDir
+from cxraug.data.adapters import load_dataset, resolve_data
+from cxraug.data.cache import cached_images
+from cxraug.data.splits import load_splits
+from cxraug.diffusion.lnfs_config import LNFSConfig
+from cxraug.diffusion.lnfs_manifold import ManifoldStage, manifold_stage
+from cxraug.diffusion.lnfs_result import FilterResult
+from cxraug.diffusion.lnfs_scores import (
+    DiscriminatorStage,
+    KMeansStage,
+    _effective_k,
+    _sigmoid,
+    _signed_log,
+    discriminator_stage,
+    kmeans_stage,
+    latent_features,
+)
+from cxraug.models.autoencoder import LatentSpace, cache_moments
 
-STAGES = ("kmeans", "manifold", "discriminator", "kept")
-_SHORT = {"kmeans": "km", "manifold": "mf", "discriminator": "dc", "kept": ""}
 Status = Callable[[str], None]
-
-
-@dataclass
-class LNFSConfig:
-    """LNFS settings (``--set lnfs.NAME=VALUE``); see the module docstring for the reasoning."""
-
-    seed: int = 0
-    # 0. features
-    standardize: bool = True
-    pca_components: int = 16
-    latent_stats: bool = True
-    # 1. K-means
-    k: int = 8
-    kmeans_n_init: int = 10
-    kmeans_z: float = 3.5
-    global_z: float = 5.0
-    min_cluster_share: float = 0.25
-    # 2. manifold model
-    manifold: Literal["autoencoder", "pca"] = "autoencoder"
-    manifold_dim: int = 32
-    manifold_hidden: int = 128
-    manifold_steps: int = 300
-    manifold_lr: float = 1e-3
-    manifold_batch: int = 128
-    manifold_folds: int = 3
-    recon_z: float = 3.5
-    recon_two_sided: bool = True
-    # 3. discriminator
-    discriminator: Literal["logistic", "mlp", "gbm"] = "logistic"
-    disc_folds: int = 5
-    disc_c: float = 1.0
-    disc_balanced: bool = False
-    disc_clip: float = 0.01
-    min_pseudo_noisy: int = 5
-    score_threshold: float = 0.5
-    # 4. cap and outputs
-    max_drop_frac: float = 0.2
-    sheet_max: int = 64
-
-    def validate(self) -> None:
-        def need(ok: bool, name: str, what: str) -> None:
-            if not ok:
-                raise ConfigError(f"lnfs.{name} {getattr(self, name)!r}: {what}")
-
-        need(self.pca_components >= 0, "pca_components", "must be >= 0 (0 = no PCA)")
-        need(self.k >= 1, "k", "must be a positive number of clusters, e.g. 8")
-        need(self.kmeans_n_init >= 1, "kmeans_n_init", "must be >= 1")
-        need(self.kmeans_z > 0, "kmeans_z", "must be a positive robust z cut-off, e.g. 3.5")
-        need(self.global_z > 0, "global_z", "must be a positive robust z cut-off, e.g. 5 "
-             "(1e9 = off)")
-        need(0 <= self.min_cluster_share < 1, "min_cluster_share", "must be in [0, 1), e.g. 0.25")
-        need(self.manifold_dim >= 1, "manifold_dim", "must be >= 1")
-        need(self.manifold_hidden >= 1, "manifold_hidden", "must be >= 1")
-        need(self.manifold_steps >= 1, "manifold_steps", "must be >= 1")
-        need(self.manifold_lr > 0, "manifold_lr", "must be > 0")
-        need(self.manifold_batch >= 1, "manifold_batch", "must be >= 1")
-        need(self.manifold_folds >= 1, "manifold_folds", "must be >= 1 (1 = no cross-fitting)")
-        need(self.recon_z > 0, "recon_z", "must be a positive robust z cut-off, e.g. 3.5")
-        need(self.disc_folds >= 2, "disc_folds", "must be >= 2 (scores are out of fold)")
-        need(self.disc_c > 0, "disc_c", "must be > 0")
-        need(0 <= self.disc_clip < 0.5, "disc_clip", "must be in [0, 0.5), e.g. 0.01")
-        need(self.min_pseudo_noisy >= 2, "min_pseudo_noisy", "must be >= 2")
-        need(0 < self.score_threshold < 1, "score_threshold", "must be in (0, 1), e.g. 0.5")
-        need(0 <= self.max_drop_frac <= 1, "max_drop_frac", "must be in [0, 1]")
-        need(self.sheet_max >= 1, "sheet_max", "must be >= 1")
-
-
-@dataclass
-class FilterConfig:
-    """What ``cxraug filter`` reads: the LNFS settings live under ``lnfs.``."""
-
-    lnfs: LNFSConfig = field(default_factory=LNFSConfig)
-
-
-# ---------------------------------------------------------------------------------- helpers
-
-def robust_z(x: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
-    """``(x - median(ref)) / (1.4826 * MAD(ref))``; falls back to the std, then to 0, when the
-    MAD is 0 (fewer than 3 reference values give z = 0: no spread to measure against)."""
-    x = np.asarray(x, dtype=np.float64)
-    ref = x if ref is None else np.asarray(ref, dtype=np.float64)
-    if len(ref) < 3:
-        return np.zeros_like(x)
-    med = np.median(ref)
-    scale = 1.4826 * np.median(np.abs(ref - med))
-    if scale <= 1e-12:
-        scale = float(np.std(ref))
-    if scale <= 1e-12:
-        return np.zeros_like(x)
-    return (x - med) / scale
-
-
-def _signed_log(z: np.ndarray) -> np.ndarray:
-    return np.sign(z) * np.log1p(np.abs(z))
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
-
-
-@dataclass
-class Features:
-    """``x``: standardised flattened latents ``[N, D]`` (the manifold model's input); ``embed``:
-    ``[N, P + 4C]`` PCA coordinates (scaled to unit mean variance) next to the whitened latent
-    statistics (K-means and discriminator input)."""
-
-    x: np.ndarray
-    embed: np.ndarray
-    n_pca: int
-    n_stats: int
-
-
-def latent_statistics(latents: np.ndarray) -> np.ndarray:
-    """Per channel: mean, std and mean absolute horizontal / vertical difference of the latent
-    map, ``[N, C, h, w]`` -> ``[N, 4C]``. These summarise brightness, contrast and sharpness,
-    which PCA of the raw latents mostly discards (a blurred image is *easier* to reconstruct)."""
-    lat = np.asarray(latents, dtype=np.float64)
-    if lat.ndim != 4:
-        return np.zeros((len(lat), 0))
-    dx = np.abs(np.diff(lat, axis=3)).mean((2, 3)) if lat.shape[3] > 1 else np.zeros(lat.shape[:2])
-    dy = np.abs(np.diff(lat, axis=2)).mean((2, 3)) if lat.shape[2] > 1 else np.zeros(lat.shape[:2])
-    return np.concatenate([lat.mean((2, 3)), lat.std((2, 3)), dx, dy], axis=1)
-
-
-def _whiten(a: np.ndarray, floor: float = 1e-3) -> np.ndarray:
-    """Standardise, then decorrelate ``[N, F]`` so Euclidean distance is Mahalanobis distance:
-    an unusual *combination* of statistics (sharp vertically, smooth horizontally) then counts
-    as much as an unusual value. Eigenvalues below ``floor`` x their mean are clamped so that
-    near-constant directions are not blown up."""
-    a = (a - a.mean(0)) / np.maximum(a.std(0), 1e-12)
-    w, v = np.linalg.eigh(np.cov(a, rowvar=False).reshape(a.shape[1], a.shape[1]))
-    return (a @ v) / np.sqrt(np.maximum(w, floor * max(w.mean(), 1e-12)))
-
-
-def latent_features(latents: np.ndarray, cfg: LNFSConfig) -> Features:
-    """Latents ``[N, C, h, w]`` (or ``[N, D]``) -> standardised latents and the embedding."""
-    from sklearn.decomposition import PCA
-
-    lat = np.asarray(latents, dtype=np.float64)
-    if not np.isfinite(lat).all():
-        raise DataError("latents contain NaN or inf; check the latent space and the cached moments")
-    x = lat.reshape(len(lat), -1)
-    x = x - x.mean(0)
-    if cfg.standardize:
-        x = x / np.maximum(x.std(0), 1e-8)
-    x = x.astype(np.float32)  # [N, D] can be large (D = 4096 for SD latents at 256 px)
-    n_comp = min(cfg.pca_components, len(x) - 1, x.shape[1])
-    if cfg.pca_components == 0 or n_comp < 1:
-        pca = x
-    else:
-        pca = PCA(n_components=n_comp, random_state=cfg.seed).fit_transform(x)
-    pca = pca / np.sqrt(max(pca.var(0).mean(), 1e-12))
-    stats = latent_statistics(lat) if cfg.latent_stats else np.zeros((len(x), 0))
-    stats = _whiten(stats) if stats.shape[1] else stats
-    return Features(x, np.concatenate([pca, stats], axis=1), pca.shape[1], stats.shape[1])
-
-
-# --------------------------------------------------------------------------- 1. K-means
-
-@dataclass
-class KMeansStage:
-    k: int
-    cluster: np.ndarray  # [N] int
-    distance: np.ndarray  # [N] distance to the nearest regular (not tiny) centroid
-    z: np.ndarray  # [N] robust z of that distance within that cluster
-    global_z: np.ndarray  # [N] robust z of the distance to the median of all images
-    tiny: np.ndarray  # [N] bool, member of a cluster below min_cluster_share * N / k
-    flagged: np.ndarray  # [N] bool: z > kmeans_z, global_z > cfg.global_z, or tiny
-    sizes: list[int]
-
-
-def _effective_k(k: int, n: int) -> int:
-    """At most one cluster per 20 images: fewer cannot tell a rare mode from chance."""
-    return max(1, min(k, n // 20))
-
-
-def kmeans_stage(feats: np.ndarray, cfg: LNFSConfig) -> KMeansStage:
-    """Cluster ``[N, P]`` features; flag far-from-centroid images and tiny clusters.
-
-    Distances and z-scores are taken to the nearest cluster that is not tiny (for members of
-    a regular cluster that is their own), so a tiny cluster's members also get a large z.
-    """
-    from sklearn.cluster import KMeans
-
-    n = len(feats)
-    k = _effective_k(cfg.k, n)
-    km = KMeans(n_clusters=k, n_init=cfg.kmeans_n_init, random_state=cfg.seed).fit(feats)
-    cluster = km.labels_.astype(int)
-    sizes = np.bincount(cluster, minlength=k)
-    tiny_cluster = sizes < cfg.min_cluster_share * n / k
-    big = np.flatnonzero(~tiny_cluster) if (~tiny_cluster).any() else np.arange(k)
-    d_all = km.transform(feats)[:, big]  # Euclidean distance to every regular centroid
-    ref = big[np.argmin(d_all, axis=1)]
-    dist = d_all.min(axis=1)
-    z = np.zeros(n)
-    for c in big:
-        z[ref == c] = robust_z(dist[ref == c], dist[cluster == c])
-    tiny = tiny_cluster[cluster]
-    gz = robust_z(np.linalg.norm(feats - np.median(feats, axis=0), axis=1))
-    flagged = (z > cfg.kmeans_z) | (gz > cfg.global_z) | tiny
-    return KMeansStage(k, cluster, dist, z, gz, tiny, flagged, sizes.tolist())
-
-
-# --------------------------------------------------------------------------- 2. manifold
-
-class LatentAutoencoder(nn.Module):
-    """MLP ``D -> hidden -> dim -> hidden -> D`` on standardised flattened latents."""
-
-    def __init__(self, d: int, hidden: int, dim: int):
-        super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, dim))
-        self.decoder = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, d))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
-
-
-def _autoencoder_errors(train: np.ndarray, test: np.ndarray, cfg: LNFSConfig,
-                        seed: int) -> np.ndarray:
-    """Fit on ``train`` rows, return mean squared reconstruction error of ``test`` rows."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a ~0.1M-parameter MLP only loses to thread sync, badly on busy cores
-    try:
-        return _fit_autoencoder(train, test, cfg, seed)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _fit_autoencoder(train: np.ndarray, test: np.ndarray, cfg: LNFSConfig, seed: int) -> np.ndarray:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LatentAutoencoder(train.shape[1], cfg.manifold_hidden, cfg.manifold_dim)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.manifold_lr, weight_decay=1e-4)
-    xt = torch.as_tensor(train, dtype=torch.float32)
-    for _ in range(cfg.manifold_steps):
-        idx = torch.randint(0, len(xt), (min(cfg.manifold_batch, len(xt)),), generator=gen)
-        loss = nn.functional.mse_loss(model(xt[idx]), xt[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        xs = torch.as_tensor(test, dtype=torch.float32)
-        return ((model(xs) - xs) ** 2).mean(1).double().numpy()
-
-
-def _pca_errors(train: np.ndarray, test: np.ndarray, cfg: LNFSConfig, seed: int) -> np.ndarray:
-    from sklearn.decomposition import PCA
-
-    pca = PCA(n_components=min(cfg.manifold_dim, len(train) - 1, train.shape[1]),
-              random_state=seed).fit(train)
-    recon = pca.inverse_transform(pca.transform(test))
-    return ((recon - test) ** 2).mean(1)
-
-
-MANIFOLDS: dict[str, Callable[[np.ndarray, np.ndarray, LNFSConfig, int], np.ndarray]] = {
-    "autoencoder": _autoencoder_errors, "pca": _pca_errors}
-
-
-@dataclass
-class ManifoldStage:
-    error: np.ndarray  # [N] mean squared reconstruction error
-    z: np.ndarray  # [N] robust z of log error vs the typical images
-    flagged: np.ndarray  # [N] bool
-
-
-def manifold_stage(x: np.ndarray, typical: np.ndarray, cfg: LNFSConfig) -> ManifoldStage:
-    """Reconstruction error of every row of ``x`` ``[N, D]`` under a model of the typical rows.
-
-    Typical rows are scored by the fold model that did not train on them; the other rows by
-    the mean of the fold models' errors.
-    """
-    from sklearn.model_selection import KFold
-
-    fit = MANIFOLDS[cfg.manifold]
-    n = len(x)
-    typ = np.flatnonzero(typical)
-    if len(typ) < 4:
-        raise DataError(f"LNFS: only {len(typ)} typical images after K-means; the manifold model "
-                        "needs at least 4 (lower lnfs.k or raise lnfs.kmeans_z)")
-    err = np.zeros(n)
-    other = np.flatnonzero(~typical)
-    folds = min(cfg.manifold_folds, len(typ) // 2)
-    if folds < 2:
-        err[typ] = fit(x[typ], x[typ], cfg, cfg.seed)
-        if len(other):
-            err[other] = fit(x[typ], x[other], cfg, cfg.seed)
-    else:
-        splitter = KFold(folds, shuffle=True, random_state=cfg.seed)
-        for f, (tr, te) in enumerate(splitter.split(typ)):
-            rows = np.concatenate([typ[te], other])
-            e = fit(x[typ[tr]], x[rows], cfg, cfg.seed + 1 + f)
-            err[typ[te]] = e[:len(te)]
-            err[other] += e[len(te):] / folds
-    log_err = np.log(np.maximum(err, 1e-12))
-    z = robust_z(log_err, log_err[typ])
-    return ManifoldStage(err, z, (np.abs(z) if cfg.recon_two_sided else z) > cfg.recon_z)
-
-
-# ----------------------------------------------------------------------- 3. discriminator
-
-def _discriminator(cfg: LNFSConfig):
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    weight = "balanced" if cfg.disc_balanced else None
-    if cfg.discriminator == "logistic":
-        model = LogisticRegression(C=cfg.disc_c, class_weight=weight, max_iter=5000)
-    elif cfg.discriminator == "mlp":  # sklearn's MLP has no class weights
-        model = MLPClassifier((64,), alpha=1.0 / cfg.disc_c, max_iter=1000, random_state=cfg.seed)
-    else:
-        model = HistGradientBoostingClassifier(max_iter=200, l2_regularization=1.0 / cfg.disc_c,
-                                               class_weight=weight, random_state=cfg.seed)
-    return make_pipeline(StandardScaler(), model)
-
-
-@dataclass
-class DiscriminatorStage:
-    score: np.ndarray  # [N] in [0, 1]
-    trained: bool
-    folds: int
-    note: str
-
-
-def discriminator_stage(features: np.ndarray, pseudo_noisy: np.ndarray, cfg: LNFSConfig,
-                        rule_score: np.ndarray) -> DiscriminatorStage:
-    """Cross-fitted noise scores from ``features`` ``[N, F]`` and pseudo-labels ``[N]`` (bool)."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-    n_noisy, n_clean = int(pseudo_noisy.sum()), int((~pseudo_noisy).sum())
-    if n_noisy < cfg.min_pseudo_noisy or n_clean < cfg.min_pseudo_noisy:
-        return DiscriminatorStage(rule_score, False, 0,
-                                  f"discriminator skipped ({n_noisy} pseudo-noisy, "
-                                  f"{n_clean} pseudo-clean; "
-                                  f"needs {cfg.min_pseudo_noisy} of each): rule score used")
-    folds = min(cfg.disc_folds, n_noisy, n_clean)
-    cv = StratifiedKFold(folds, shuffle=True, random_state=cfg.seed)
-    proba = cross_val_predict(_discriminator(cfg), features, pseudo_noisy.astype(int), cv=cv,
-                              method="predict_proba")[:, 1]
-    return DiscriminatorStage(proba, True, folds, f"{cfg.discriminator}, {folds}-fold cross-fitted")
 
 
 # ------------------------------------------------------------------------------- pipeline
@@ -536,107 +208,6 @@ def _explain(km: KMeansStage, mf: ManifoldStage, dc: DiscriminatorStage, drop: n
     return stages, reasons
 
 
-# -------------------------------------------------------------------------------- results
-
-@dataclass
-class FilterResult:
-    """One row per image, aligned with the latents given to :func:`run_lnfs`.
-
-    ``table`` columns: ``id, path, keep, noise_score`` (in [0, 1]), ``kmeans_z, global_z,
-    recon_z, stage`` (the stage that decided a drop: kmeans / manifold / discriminator; ``kept``
-    otherwise), ``reason``, then ``cluster, cluster_size, kmeans_flag, manifold_flag,
-    pseudo_noisy, recon_error``. ``info`` holds run-level facts (k, cluster sizes, counts).
-    """
-
-    table: pd.DataFrame
-    config: LNFSConfig
-    info: dict[str, Any]
-
-    @property
-    def keep(self) -> np.ndarray:
-        return self.table["keep"].to_numpy(dtype=bool)
-
-    def write_csv(self, path: str | Path) -> Path:
-        """The keep/drop list: ``id, keep (1/0), noise_score, stage, reason``."""
-        path = Path(path)
-        df = self.table[["id", "keep", "noise_score", "stage", "reason"]].copy()
-        df["keep"] = df["keep"].astype(int)
-        df["noise_score"] = df["noise_score"].round(4)
-        df.to_csv(path, index=False)
-        return path
-
-    def summary(self, labels: np.ndarray | None = None) -> dict[str, Any]:
-        """Removal counts overall, per deciding stage and per positive label (raw ``[N, 14]``)."""
-        t = self.table
-        dropped = ~self.keep
-
-        def counts(mask: np.ndarray) -> dict[str, Any]:
-            d = int((dropped & mask).sum())
-            out = {"images": int(mask.sum()), "dropped": d,
-                   "dropped_frac": round(d / max(1, int(mask.sum())), 4)}
-            out.update({s: int(((t["stage"] == s).to_numpy() & mask).sum()) for s in STAGES[:3]})
-            return out
-
-        out = {"overall": counts(np.ones(len(t), dtype=bool)), "info": self.info,
-               "config": C.to_dict(self.config), "per_label": {}}
-        if labels is not None:
-            pos = np.asarray(labels) == L.POSITIVE
-            for j, name in enumerate(L.OBSERVATIONS):
-                if pos[:, j].any():
-                    out["per_label"][name] = counts(pos[:, j])
-            if (~pos.any(1)).any():
-                out["per_label"]["(no positive label)"] = counts(~pos.any(1))
-        top = t[dropped].sort_values("noise_score", ascending=False, kind="stable").head(20)
-        out["top_dropped"] = [{"id": r.id, "noise_score": round(float(r.noise_score), 4),
-                               "stage": r.stage, "reason": r.reason} for r in top.itertuples()]
-        return out
-
-    def write_summary(self, path: str | Path, labels: np.ndarray | None = None) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.summary(labels), indent=2) + "\n")
-        return path
-
-    def write_contact_sheet(self, images: np.ndarray, path: str | Path, thumb: int = 64,
-                            columns: int = 8) -> Path:
-        """A grid of the dropped images (``images``: ``uint8 [N, H, W]``, row-aligned), noisiest
-        first, at most ``config.sheet_max``, each captioned with its score and deciding stage
-        (``km`` K-means, ``mf`` manifold, ``dc`` discriminator)."""
-        from PIL import Image, ImageDraw
-
-        path = Path(path)
-        t = self.table.reset_index(drop=True)
-        rows = t[~self.keep].sort_values("noise_score", ascending=False, kind="stable")
-        rows = rows.head(self.config.sheet_max)
-        caption = 12
-        if rows.empty:
-            sheet = Image.new("L", (thumb * 3, thumb // 2), 0)
-            ImageDraw.Draw(sheet).text((4, 4), "LNFS: no images dropped", fill=255)
-            sheet.save(path)
-            return path
-        cols = min(columns, len(rows))
-        nrow = -(-len(rows) // cols)
-        sheet = Image.new("L", (cols * thumb, nrow * (thumb + caption)), 0)
-        draw = ImageDraw.Draw(sheet)
-        for k, (i, r) in enumerate(rows.iterrows()):
-            x, y = (k % cols) * thumb, (k // cols) * (thumb + caption)
-            tile = Image.fromarray(np.asarray(images[i], dtype=np.uint8)).resize((thumb, thumb))
-            sheet.paste(tile, (x, y))
-            draw.text((x + 2, y + thumb), f"{r.noise_score:.2f} {_SHORT[r.stage]}", fill=255)
-        sheet.save(path)
-        return path
-
-    def save(self, out: str | Path, labels: np.ndarray | None = None,
-             images: np.ndarray | None = None) -> dict[str, Path]:
-        """Write ``keep.csv``, ``summary.json`` and (given images) ``dropped.png`` into ``out``."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        files = {"csv": self.write_csv(out / "keep.csv"),
-                 "summary": self.write_summary(out / "summary.json", labels)}
-        if images is not None:
-            files["sheet"] = self.write_contact_sheet(images, out / "dropped.png")
-        return files
-
-
 # ------------------------------------------------------------------ dataset-level helpers
 
 def filter_candidates(data: str | Path | None, kind: str = "auto", run: str | Path | None = None,
@@ -644,10 +215,6 @@ def filter_candidates(data: str | Path | None, kind: str = "auto", run: str | Pa
     """The images to filter: the train split of ``run/splits.csv`` if the run has one, else
     every image of the dataset. Returns ``(dataset, description)``. ``missing="keep"`` keeps
     rows whose file does not exist (``--skip-bad`` skips them with the unreadable images)."""
-    from cxraug.core.runs import RunDir
-    from cxraug.data.adapters import load_dataset, resolve_data
-    from cxraug.data.splits import load_splits
-
     ds = load_dataset(resolve_data(data), kind, missing=missing)
     splits = RunDir(run).splits if run is not None else None
     if splits is not None and splits.is_file():
@@ -660,10 +227,6 @@ def open_latent_space(run: str | Path | None = None, vae: str | Path | None = No
                       image_size: int | None = None):
     """``vae`` or ``run/vae`` as a :class:`~cxraug.models.autoencoder.LatentSpace`, optionally
     at another ``image_size`` (must be divisible by its downsampling factor)."""
-    from cxraug.core.errors import CxraugError
-    from cxraug.core.runs import RunDir
-    from cxraug.models.autoencoder import LatentSpace
-
     if vae is None and run is None:
         raise CxraugError("give --model RUN (a run folder with vae/) or --vae FOLDER")
     folder = Path(vae) if vae is not None else RunDir(run).vae
@@ -684,9 +247,6 @@ def encode_dataset(ds, space, cache_dir: str | Path, batch_size: int = 16, skip_
     Returns ``(latents float32 [N, C, h, w] posterior means, images uint8 [N, S, S], dataset)``
     with unreadable images left out when ``skip_bad``.
     """
-    from cxraug.data.cache import cached_images
-    from cxraug.models.autoencoder import cache_moments
-
     images, ds, _ = cached_images(ds, space.image_size, skip_bad=skip_bad, progress=progress)
     key = hashlib.sha256(("|".join(ds.ids) + space.fingerprint()).encode()).hexdigest()[:16]
     moments = cache_moments(space, images, Path(cache_dir) / f"moments-{key}.npy", key=key,

@@ -18,6 +18,7 @@ import torch
 
 from cxraug.data import labels as L
 from cxraug.diffusion.config import DiffCXRConfig, SampleConfig
+from cxraug.diffusion.denoiser import Condition, Denoiser
 from cxraug.diffusion.sampling import (
     initial_noise,
     make_sampler,
@@ -61,7 +62,10 @@ def check_run_files(run, parts: tuple[str, ...] = ("vae", "text", "denoiser", "a
 
 
 class DiffCXRPipeline:
-    """Latent space + report encoder + U-ViT (+ optional DKIM adapter) + a sampler."""
+    """Latent space + report encoder + U-ViT (+ optional DKIM adapter) + a sampler.
+
+    ``model`` is the network (the U-ViT, or the adapter-steered ``ControlledUViT``; callers may
+    wrap it, e.g. in bf16 autocast); :attr:`denoise` calls it as ``net(x_t, t, cond)``."""
 
     def __init__(self, latent_space, report_encoder, denoiser, adapter=None,
                  sample_cfg: SampleConfig | None = None, train_cfg=None, device: str = "cpu"):
@@ -111,6 +115,11 @@ class DiffCXRPipeline:
     def has_adapter(self) -> bool:
         return self.adapter is not None
 
+    @property
+    def denoise(self) -> Denoiser:
+        """``self.model`` (as it is now) behind the one call signature ``net(x_t, t, cond)``."""
+        return Denoiser(self.model, uses_hint=self.has_adapter)
+
     @torch.inference_mode()
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         return self.encoder.encode(list(texts))[1].float().to(self.device)
@@ -125,15 +134,14 @@ class DiffCXRPipeline:
         sc = self.sample_cfg
         steps, guidance = steps or sc.steps, sc.guidance if guidance is None else guidance
         scheduler = make_sampler(sampler or sc.sampler, self.train_scheduler)
-        ctx = self.encode(reports)
-        hint = null_hint = None
-        if self.has_adapter:
+        ctx, hint = self.encode(reports), None
+        if self.has_adapter:  # the DKIM hint of the target labels
             vecs = labels if labels is not None else np.stack([L.empty_vector()] * len(reports))
             hint = self.encode([paper_hint(v) for v in np.atleast_2d(vecs)])
-            null_hint = self.null
+        null = self.null.to(self.device)
+        cond, null = Condition(ctx, hint), Condition(null, null)
         noise = initial_noise(seeds, self.space.latent_shape, self.device)
-        return sample(self.model, scheduler, noise, ctx, self.null.to(self.device), steps, guidance,
-                      hint, null_hint)
+        return sample(self.denoise, scheduler, noise, cond, null, steps, guidance)
 
     @torch.inference_mode()
     def __call__(self, reports: Sequence[str], seeds: Sequence[int] | None = None,

@@ -7,7 +7,8 @@ denoiser. :func:`sample` joins them:
   the batch it was generated in, the batch size or the number of processes;
 * guidance runs the conditional and unconditional passes as one doubled batch
   (``eps = eps_u + w (eps_c - eps_u)``, the paper's form; ``w = 1`` skips the unconditional pass);
-* the DKIM hint, when given, travels with the report context and is dropped with it.
+* the denoiser is called as ``net(x_t, t, cond)`` (:mod:`cxraug.diffusion.denoiser`); the DKIM
+  hint, when the condition has one, travels with the report context and is dropped with it.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from collections.abc import Callable, Sequence
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-SAMPLERS = ("dpm++", "ddim")
+from cxraug.diffusion.denoiser import Condition
 
-Denoiser = Callable[..., torch.Tensor]
+SAMPLERS = ("dpm++", "ddim")
 
 
 def noise_scheduler(num_train_timesteps: int = 1000, beta_start: float = 0.00085,
@@ -40,25 +41,6 @@ def scheduler_for(train_cfg) -> DDPMScheduler:
     return noise_scheduler(train_cfg.num_train_timesteps, train_cfg.beta_start, train_cfg.beta_end,
                            train_cfg.beta_schedule, getattr(train_cfg, "prediction_type", "epsilon"),
                            getattr(train_cfg, "zero_terminal_snr", False))
-
-
-def loss_target_and_weight(scheduler: DDPMScheduler, z: torch.Tensor, eps: torch.Tensor,
-                           t: torch.Tensor, snr_gamma: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The regression target of the scheduler's prediction type (epsilon or v) and per-sample
-    loss weights ``[B]``: ones, or Min-SNR-gamma (``min(snr, g) / snr`` for epsilon,
-    ``min(snr, g) / (snr + 1)`` for v)."""
-    a = scheduler.alphas_cumprod.to(z.device)[t].view(-1, 1, 1, 1)
-    if scheduler.config.prediction_type == "v_prediction":
-        target = a.sqrt() * eps - (1 - a).sqrt() * z
-    else:
-        target = eps
-    if snr_gamma <= 0:
-        return target, torch.ones(len(t), device=z.device)
-    snr = (a / (1 - a).clamp_min(1e-12)).flatten()
-    clipped = torch.minimum(snr, torch.full_like(snr, snr_gamma))
-    if scheduler.config.prediction_type == "v_prediction":
-        return target, clipped / (snr + 1)
-    return target, clipped / snr.clamp_min(1e-12)
 
 
 def make_sampler(name: str, train_scheduler: DDPMScheduler):
@@ -85,28 +67,23 @@ def initial_noise(seeds: Sequence[int], shape: tuple[int, ...], device: torch.de
 
 
 @torch.inference_mode()
-def sample(model: Denoiser, scheduler, latents: torch.Tensor, context: torch.Tensor,
-           null_context: torch.Tensor, steps: int = 50, guidance: float = 2.0,
-           hint: torch.Tensor | None = None, null_hint: torch.Tensor | None = None) -> torch.Tensor:
+def sample(model: Callable[..., torch.Tensor], scheduler, latents: torch.Tensor, cond: Condition,
+           null: Condition, steps: int = 50, guidance: float = 2.0) -> torch.Tensor:
     """Run the reverse process from ``latents`` ``[B, C, h, w]`` (already initial noise).
 
-    ``context`` ``[B, K, D]``; ``null_context`` ``[K, D]`` (broadcast). ``hint``/``null_hint``
-    likewise for a DKIM-controlled model (``model(x, t, context, hint)``). Returns ``z_0``.
+    ``model(x_t, t, cond)``: a :class:`~cxraug.diffusion.denoiser.Denoiser`. ``cond``: the
+    batch's :class:`~cxraug.diffusion.denoiser.Condition` (``[B, K, D]`` fields); ``null``: the
+    null condition (``[K, D]`` fields, broadcast). Returns ``z_0``.
     """
     scheduler.set_timesteps(steps, device=latents.device)
-    b = latents.shape[0]
     guided = guidance != 1.0
-    ctx = torch.cat([context, null_context.expand(b, *null_context.shape)]) if guided else context
-    hnt = None
-    if hint is not None:
-        nh = null_hint if null_hint is not None else null_context
-        hnt = torch.cat([hint, nh.expand(b, *nh.shape)]) if guided else hint
+    cond = cond.with_null(null) if guided else cond
     x = latents * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
         inp = torch.cat([x, x]) if guided else x
         inp = scheduler.scale_model_input(inp, t)
         tt = t.expand(inp.shape[0]).to(latents.device)
-        eps = model(inp, tt, ctx) if hnt is None else model(inp, tt, ctx, hnt)
+        eps = model(inp, tt, cond)
         if guided:
             eps_c, eps_u = eps.chunk(2)
             eps = eps_u + guidance * (eps_c - eps_u)

@@ -10,7 +10,6 @@ the global report embedding, aligned with an image embedding by a symmetric CLIP
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from cxraug.core.artifacts import (
 )
 from cxraug.core.config import ConfigError
 from cxraug.core.errors import WeightsError
+from cxraug.core.progress import MetricsLog
 from cxraug.data.transforms import uint8_to_classifier, uint8_to_model
 from cxraug.text.encoders import build_text_encoder, state_dict_digest
 
@@ -200,7 +200,9 @@ def train_text(report_texts: Sequence[str], images_uint8: np.ndarray, config: Te
 
     ``images_uint8``: ``uint8 [N, H, W]`` paired with ``report_texts`` (length N). Saves the
     report encoder (``config.json`` + ``model.safetensors``; text weights only if tuned) and, for
-    a timm image side, ``image_encoder.safetensors`` into ``out_dir``.
+    a timm image side, ``image_encoder.safetensors`` into ``out_dir``; the loss of every step goes
+    to ``out_dir/train_log.jsonl`` as it trains (``{"step": n, "loss": x}``, a
+    :class:`~cxraug.core.progress.MetricsLog`).
     """
     from rich.progress import Progress
 
@@ -233,6 +235,9 @@ def train_text(report_texts: Sequence[str], images_uint8: np.ndarray, config: Te
     total = per_epoch * config.epochs
     total = min(total, config.max_steps) if config.max_steps else total
     step, losses = 0, []
+    log = MetricsLog(Path(out_dir) / "train_log.jsonl") if out_dir is not None else None
+    if log is not None:
+        log.resume(0)  # a new run replaces the curve of an earlier one
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("tuning report encoder", total=total)
         while step < total:
@@ -258,6 +263,8 @@ def train_text(report_texts: Sequence[str], images_uint8: np.ndarray, config: Te
                 opt.step()
                 losses.append(loss.item())
                 step += 1
+                if log is not None:
+                    log.write(step, loss=losses[-1])
                 bar.update(task, advance=1, description=f"tuning report encoder, loss {losses[-1]:.3f}")
                 if step >= total:
                     break
@@ -275,5 +282,4 @@ def train_text(report_texts: Sequence[str], images_uint8: np.ndarray, config: Te
                   str(out_dir / "image_encoder.safetensors"),
                   metadata={"timm_model": config.image_model, "in_chans": "1",
                             "image_size": str(config.image_size), "range": "classifier"})
-    (out_dir / "train_log.json").write_text(json.dumps({"loss": losses}))
     return ReportEncoder.from_pretrained(out_dir, map_location=device)

@@ -1,0 +1,118 @@
+"""What every dataset layout adapter shares: reading its CSV tables with one-line errors naming
+the file, checking label cells and split values, and turning its rows into a
+:class:`~cxraug.data.datasets.CXRDataset`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxraug.core.errors import DataError
+from cxraug.data.datasets import CXRDataset, frontal_only, make_table
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
+
+
+def read_csv(path: Path, required: tuple[str, ...], what: str, hint: str = "") -> pd.DataFrame:
+    """Read a CSV (optionally .gz) and check its columns, with one-line errors naming the file.
+
+    ``hint`` is appended to the missing-column error (e.g. the layouts cxraug knows).
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (expected the {what})")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    # pandas renames a repeated column "x" to "x.1": two columns of one name are a conflict
+    for c in df.columns:
+        m = re.fullmatch(r"(.+)\.(\d+)", str(c))
+        if m and m.group(1) in df.columns:
+            raise DataError(f"{path}: column {m.group(1)!r} appears more than once; keep one")
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; the {what} needs "
+                        f"{', '.join(required)} (found: {_columns(df.columns)}){hint}")
+    if df.empty:
+        raise DataError(f"{path}: has no rows")
+    return df
+
+
+def _columns(columns, limit: int = 20) -> str:
+    cols = [str(c) for c in columns]
+    shown = ", ".join(repr(c) if c != c.strip() or not c else c for c in cols[:limit])
+    return (shown + (f", ... ({len(cols)} in all)" if len(cols) > limit else "")) or "none"
+
+
+#: The table layouts cxraug reads, with the columns each needs (shown when a table matches none).
+LAYOUT_COLUMNS: dict[str, str] = {
+    "kermany": "index.csv with image_path, split, patient_id, pneumonia (optional subtype)",
+    "nih14": "index.csv with image_id, image_path_<size>, patient_id, finding_labels, or "
+             "Data_Entry_2017*.csv with Image Index, Finding Labels, Patient ID, View Position",
+    "chexpert": "train.csv / valid.csv with Path, Frontal/Lateral and the 14 observations",
+    "mimic": "mimic-cxr-2.0.0-metadata.csv (dicom_id, subject_id, study_id, ViewPosition) and "
+             "mimic-cxr-2.0.0-chexpert.csv",
+    "manifest": "manifest.csv or labels.csv (or any CSV given as the data path) with path "
+                "(optional id, patient_id, view, report, split, label columns)",
+}
+
+
+def _layouts_hint() -> str:
+    return ("; known layouts: " + "; ".join(f"{k}: {v}" for k, v in LAYOUT_COLUMNS.items())
+            + "; rename the columns, or pass --dataset folder to read only the images, unlabelled")
+
+
+# Official split values: anything else in a split column is an error, never training data.
+SPLIT_VALUES: dict[str, str] = {"": "", "train": "train", "training": "train", "val": "val",
+                                "valid": "val", "validate": "val", "validation": "val",
+                                "test": "test", "testing": "test"}
+
+
+def _check_splits(table: pd.DataFrame, where: Path | str) -> pd.DataFrame:
+    """Map official split values to train / val / test / blank; raise naming any other value."""
+    raw = table["split"].astype(str)
+    norm = raw.str.strip().str.lower()
+    bad = ~norm.isin(list(SPLIT_VALUES))
+    if bad.any():
+        value = raw[bad].iloc[0]
+        n = int((raw == value).sum())
+        others = raw[bad & (raw != value)].nunique()
+        raise DataError(f"{where}: split value {value!r} in {n} row(s) (e.g. image "
+                        f"{table.loc[raw == value, 'id'].iloc[0]!r})"
+                        + (f" and {others} other unknown value(s)" if others else "")
+                        + "; allowed: train, val, test (also valid, validate, validation, "
+                        "training, testing) or blank for no official split")
+    table = table.copy()
+    table["split"] = norm.map(SPLIT_VALUES)
+    return table
+
+
+def _value(text: str, where: str) -> float:
+    """A CheXpert-coded cell: '1', '1.0', '0', '-1', '' -> float (NaN for blank)."""
+    t = str(text).strip()
+    if t == "" or t.lower() == "nan":
+        return np.nan
+    try:
+        v = float(t)
+    except ValueError:
+        raise DataError(f"{where}: label value {t!r} is not 1, 0, -1 or blank") from None
+    if v not in (1.0, 0.0, -1.0):
+        raise DataError(f"{where}: label value {t!r} is not 1, 0, -1 or blank")
+    return v
+
+
+def _finish(name: str, rows: list[dict], source: str, root: Path, filters: list[str],
+            frontal: bool, extras: list[str] | None = None,
+            table_file: Path | None = None) -> CXRDataset:
+    table = make_table(rows, source)
+    if table.empty:
+        raise DataError(f"{root}: no images found for the {name} layout")
+    table = _check_splits(table, table_file or root)
+    if frontal:
+        before = len(table)
+        table = frontal_only(table)
+        filters.append(f"frontal views only (PA/AP; {before - len(table)} lateral/other dropped)")
+    return CXRDataset(name=name, table=table, root=root, filters=filters, extra_labels=extras or [])

@@ -1,0 +1,260 @@
+"""A Diff-CXR run, stage by stage: latent space -> report encoder -> U-ViT -> DKIM adapter.
+
+Each stage writes its component folder into the run and is skipped when that folder exists, so
+``cxraug train --stage 1`` on a fresh run folder trains (or loads) the VAE and the report
+encoder first, and rerunning an interrupted command resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cxraug import __version__
+from cxraug.core import config as C
+from cxraug.core.errors import CxraugError
+from cxraug.core.runs import RunDir
+from cxraug.diffusion.config import DiffCXRConfig
+from cxraug.diffusion.prepare import training_dataset
+from cxraug.diffusion.prompts import prompts_for
+
+STAGES = ("vae", "text", "1", "2")
+#: Settings a resumed run may change: more steps continue the same (constant after warm-up)
+#: schedule from the last checkpoint; sampling and bookkeeping settings do not affect training.
+EXTENDABLE = tuple(f"{section}.{key}" for section in ("train", "adapter")
+                   for key in ("steps", "sample_every", "log_every", "checkpoint_every",
+                               "keep_checkpoints"))
+#: Other ``adapter.*`` settings may change too: the frozen stage 1 stays, the adapter restarts.
+
+
+def _changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _changed_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def open_run(cfg: DiffCXRConfig, out: Path, overwrite: bool = False, main: bool = True) -> RunDir:
+    """Create (or reopen, for resuming) a run folder; the resolved config is written first.
+
+    Every refusal comes before anything is written: ``out`` under a file, a non-empty folder that
+    is not a run, another config, fewer steps than already trained, or more steps with no intact
+    checkpoint to continue from. Reopening may change more steps, sampling settings, and
+    adapter settings: changed ``adapter.*`` training settings discard the adapter (``main``
+    process only) so stage 2 retrains on the same frozen stage 1.
+    """
+    run = RunDir(out)
+    _check_out(run)
+    saved = run.root / "config.yaml"
+    if saved.is_file() and not overwrite:
+        changed = [k for k in _changed_keys(C.to_dict(C.load(DiffCXRConfig, saved)), C.to_dict(cfg))
+                   if k not in EXTENDABLE and not k.startswith("sample.")]
+        fixed = [k for k in changed if not k.startswith("adapter.")]
+        if fixed:
+            raise CxraugError(f"{saved}: this run folder was started with another config ({fixed[0]} "
+                              "differs); resume with the same recipe/--set, or pass --overwrite to "
+                              "replace it, or another --out")
+        _check_steps(run, cfg, adapter_restarts=bool(changed))
+        if main and _stale(run, "1", cfg):
+            _check_resumable(run, cfg)
+        if changed and main:
+            _discard_adapter(run)
+    elif saved.is_file() and overwrite:
+        import shutil
+
+        shutil.rmtree(run.root)
+    run.root.mkdir(parents=True, exist_ok=True)
+    C.save(cfg, run.root)
+    return run
+
+
+#: What a folder may hold before its run starts: a splits file fixes the run's splits.
+PRESEEDED = ("splits.csv",)
+
+
+def _check_out(run: RunDir) -> None:
+    """``--out`` must be a run folder, an empty or new folder, and not below a file."""
+    for p in (run.root, *run.root.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise CxraugError(f"{run.root}: {p} is a file, not a folder; pass an --out folder "
+                                  "path (nothing was written)")
+            break
+    if run.root.is_dir() and not (run.root / "config.yaml").is_file():
+        foreign = sorted(p.name for p in run.root.iterdir() if p.name not in PRESEEDED)
+        if foreign:
+            raise CxraugError(f"{run.root}: folder is not empty and is not a cxraug run (no "
+                              f"config.yaml; holds {foreign[0]}); pass a new or empty --out "
+                              "(nothing was written)")
+
+
+def _trained_steps(run: RunDir, stage: int) -> int:
+    """Steps this run has trained in ``stage``: its export or its newest checkpoint, if more."""
+    steps = [_meta(run.denoiser if stage == 1 else run.adapter).get("steps") or 0]
+    steps += [int(p.name[5:]) for p in run.checkpoints(stage).glob("step_*")
+              if p.name[5:].isdigit()]
+    return max(steps)
+
+
+def _check_steps(run: RunDir, cfg: DiffCXRConfig, adapter_restarts: bool) -> None:
+    """Fewer steps than trained would keep the longer run's weights under the shorter label."""
+    done = _trained_steps(run, 1)
+    checks = [("train.steps", cfg.train.steps, done, "stage-1")]
+    if not adapter_restarts and cfg.train.steps <= done:  # else the adapter retrains anyway
+        checks.append(("adapter.steps", cfg.adapter.steps, _trained_steps(run, 2), "adapter"))
+    for key, asked, has, what in checks:
+        if asked < has:
+            raise CxraugError(f"{run.root / 'config.yaml'}: {key}={asked} is fewer than the {has} "
+                              f"{what} steps this run has trained; a shorter run needs a new --out "
+                              "(this run is unchanged)")
+
+
+def _check_resumable(run: RunDir, cfg: DiffCXRConfig) -> None:
+    """More stage-1 steps continue from a checkpoint: one must be intact before anything changes."""
+    from cxraug.diffusion.denoiser_training import resumable_checkpoint
+
+    if resumable_checkpoint(run.checkpoints(1), announce=False) is None:
+        raise CxraugError(f"{run.checkpoints(1)}: no checkpoint to continue the "
+                          f"{_meta(run.denoiser).get('steps')}-step denoiser to train.steps="
+                          f"{cfg.train.steps}; train the longer run into a new --out (this run is "
+                          "unchanged)")
+
+
+def _train_images(cfg: DiffCXRConfig, run: RunDir, progress: bool):
+    from cxraug.data.cache import cached_images
+
+    train = training_dataset(cfg, run)
+    images, train, skipped = cached_images(train, cfg.data.image_size, skip_bad=cfg.data.skip_bad,
+                                           progress=progress)
+    return images, train
+
+
+def stage_vae(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Path:
+    """Load the pretrained VAE (``vae.pretrained``) or train a small single-channel one."""
+    from cxraug.models.autoencoder import load_pretrained_vae
+    from cxraug.models.vae_train import train_vae
+
+    if cfg.vae.pretrained:
+        space = load_pretrained_vae(cfg.vae.pretrained, cfg.vae.subfolder or None, cfg.data.image_size)
+        space.save(run.vae, {"pretrained": cfg.vae.pretrained})
+    else:
+        images, _ = _train_images(cfg, run, progress)
+        train_vae(images, cfg.vae, run.vae, progress=progress)
+    return run.vae
+
+
+def stage_text(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Path:
+    """AVA-TLS: contrastively tune the report encoder + squeeze on (text, image) pairs."""
+    import numpy as np
+
+    from cxraug.text.squeeze import train_text
+
+    images, train = _train_images(cfg, run, progress)
+    texts = prompts_for(train, cfg.data.prompts, cfg.train.seed)
+    train_text(texts, np.array(images), cfg.text, run.text, progress=progress)
+    return run.text
+
+
+def train_run(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool = False,
+          progress: bool = True, max_steps: int | None = None) -> RunDir:
+    """Run the requested stages in order, each after any missing prerequisite."""
+    from accelerate import PartialState
+
+    from cxraug.diffusion.denoiser_training import run_stage
+
+    # Under `accelerate launch`, the main process prepares everything shared on disk (run
+    # folder, frozen components, caches) first; the others then find it there.
+    state = PartialState()
+    with state.main_process_first():
+        run = open_run(cfg, out, overwrite if state.is_main_process else False,
+                       main=state.is_main_process)
+    wanted = set(stages)
+    last = max(STAGES.index(s) for s in wanted)
+    for stage in STAGES[: last + 1]:
+        folder = {"vae": run.vae, "text": run.text, "1": run.denoiser, "2": run.adapter}[stage]
+        # more stage-1 steps: train on from the checkpoint; the old export stays usable until the
+        # new one replaces it. An adapter fitted to an older stage 1 restarts.
+        stale = stage in ("1", "2") and _stale(run, stage, cfg)
+        if stage == "2" and stale and state.is_main_process:
+            _discard_adapter(run)
+        state.wait_for_everyone()
+        done = (folder / "config.json").is_file() and not (stage == "1" and stale)
+        if done and (stage not in wanted or stage in ("vae", "text")):
+            continue  # prerequisite already there; frozen components are never retrained in place
+        if stage in ("vae", "text"):
+            with state.main_process_first():
+                if not (folder / "config.json").is_file():
+                    (stage_vae if stage == "vae" else stage_text)(cfg, run, progress)
+        else:
+            run_stage(cfg, run, int(stage), progress, max_steps)
+    if state.is_main_process:
+        write_model_card(cfg, run)
+    return run
+
+
+def _meta(folder: Path) -> dict:
+    """A component's ``meta``; {} when absent or damaged (a damaged export is retrained)."""
+    p = folder / "config.json"
+    try:
+        return json.loads(p.read_text()).get("meta", {}) if p.is_file() else {}
+    except (ValueError, AttributeError):
+        return {}
+
+
+def _stale(run: RunDir, stage: str, cfg: DiffCXRConfig) -> bool:
+    """Stage 1 exported with fewer steps than asked; stage 2 fitted to another stage-1 export."""
+    if stage == "1":
+        m = _meta(run.denoiser)
+        return bool(m) and m.get("steps") != cfg.train.steps
+    m = _meta(run.adapter)
+    return bool(m) and m.get("base_steps") != _meta(run.denoiser).get("steps")
+
+
+def _discard_adapter(run: RunDir) -> None:
+    """Forget a stale adapter, which restarts. (A stale stage-1 export is never deleted: it
+    stays usable until its retrained replacement is written over it.)"""
+    import shutil
+
+    shutil.rmtree(run.adapter, ignore_errors=True)
+    shutil.rmtree(run.checkpoints(2), ignore_errors=True)
+    run.metrics(2).unlink(missing_ok=True)
+
+
+def write_model_card(cfg: DiffCXRConfig, run: RunDir) -> Path:
+    """README.md for the run: what it is, what it was trained on, what it is not for."""
+    den, ada = _meta(run.denoiser), _meta(run.adapter)
+    lines = [
+        f"# Diff-CXR run `{run.root.name}`",
+        "",
+        f"Trained with cxraug {__version__}. Components: "
+        + ", ".join(n for n, f in (("vae", run.vae), ("text", run.text), ("denoiser", run.denoiser),
+                                   ("adapter", run.adapter)) if f.exists()) + ".",
+        "",
+        "## Data",
+        f"- data: `{cfg.data.data}` (adapter `{cfg.data.dataset}`), training split of `splits.csv`,"
+        f" real fraction {cfg.data.real_frac:g}; {den.get('n_train_images', '?')} images.",
+        f"- image size {cfg.data.image_size} px, single channel, pixels in [-1, 1]; text: "
+        f"{'reports' if cfg.data.prompts == 'reports' else cfg.data.prompts + ' prompts from labels where no report exists'}.",
+        f"- LNFS filter: {cfg.data.filter or 'none'}.",
+        "",
+        "## Model",
+        f"- latent space: {cfg.vae.pretrained or 'single-channel AutoencoderKL trained by cxraug'};"
+        f" latents {den.get('latent_shape', '?')}.",
+        f"- report encoder: {cfg.text.encoder} + information squeeze to {cfg.text.cond_tokens} tokens.",
+        f"- denoiser: U-ViT preset `{cfg.denoiser.preset}`, stage 1 {den.get('steps', 'not trained')} steps;"
+        f" DKIM adapter: {ada.get('steps', 'not trained')} steps.",
+        f"- sampling default: {cfg.sample.sampler} {cfg.sample.steps} steps, guidance {cfg.sample.guidance}.",
+        "",
+        "## Intended use",
+        "Research on synthetic data for chest X-ray classifiers. Not for diagnosis, not a source of",
+        "clinical images, and not evidence of any finding in a real patient. Generated images can",
+        "reproduce biases of the training data; check label fidelity and memorisation (`cxraug synth`",
+        "gates) before use.",
+    ]
+    path = run.root / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,151 @@
+"""One bench job: the arm's training (and pre-training) data, training and saving the
+classifier, its test scores, and its scores on the external test sets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cxraug.classify.data import ArraySet
+from cxraug.classify.model import Classifier, init_name
+from cxraug.classify.real import RealData
+from cxraug.classify.train import ClassifierConfig, train_classifier
+from cxraug.core.artifacts import CONFIG_NAME
+from cxraug.core.errors import CxraugError
+from cxraug.data import labels as L
+from cxraug.data.splits import real_subset
+from cxraug.experiments.bench.config import GEN_ARMS, GEN_DATA, SYNTH_ARMS, BenchConfig, job_dir
+from cxraug.experiments.bench.inputs import TestSet
+
+
+def arm_data(arm: str, real: ArraySet, synth: ArraySet | None, ratio: float, seed: int,
+             gen_data: ArraySet | None = None):
+    """(training set, pre-training set or None) for one arm; ``gen_data``: the generator's own
+    real training images (``gen-data->real`` only)."""
+    if arm in SYNTH_ARMS and synth is None:
+        raise CxraugError(f"arm {arm!r} needs a synthetic cohort: pass --synth DIR or --model RUN")
+    if arm == GEN_DATA:
+        if gen_data is None:
+            raise CxraugError(f"arm {arm!r} needs the generator's training images: pass --model RUN")
+        return real, gen_data
+    n_syn = min(len(synth), max(1, int(round(ratio * len(real))))) if synth is not None else 0
+    if arm == "real":
+        return real, None
+    if arm == "real+dup":
+        # count-matched to real+synth: the same number of extra rows, all of them real copies
+        extra = n_syn if synth is not None else max(1, int(round(ratio * len(real))))
+        return real.repeat(len(real) + extra, seed=seed), None
+    if arm == "real+synth":
+        rows = np.sort(np.random.default_rng(seed).permutation(len(synth))[:n_syn])
+        return ArraySet.concat(real, synth.subset(rows)), None
+    if arm == "synth->real":
+        return real, synth
+    return synth, None
+
+
+def pretrained_on_synth(synth: ArraySet, real: RealData, ccfg: ClassifierConfig, folder: Path,
+                        progress: bool = True):
+    """The pre-training of ``synth->real`` (on the synthetic cohort) or ``gen-data->real`` (on
+    the generator's real images), shared by every fraction of a seed and generator (it does not
+    depend on the real subset), saved once to ``folder``."""
+    if (folder / "config.json").is_file():
+        return Classifier.from_pretrained(folder)
+    model, _ = train_classifier(synth, real.val, ccfg, None, progress, label_names=real.labels)
+    model.save_pretrained(folder)
+    return model
+
+
+def real_subset_set(real: RealData, frac: float, cfg: BenchConfig) -> ArraySet:
+    """The real training subset ``frac`` as an ArraySet (images, policy-applied targets)."""
+    sub = real_subset(real.train, frac, seed=cfg.subset_seed)
+    rows = np.flatnonzero(np.isin(real.train.ids, sub.ids))
+    cols = [L.index(x) for x in real.labels]
+    return ArraySet(real.train_images[rows], L.apply_policy(sub.labels, cfg.policy)[:, cols],
+                    sub.patient_ids)
+
+
+def train_rows_set(real: RealData, rows: np.ndarray, policy: str) -> ArraySet:
+    """Rows of the real training split as an ArraySet (the generator's own images)."""
+    cols = [L.index(x) for x in real.labels]
+    y = L.apply_policy(real.train.labels[rows], policy)[:, cols]
+    return ArraySet(np.asarray(real.train_images[rows]), y, real.train.patient_ids[rows])
+
+
+def _external_path(folder: Path, t: TestSet) -> Path:
+    return folder / "external" / f"{t.name}.npz"
+
+
+def saved_external_scores(folder: Path, t: TestSet) -> np.ndarray | None:
+    """A job's saved scores on ``t``, or None when missing or made for other images."""
+    path = _external_path(folder, t)
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        same = z["ids"].shape == t.ids.shape and bool((z["ids"] == t.ids).all())
+        return z["scores"] if same else None
+
+
+def _saved_classifier(folder: Path) -> Path:
+    if not (folder / "model" / CONFIG_NAME).is_file():
+        raise CxraugError(f"{folder}: this job saved no classifier (an older cxraug ran it), so "
+                          "--test-data cannot score it; delete that job folder to retrain it")
+    return folder / "model"
+
+
+def score_external(folder: Path, tests: list[TestSet], cfg: BenchConfig, model=None) -> None:
+    """Save the job's scores on every external set it lacks; without ``model`` its saved
+    classifier is loaded (a finished job is never retrained for a new test set)."""
+    todo = [t for t in tests if saved_external_scores(folder, t) is None]
+    if not todo:
+        return
+    if model is None:
+        model = Classifier.from_pretrained(_saved_classifier(folder)).to(cfg.classifier.device)
+    (folder / "external").mkdir(parents=True, exist_ok=True)
+    for t in todo:
+        scores = model.predict_proba(t.data.images, cfg.classifier.eval_batch_size)
+        tmp = _external_path(folder, t).with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            np.savez(f, scores=scores, ids=t.ids)
+        tmp.replace(_external_path(folder, t))
+
+
+def run_job(frac: float, arm: str, seed: int, real: RealData, synth: ArraySet | None,
+            cfg: BenchConfig, out: Path, progress: bool = True, cohort_key: str = "cohort",
+            generator_real_frac: float | None = None, *, gen_data: ArraySet | None = None,
+            generator_real_images: int | None = None, tests: list[TestSet] | None = None,
+            init: str | None = None) -> dict:
+    """Train one classifier, save it, score the test split and the external test sets. A job
+    already done only scores the external sets it lacks, with its saved classifier."""
+    folder = job_dir(out, frac, arm, seed)
+    if (folder / "result.json").is_file():
+        score_external(folder, tests or [], cfg)
+        return json.loads((folder / "result.json").read_text())
+    real_set = real_subset_set(real, frac, cfg)
+    train_set, pre = arm_data(arm, real_set, synth, cfg.synth_ratio, seed, gen_data)
+    ccfg = dataclasses.replace(cfg.classifier, seed=seed)
+    start = None
+    if pre is not None:
+        key = cohort_key if arm != GEN_DATA else (
+            f"gen-data_frac{generator_real_frac:g}" if generator_real_frac is not None else "gen-data")
+        start = pretrained_on_synth(pre, real, ccfg, out / "pretrain" / f"{key}_seed{seed}", progress)
+    model, history = train_classifier(train_set, real.val, ccfg, None, progress, init_from=start,
+                                      label_names=real.labels)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder / "model")  # so test sets added later need no retraining
+    np.save(folder / "test_scores.npy", model.predict_proba(real.test.images))
+    score_external(folder, tests or [], cfg, model)
+    gen = arm in GEN_ARMS
+    result = {"frac": frac, "arm": arm, "seed": seed, "n_real": len(real_set),
+              "n_real_patients": int(len(set(real_set.patient_ids))), "n_train": len(train_set),
+              "n_synth": int(len(train_set) - len(real_set)) if arm == "real+synth" else
+              (len(synth) if arm in ("synth->real", "synth") else 0),
+              "n_pretrain": len(pre) if pre is not None else 0,
+              "best_val_mauc": history.get("best_val_mauc"), "best_step": history.get("best_step"),
+              "generator_real_frac": generator_real_frac if gen else None,
+              "generator_real_images": generator_real_images if gen else None,
+              "init": init or init_name(cfg.classifier.pretrained)}
+    (folder / "result.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,114 @@
+"""Inputs of the ``cxraug eval`` quality card: real and synthetic images at one size, the
+real-vs-real floor's split, and which real images match a cohort target."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from cxraug.core.errors import DataError
+from cxraug.data import labels as L
+from cxraug.data.adapters import load_dataset, resolve_data
+from cxraug.data.tables import IMAGE_SUFFIXES, read_csv
+from cxraug.data.transforms import load_grayscale, resize_square
+from cxraug.metrics.generative import _subsample
+
+NEGATIVE = "negative"
+
+
+def load_real_images(data: str | Path, image_size: int, max_images: int | None, seed: int,
+                     kind: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Any dataset cxraug loads -> (``uint8 [N, S, S]`` images, raw labels ``[N, 14]``)."""
+    ds = load_dataset(resolve_data(data), kind)
+    keep = _subsample(len(ds), max_images, np.random.default_rng([seed, 1]))
+    paths = [ds.paths[i] for i in keep]
+    images = np.stack([resize_square(load_grayscale(p), image_size) for p in paths])
+    return images, ds.labels[keep]
+
+
+def load_synth(folder: Path, image_size: int, max_images: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A ``cxraug synth`` cohort (accepted rows of manifest.csv) or a plain image folder ->
+    (``uint8 [M, S, S]`` images, target per image; ``"all"`` for a plain folder)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"--synth {folder}: folder not found")
+    manifest = folder / "manifest.csv"
+    if manifest.is_file():
+        df = read_csv(manifest, ("file", "accepted", "target"), "cohort manifest from cxraug synth")
+        df = df[df["accepted"].str.strip().str.lower().isin(["true", "1", "1.0"])]
+        if df.empty:
+            raise DataError(f"{manifest}: no accepted images")
+        files, targets = [folder / f for f in df["file"]], df["target"].to_numpy(dtype=str)
+    else:
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"--synth {folder}: no manifest.csv and no image files")
+        targets = np.array(["all"] * len(files))
+    keep = _subsample(len(files), max_images, np.random.default_rng([seed, 2]))
+    images = np.stack([resize_square(load_grayscale(files[i]), image_size) for i in keep])
+    return images, targets[keep]
+
+
+def floor_split(n_real: int, n_synth: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint random split of ``n_real`` real images for the real-vs-real floor, as sorted
+    indices ``(reference, compared)``: ``compared`` stands in for the synthetic set and gets as
+    many images as it has (at most half the real ones), ``reference`` stands in for the real side
+    and gets the rest, so the floor's n is as close to the synthetic comparison's as the data allows."""
+    n_cmp = min(n_synth, n_real // 2)
+    order = np.random.default_rng([seed, 4]).permutation(n_real)
+    return np.sort(order[n_cmp:]), np.sort(order[:n_cmp])
+
+
+def _not_in(images: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Mask of ``images`` that are not pixel-identical (at the eval size) to any of ``other``:
+    a --real-ref that shares images with --real would put the floor too low."""
+    seen = {hashlib.sha1(x.tobytes()).digest() for x in other}
+    return np.array([hashlib.sha1(x.tobytes()).digest() not in seen for x in images], dtype=bool)
+
+
+def _canonical_target(target: str) -> str:
+    """A cohort target as the label contract spells it; ``negative``/``all``/unknown unchanged."""
+    if target in ("all", NEGATIVE):
+        return target
+    try:
+        return L.canonical(target)
+    except L.UnknownLabelError:
+        return target
+
+
+def real_mask(raw: np.ndarray, target: str) -> np.ndarray:
+    """Real images matching a cohort target: positive for it, or for ``negative`` no positive
+    finding and at least one explicit negative (or No Finding = 1)."""
+    if target.lower() == NEGATIVE:
+        findings = np.delete(raw, L.index("No Finding"), axis=1)
+        return ((raw[:, L.index("No Finding")] == 1)
+                | (~(findings == 1).any(1) & (findings == 0).any(1)))
+    return raw[:, L.index(L.canonical(target))] == 1
+
+
+def _wanted(labels: str | list[str] | None) -> set[str] | None:
+    """``--labels``: observation names (aliases allowed) and/or ``negative``; None = all."""
+    if not labels:
+        return None
+    items = [x.strip() for x in (labels.split(",") if isinstance(labels, str) else labels) if x.strip()]
+    names = [x for x in items if x.lower() != NEGATIVE]
+    return (set(L.parse_label_list(names)) if names else set()) | ({NEGATIVE} if len(names) < len(items) else set())
+
+
+def _load_real_ref(real_ref: str | Path, real_img: np.ndarray, image_size: int, max_images: int | None,
+                   seed: int, kind: str) -> tuple[np.ndarray, int]:
+    """``--real-ref`` images without those also in ``--real`` -> (images, how many were dropped)."""
+    ref_img, _ = load_real_images(real_ref, image_size, max_images, seed + 1, kind)
+    keep = _not_in(ref_img, real_img)
+    if not keep.any():
+        raise DataError(f"--real-ref {real_ref}: every image is also in --real; pass a disjoint real set "
+                        "(e.g. the other split) or leave --real-ref out to split --real in two")
+    return ref_img[keep], int((~keep).sum())
+
+
+def _check_real_ref(real_ref: str | Path | None) -> None:
+    if real_ref is not None and not resolve_data(real_ref).expanduser().exists():
+        raise DataError(f"--real-ref {real_ref}: not found; pass a second real dataset (e.g. the test "
+                        "split's folder or manifest) or leave it out to split --real in two")

@@ -1,0 +1,198 @@
+"""Training cxraug's own latent space: a small single-channel KL autoencoder (:class:`VAEConfig`,
+:func:`build_vae`, :func:`train_vae`) and the latent normalisation fitted after it
+(:func:`set_latent_stats`). The latent space itself is :mod:`cxraug.models.autoencoder`.
+
+``train_vae`` logs ``{"step": n, "recon_loss": x}`` every 50 steps to ``train_log.jsonl`` in its
+output folder (a :class:`~cxraug.core.progress.MetricsLog`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+from cxraug.core.config import ConfigError
+from cxraug.core.progress import MetricsLog, job_progress
+from cxraug.data.transforms import uint8_to_model
+from cxraug.models.autoencoder import LatentSpace, _first
+
+
+@dataclass
+class VAEConfig:
+    """A single-channel KL autoencoder and how to train it (CPU-sized defaults).
+
+    ``pretrained`` non-empty means: do not train, load that diffusers VAE (hub id or folder).
+    The downsampling factor is ``2 ** (len(block_out_channels) - 1)`` (3 levels -> 4, 4 -> 8).
+    """
+
+    pretrained: str = ""
+    subfolder: str = ""
+    image_size: int = 64
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    layers_per_block: int = 1
+    latent_channels: int = 4
+    steps: int = 2000
+    batch_size: int = 16
+    # Train on random crop_size x crop_size crops (0 = whole images). The VAE is convolutional
+    # (its one attention block sees any grid), so crops cut the cost per step by the area ratio;
+    # the latent statistics are still fitted on whole images. No flips (laterality).
+    crop_size: int = 0
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    kl_weight: float = 1e-6
+    recon_loss: str = "l1"
+    latent_norm: str = "channel"
+    scale_samples: int = 512
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.recon_loss not in ("l1", "mse"):
+            raise ConfigError(f"vae.recon_loss: must be l1 or mse, got {self.recon_loss!r}")
+        if self.latent_norm not in ("channel", "global"):
+            raise ConfigError(f"vae.latent_norm: must be channel or global, got {self.latent_norm!r}")
+        if not self.block_out_channels or any(c <= 0 for c in self.block_out_channels):
+            raise ConfigError("vae.block_out_channels: give one positive width per level, e.g. [32, 64, 128]")
+        if self.crop_size and (self.crop_size > self.image_size
+                               or self.crop_size % 2 ** (len(self.block_out_channels) - 1)):
+            raise ConfigError(f"vae.crop_size {self.crop_size}: must be 0 (whole images) or at most "
+                              f"vae.image_size {self.image_size} and divisible by the downsampling factor")
+        if self.image_size % 2 ** (len(self.block_out_channels) - 1):
+            raise ConfigError(f"vae.image_size {self.image_size} must be divisible by the downsampling "
+                              f"factor {2 ** (len(self.block_out_channels) - 1)}")
+
+
+def build_vae(config: VAEConfig) -> LatentSpace:
+    """A freshly initialised single-channel ``AutoencoderKL`` (seeded by ``config.seed``)."""
+    config.validate()
+    chans = tuple(int(c) for c in config.block_out_channels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        vae = AutoencoderKL(in_channels=1, out_channels=1, block_out_channels=chans,
+                            down_block_types=("DownEncoderBlock2D",) * len(chans),
+                            up_block_types=("UpDecoderBlock2D",) * len(chans),
+                            layers_per_block=config.layers_per_block,
+                            latent_channels=config.latent_channels,
+                            norm_num_groups=min(32, math.gcd(*chans)),
+                            sample_size=config.image_size, scaling_factor=1.0)
+    return LatentSpace(vae, config.image_size, 1.0, source="cxraug.train_vae")
+
+
+class _UInt8Images(torch.utils.data.Dataset):
+    """``uint8 [N, H, W]`` -> items ``[1, H, W]`` in [-1, 1]."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return uint8_to_model(np.asarray(self.images[i]))
+
+
+def _as_dataset(images: np.ndarray | torch.utils.data.Dataset) -> torch.utils.data.Dataset:
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8 or images.ndim != 3:
+            raise ValueError(f"expected uint8 images [N, H, W], got {images.dtype} {images.shape}")
+        return _UInt8Images(images)
+    return images
+
+
+def random_crop(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """One random ``size x size`` window per image of ``[B, C, H, W]`` (``size`` 0: unchanged)."""
+    if not size or size >= x.shape[-1]:
+        return x
+    h, w = x.shape[-2:]
+    ys = torch.randint(0, h - size + 1, (len(x),), generator=generator).tolist()
+    xs = torch.randint(0, w - size + 1, (len(x),), generator=generator).tolist()
+    return torch.stack([img[:, y:y + size, x0:x0 + size] for img, y, x0 in zip(x, ys, xs)])
+
+
+def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
+              out_dir: str | Path | None = None, device: str | torch.device = "cpu",
+              progress: bool = True) -> LatentSpace:
+    """Train a single-channel KL autoencoder and (if ``out_dir``) save it.
+
+    ``images``: ``uint8 [N, H, W]`` or a Dataset of ``[1, H, W]`` in [-1, 1] (or tuples whose first
+    item is that), with ``H = W = config.image_size``. Loss per pixel: L1 (or MSE) reconstruction
+    + ``kl_weight`` * KL / (H * W); that is LDM's ratio of summed reconstruction to summed KL.
+    Afterwards the latent statistics over up to ``scale_samples`` images set the normalisation
+    (``latent_norm``: per-channel mean/std, or ``scale_factor = 1 / std(z)``). Returns the frozen
+    latent space.
+    """
+    space = build_vae(config).to(device)
+    vae = space.vae.train()
+    data = _as_dataset(images)
+    gen = torch.Generator().manual_seed(config.seed)
+    loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True,
+                                         drop_last=len(data) > config.batch_size, generator=gen)
+    opt = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    recon_fn = F.l1_loss if config.recon_loss == "l1" else F.mse_loss
+    step, losses = 0, []
+    log = MetricsLog(Path(out_dir) / "train_log.jsonl") if out_dir is not None else None
+    with job_progress("vae", "loss {task.fields[loss]}", enabled=progress, transient=True) as bar:
+        task = bar.add_task("train", total=config.steps, loss="-")
+        while step < config.steps:
+            for batch in loader:
+                # 1. Forward: encode, sample with the run's generator, decode.
+                x = _first(batch).to(device)
+                if x.shape[1:] != (1, config.image_size, config.image_size):
+                    raise ValueError(f"vae.image_size is {config.image_size} but the training images "
+                                     f"are {tuple(x.shape[1:])}; resize them or change the setting")
+                x = random_crop(x, config.crop_size, gen)
+                posterior = vae.encode(x).latent_dist
+                recon = vae.decode(posterior.sample(gen if x.device.type == "cpu" else None)).sample
+                # 2. Loss: reconstruction per pixel + KL per pixel (LDM's ratio).
+                rec = recon_fn(recon, x)
+                kl = posterior.kl().mean() / (x.shape[-1] * x.shape[-2])
+                loss = rec + config.kl_weight * kl
+                # 3. Update.
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(rec.item())
+                step += 1
+                bar.update(task, advance=1, loss=f"{losses[-1]:.4f}")
+                if log is not None and (step % 50 == 0 or step == config.steps):
+                    # a log line a user (or a non-terminal job) can follow
+                    log.write(step, recon_loss=float(np.mean(losses[-50:])))
+                if step >= config.steps:
+                    break
+    # 4. Normalisation so that diffusion latents have zero mean and unit variance.
+    space.freeze()
+    set_latent_stats(space, data, config.latent_norm, config.scale_samples, config.batch_size, gen)
+    if out_dir is not None:
+        tail = losses[-max(1, min(50, len(losses))):]
+        space.save(out_dir, {"train": {"steps": step, "final_recon_loss": float(np.mean(tail)),
+                                       "recon_loss": config.recon_loss, "kl_weight": config.kl_weight}})
+    return space
+
+
+@torch.no_grad()
+def set_latent_stats(space: LatentSpace, data: torch.utils.data.Dataset, latent_norm: str = "channel",
+                     max_images: int = 512, batch_size: int = 16,
+                     generator: torch.Generator | None = None) -> LatentSpace:
+    """Fit the normalisation on sampled raw latents of the first ``max_images`` items of ``data``:
+    per-channel mean and std (``latent_norm="channel"``, scale 1) or ``scale = 1 / std``."""
+    n = min(len(data), max_images)
+    zs = []
+    for start in range(0, n, batch_size):
+        x = torch.stack([_first(data[i]) for i in range(start, min(n, start + batch_size))])
+        zs.append(DiagonalGaussianDistribution(space.encode_moments(x)).sample(generator))
+    z = torch.cat(zs).float()
+    if latent_norm == "channel":
+        space.scale_factor, space.shift_factor = 1.0, 0.0
+        space.latents_mean = z.mean((0, 2, 3)).tolist()
+        space.latents_std = z.std((0, 2, 3)).clamp_min(1e-6).tolist()
+    else:
+        space.latents_mean = space.latents_std = None
+        space.scale_factor = 1.0 / max(float((z - space.shift_factor).std()), 1e-8)
+    space._fingerprint = None
+    return space

@@ -1,0 +1,294 @@
+"""Diff-CXR end to end on tiny configs: every stage trains, resumes exactly, and samples."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY, tiny_config, train_tiny_run
+
+from cxraug.cli.main import main
+from cxraug.core.errors import CxraugError
+from cxraug.core.runs import RunDir
+from cxraug.diffusion.pipeline import DiffCXRPipeline
+from cxraug.diffusion.stages import train_run
+
+
+def _losses(path):
+    return [json.loads(line)["loss"] for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """All stages trained once for this module (see conftest.train_tiny_run)."""
+    return train_tiny_run(tmp_path_factory)
+
+
+def test_all_stages_write_components(tiny_run):
+    cfg, run, _ = tiny_run
+    for folder in (run.denoiser, run.adapter, run.text):
+        assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    assert (run.vae / "cxraug_latent.json").is_file()
+    assert (run.root / "config.yaml").is_file() and (run.root / "README.md").is_file()
+    assert len(_losses(run.metrics(1))) == 4 and len(_losses(run.metrics(2))) == 2
+    assert all(np.isfinite(_losses(run.metrics(1))))
+    assert sorted(p.name for p in (run.checkpoints(1)).iterdir()) == ["step_00000002", "step_00000004"]
+
+
+def test_pipeline_from_run_is_batch_invariant(tiny_run):
+    _, run, _ = tiny_run
+    pipe = DiffCXRPipeline.from_pretrained(run.root)
+    assert pipe.has_adapter
+    reports = ["There is pneumonia.", "No acute findings.", "Right lower lobe opacity."]
+    one = pipe(reports, seeds=[5, 6, 7], batch_size=1)
+    three = pipe(reports, seeds=[5, 6, 7], batch_size=3)
+    assert one.shape == (3, 32, 32) and one.dtype == np.uint8
+    assert np.abs(one.astype(int) - three.astype(int)).max() <= 1
+    other = pipe(reports[:1], seeds=[8])
+    assert not np.array_equal(other[0], one[0])
+
+
+def test_resume_continues_the_same_loss_curve(tiny_run, tmp_path):
+    _, _, data = tiny_run
+    cfg = tiny_config(data, "train.steps=6", "train.checkpoint_every=3")
+    full = train_run(cfg, tmp_path / "full", ["1"], progress=False)
+    part = train_run(cfg, tmp_path / "part", ["1"], progress=False, max_steps=3)
+    assert len(_losses(part.metrics(1))) == 3 and not (part.denoiser / "config.json").exists()
+    resumed = train_run(cfg, tmp_path / "part", ["1"], progress=False)
+    np.testing.assert_allclose(_losses(resumed.metrics(1)), _losses(full.metrics(1)), rtol=1e-5)
+
+
+def test_stage2_base_is_frozen_stage1(tiny_run):
+    from cxraug.models.adapter import ControlledUViT
+    from cxraug.models.uvit import UViT
+
+    _, run, _ = tiny_run
+    model = ControlledUViT.load(run.denoiser, run.adapter)
+    stage1 = UViT.from_pretrained(run.denoiser)
+    for (name, p), q in zip(model.base.state_dict().items(), stage1.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert not any(p.requires_grad for p in model.base.parameters())
+
+
+def test_changed_config_refused_on_resume(tiny_run, tmp_path):
+    cfg, run, data = tiny_run
+    with pytest.raises(CxraugError, match="another config"):
+        train_run(tiny_config(data, "train.lr=0.5"), run.root, ["1"], progress=False)
+
+
+def test_more_steps_extend_a_finished_stage(tiny_run, tmp_path):
+    _, _, data = tiny_run
+    run = train_run(tiny_config(data), tmp_path / "ext", ["1"], progress=False)
+    assert len(_losses(run.metrics(1))) == 4
+    train_run(tiny_config(data, "train.steps=6", "sample.steps=2"), run.root, ["1"], progress=False)
+    assert [json.loads(x)["step"] for x in run.metrics(1).read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_extending_stage1_retrains_the_adapter(tiny_run, tmp_path):
+    import shutil
+
+    _, run0, data = tiny_run
+    shutil.copytree(run0.root, tmp_path / "copy")
+    run = train_run(tiny_config(data, "train.steps=6"), tmp_path / "copy", ["2"], progress=False)
+    assert [json.loads(x)["step"] for x in run.metrics(1).read_text().splitlines()][-1] == 6
+    meta = json.loads((run.adapter / "config.json").read_text())["meta"]
+    assert meta["base_steps"] == 6 and len(_losses(run.metrics(2))) == 2
+
+
+def test_accelerate_launch_two_cpu_processes(tiny_run, tmp_path):
+    """`accelerate launch --cpu --num_processes 2` trains two steps of stage 1."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, run0, data = tiny_run
+    out = tmp_path / "ddp"
+    shutil.copytree(run0.root, out, ignore=shutil.ignore_patterns("denoiser", "adapter", "checkpoints",
+                                                                   "metrics*.jsonl"))
+    launcher = Path(sys.executable).with_name("accelerate")
+    sets = [a for s in [f"data.data={data}", *TINY, "train.steps=2", "train.checkpoint_every=2"]
+            for a in ("--set", s)]
+    proc = subprocess.run([str(launcher), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cxraug.cli.main",
+                           "train", "denoiser", "--stage", "1", "--out", str(out), *sets],
+                          capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert (out / "denoiser" / "model.safetensors").is_file()
+
+
+def test_loss_targets_and_min_snr_weights():
+    """epsilon and v targets match diffusers' definitions; Min-SNR-gamma weights by hand."""
+    from cxraug.diffusion.loss import loss_target_and_weight
+    from cxraug.diffusion.sampling import noise_scheduler
+
+    z, eps = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
+    t = torch.tensor([0, 500, 999])
+    eps_s = noise_scheduler()
+    target, w = loss_target_and_weight(eps_s, z, eps, t)
+    assert torch.equal(target, eps) and torch.equal(w, torch.ones(3))
+    v_s = noise_scheduler(prediction_type="v_prediction")
+    target, w = loss_target_and_weight(v_s, z, eps, t, snr_gamma=5.0)
+    torch.testing.assert_close(target, v_s.get_velocity(z, eps, t))
+    a = v_s.alphas_cumprod[t]
+    snr = a / (1 - a)
+    torch.testing.assert_close(w, torch.minimum(snr, torch.tensor(5.0)) / (snr + 1))
+    _, w_eps = loss_target_and_weight(eps_s, z, eps, t, snr_gamma=5.0)
+    assert w_eps[0] < 0.01 and w_eps[2] == pytest.approx(1.0)  # low noise down-weighted, high kept
+    zero = noise_scheduler(prediction_type="v_prediction", zero_terminal_snr=True)
+    assert float(zero.alphas_cumprod[-1]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_v_prediction_min_snr_zero_terminal_snr_train_and_sample(tiny_run, tmp_path):
+    """The convergence options train both stages and the pipeline samples with the same target."""
+    _, _, data = tiny_run
+    cfg = tiny_config(data, "train.prediction_type=v_prediction", "train.snr_gamma=5",
+                      "train.zero_terminal_snr=true", "train.steps=2", "adapter.steps=1")
+    run = train_run(cfg, tmp_path / "v", ["1", "2"], progress=False)
+    assert all(np.isfinite(_losses(run.metrics(1))))
+    pipe = DiffCXRPipeline.from_pretrained(run.root)
+    assert pipe.train_scheduler.config.prediction_type == "v_prediction"
+    for sampler in ("dpm++", "ddim"):
+        images = pipe(["There is pneumonia."], seeds=[0], sampler=sampler, steps=3)
+        assert images.shape == (1, 32, 32)
+    with pytest.raises(Exception, match="zero_terminal_snr needs"):
+        tiny_config(data, "train.zero_terminal_snr=true")
+
+
+def test_adapter_report_drop_retrains_only_the_adapter(tiny_run, tmp_path):
+    """Changed adapter settings on a finished run retrain stage 2 on the same frozen stage 1;
+    ``adapter.report_drop`` trains on hint-only samples too; stage 1 refuses it."""
+    import shutil
+
+    _, run0, data = tiny_run
+    shutil.copytree(run0.root, tmp_path / "rd")
+    denoiser = (run0.denoiser / "model.safetensors").read_bytes()
+    code = main(["train", "--stage", "2", "--from", str(tmp_path / "rd"), "--set",
+                 "adapter.report_drop=0.9", "--set", "train.log_every=5"])  # as the README says
+    assert code == 0
+    run = RunDir(tmp_path / "rd")
+    assert (run.denoiser / "model.safetensors").read_bytes() == denoiser  # stage 1 untouched
+    assert _losses(run.metrics(1)) == _losses(run0.metrics(1))
+    assert len(_losses(run.metrics(2))) == len(_losses(run0.metrics(2)))  # restarted, not appended
+    assert _losses(run.metrics(2)) != _losses(run0.metrics(2))  # same seeds, other conditioning
+    with pytest.raises(Exception, match="set adapter.report_drop instead"):
+        tiny_config(data, "train.report_drop=0.5")
+    with pytest.raises(Exception, match="adapter.report_drop 1.5: must be in"):
+        tiny_config(data, "adapter.report_drop=1.5")
+
+
+def _old_inline_loss(model, stage, sched, z, ctx, hint, null, gen, tcfg):
+    """The training step's loss exactly as train_denoiser computed it inline before DiffusionLoss
+    (same draws from ``gen`` in the same order, same arithmetic)."""
+    import torch.nn.functional as F
+
+    from cxraug.diffusion.loss import loss_target_and_weight
+
+    per_proc = z.shape[0]
+    alphas = sched.alphas_cumprod
+    t = torch.randint(0, tcfg.num_train_timesteps, (per_proc,), generator=gen)
+    eps = torch.randn(z.shape, generator=gen)
+    drop = torch.rand(per_proc, generator=gen) < tcfg.cond_drop
+    ctx = torch.where(drop[:, None, None], null, ctx)
+    hint = torch.where(drop[:, None, None], null, hint)
+    if stage == 2 and tcfg.report_drop > 0:
+        alone = torch.rand(per_proc, generator=gen) < tcfg.report_drop
+        ctx = torch.where(alone[:, None, None], null, ctx)
+    a = alphas[t].view(-1, 1, 1, 1)
+    x_t = a.sqrt() * z + (1 - a).sqrt() * eps
+    pred = model(x_t, t, ctx) if stage == 1 else model(x_t, t, ctx, hint)
+    target, weight = loss_target_and_weight(sched, z, eps, t, tcfg.snr_gamma)
+    per_sample = F.mse_loss(pred.float(), target, reduction="none").mean((1, 2, 3))
+    return (per_sample * weight).mean()
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+@pytest.mark.parametrize("extra", [{}, {"prediction_type": "v_prediction", "snr_gamma": 5.0,
+                                        "zero_terminal_snr": True, "cond_drop": 0.5},
+                                   {"snr_gamma": 5.0, "cond_drop": 0.5, "report_drop": 0.5}])
+def test_diffusion_loss_equals_the_old_inline_loss_exactly(stage, extra):
+    """DiffusionLoss through Denoiser(x_t, t, cond) gives the old loop's loss and gradients
+    bit for bit, for the U-ViT and the adapter, and leaves the generator in the same state."""
+    from cxraug.diffusion.config import TrainConfig
+    from cxraug.diffusion.denoiser import Condition, Denoiser
+    from cxraug.diffusion.loss import DiffusionLoss
+    from cxraug.diffusion.sampling import scheduler_for
+    from cxraug.models.adapter import DiseaseAdapter
+    from cxraug.models.uvit import PRESETS, UViT
+
+    tcfg = TrainConfig(**extra)
+    if stage == 1:
+        tcfg.report_drop = 0.0  # stage 1 has no hint to keep (refused by the config)
+    torch.manual_seed(0)
+    base = UViT(**{**PRESETS["tiny"], "depth": 4})
+    if stage == 1:
+        net, model, trainable = Denoiser.compose(base), base, base
+    else:
+        trainable = DiseaseAdapter.from_base(base)
+        torch.nn.init.normal_(trainable.hint_proj.weight, std=0.1)  # a trained-looking adapter
+        torch.nn.init.normal_(trainable.mid_zero.weight, std=0.1)
+        net = Denoiser.compose(base, trainable)
+        model = net.net
+    g = torch.Generator().manual_seed(1)
+    z, ctx, hint = torch.randn(6, 4, 8, 8, generator=g), torch.randn(6, 4, 16, generator=g), \
+        torch.randn(6, 4, 16, generator=g)
+    null = torch.randn(4, 16, generator=g)
+    sched = scheduler_for(tcfg)
+
+    gen_old, gen_new = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    old = _old_inline_loss(model, stage, sched, z, ctx, hint, null, gen_old, tcfg)
+    grads_old = torch.autograd.grad(old, [p for p in trainable.parameters() if p.requires_grad])
+    loss_fn = DiffusionLoss.from_config(tcfg, Condition(null, null))
+    new = loss_fn(net, z, Condition(ctx, hint), gen_new).mean()
+    grads_new = torch.autograd.grad(new, [p for p in trainable.parameters() if p.requires_grad])
+    assert torch.equal(old, new)
+    assert all(torch.equal(a, b) for a, b in zip(grads_old, grads_new))
+    assert torch.equal(gen_old.get_state(), gen_new.get_state())
+    assert loss_fn.prediction_type == tcfg.prediction_type
+
+
+def test_sampler_calls_both_stages_through_one_signature():
+    """sample() with Denoiser(x_t, t, cond) equals the old sampler's two-branch calls exactly."""
+    from cxraug.diffusion.denoiser import Condition, Denoiser
+    from cxraug.diffusion.sampling import make_sampler, noise_scheduler, sample
+    from cxraug.models.adapter import ControlledUViT, DiseaseAdapter
+    from cxraug.models.uvit import PRESETS, UViT
+
+    torch.manual_seed(0)
+    base = UViT(**PRESETS["tiny"]).eval()
+    adapter = DiseaseAdapter.from_base(base)
+    torch.nn.init.normal_(adapter.hint_proj.weight, std=0.1)
+    torch.nn.init.normal_(adapter.mid_zero.weight, std=0.1)
+    g = torch.Generator().manual_seed(3)
+    noise, ctx, hint = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 16, generator=g), \
+        torch.randn(2, 4, 16, generator=g)
+    null = torch.randn(4, 16, generator=g)
+
+    def old_sample(model, hnt, guidance):  # the sampler's loop as it was before Condition
+        sched = make_sampler("dpm++", noise_scheduler())
+        sched.set_timesteps(3)
+        guided = guidance != 1.0
+        c = torch.cat([ctx, null.expand(2, *null.shape)]) if guided else ctx
+        h = None if hnt is None else (torch.cat([hnt, null.expand(2, *null.shape)]) if guided else hnt)
+        x = noise * sched.init_noise_sigma
+        with torch.inference_mode():
+            for t in sched.timesteps:
+                inp = sched.scale_model_input(torch.cat([x, x]) if guided else x, t)
+                tt = t.expand(inp.shape[0])
+                eps = model(inp, tt, c) if h is None else model(inp, tt, c, h)
+                if guided:
+                    eps_c, eps_u = eps.chunk(2)
+                    eps = eps_u + guidance * (eps_c - eps_u)
+                x = sched.step(eps, t, x).prev_sample
+        return x
+
+    for guidance in (2.0, 1.0):
+        for ada, h in ((None, None), (adapter, hint)):
+            new = sample(Denoiser.compose(base, ada), make_sampler("dpm++", noise_scheduler()), noise,
+                         Condition(ctx, h), Condition(null, null), 3, guidance)
+            old = old_sample(base if ada is None else ControlledUViT(base, ada), h, guidance)
+            assert torch.equal(old, new)
+    with pytest.raises(ValueError, match="needs a hint"):
+        Denoiser.compose(base, adapter)(noise, torch.zeros(2, dtype=torch.long), Condition(ctx))

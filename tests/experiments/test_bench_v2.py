@@ -1,0 +1,259 @@
+"""cxraug bench v2: the gen-data->real control arm and transfer efficiency, external test sets
+(--test-data) with resume from saved classifiers, and --pretrained initialisation."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import timm
+import torch
+from conftest import REPO, tiny_config, write_png
+from safetensors.torch import save_file
+
+from cxraug.classify.model import Classifier, init_name
+from cxraug.cli.main import main
+from cxraug.core.errors import CxraugError, WeightsError
+from cxraug.data.splits import real_subset
+from cxraug.experiments import bench as B
+from cxraug.metrics.auc import mean_auc
+from cxraug.metrics.bootstrap import paired_difference, paired_ratio
+
+
+def _cfg(data, **kw):
+    cfg = B.BenchConfig(data=str(data), image_size=16, min_positive=1, n_boot=20, **kw)
+    cfg.classifier.arch, cfg.classifier.max_epochs = "resnet10t", 1
+    return cfg
+
+
+def _generator_run(data, folder, *extra):
+    """A generator run folder as cxraug train starts it: its recipe and its splits.csv. The
+    gen-data->real arm reads only these (which real images the generator is trained on)."""
+    from cxraug.core import config as C
+    from cxraug.data.adapters import load_dataset
+    from cxraug.data.splits import splits_for
+
+    gen_cfg = tiny_config(data, *extra)
+    C.save(gen_cfg, folder)
+    splits_for(load_dataset(data), folder / "splits.csv", seed=gen_cfg.data.split_seed)
+    return folder
+
+
+def _cohort(folder, n=8):
+    """A cohort folder in the layout cxraug synth writes (manifest.csv + images)."""
+    rows = ["file,Pneumonia,accepted"]
+    for i in range(n):
+        write_png(folder / f"s{i}.png", seed=200 + i)
+        rows.append(f"s{i}.png,{i % 2},true")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def _hospital(folder, n=10):
+    """A manifest-layout dataset labelled for Pneumonia only (no 'No Finding' column)."""
+    rows = ["path,patient_id,Pneumonia"]
+    for i in range(n):
+        write_png(folder / f"im{i}.png", seed=50 + i)
+        rows.append(f"im{i}.png,H{i // 2},{i % 2}")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def _sha(path):
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------- transfer efficiency
+
+
+def _scores(rng, y, strength):
+    return (strength * y + rng.normal(0, 1, y.shape)).astype(np.float32)
+
+
+def test_paired_ratio_is_the_ratio_of_paired_differences_on_the_same_resamples():
+    rng = np.random.default_rng(0)
+    y = (rng.random((200, 2)) < 0.4).astype(np.float32)
+    pids = np.array([f"p{i // 2}" for i in range(200)])
+    ref, num, den = _scores(rng, y, 0.2), _scores(rng, y, 1.0), _scores(rng, y, 2.5)
+    q = paired_ratio(y, num, den, ref, pids, n_boot=200, seed=3)
+    dn = paired_difference(y, num, ref, pids, n_boot=200, seed=3)
+    dd = paired_difference(y, den, ref, pids, n_boot=200, seed=3)
+    assert q["reason"] is None and q["ratio"] == pytest.approx(dn["diff"] / dd["diff"])
+    assert q["numerator_ci"] == dn["ci"] and q["denominator_ci"] == dd["ci"]  # same resamples
+    assert q["ci"][0] < q["ratio"] < q["ci"][1] and 0 < q["ratio"] < 1
+    flat = ref + rng.normal(0, 1e-3, ref.shape).astype(np.float32)  # no better than ref
+    u = paired_ratio(y, num, flat, ref, pids, n_boot=200, seed=3)
+    assert u["ratio"] is None and u["ci"] is None and "includes 0" in u["reason"]
+
+
+# --------------------------------------------------------------------- gen-data->real
+
+
+def test_gen_data_arm_pretrains_on_the_generator_images_paper(kermany_fixture, tmp_path):
+    """Paper protocol: gen-data->real pre-trains on the whole training split (the generator's
+    real_frac is 1), once per seed; results record the generator, the init and the transfer
+    efficiency computed from the stored paired differences."""
+    run = _generator_run(kermany_fixture, tmp_path / "gen")
+    weights = tmp_path / "r10.safetensors"
+    save_file(timm.create_model("resnet10t", pretrained=False).state_dict(), str(weights))
+    cfg = _cfg(kermany_fixture, real_fracs=[0.5], arms=["real", "synth->real", "gen-data->real"])
+    cfg.classifier.pretrained = str(weights)
+    out = tmp_path / "b"
+    report = B.run_bench(cfg, out, synth=_cohort(tmp_path / "cohort"), model=run, progress=False)
+
+    real = B.load_real_splits(cfg, run / "splits.csv")
+    jobs = {j["arm"]: j for j in report["jobs"]}
+    gen = jobs["gen-data->real"]
+    assert gen["n_pretrain"] == gen["generator_real_images"] == len(real.train)
+    assert gen["generator_real_frac"] == 1.0 and gen["n_real"] < len(real.train)
+    assert jobs["synth->real"]["n_pretrain"] == 8 and jobs["real"]["generator_real_images"] is None
+    assert (out / "pretrain" / "gen-data_frac1_seed0" / "model.safetensors").is_file()
+    assert report["generator"]["generators"]["all"]["images"] == len(real.train)
+    assert report["protocol"] == "paper"
+
+    init = _sha(weights)
+    assert report["init"] == init and {j["init"] for j in report["jobs"]} == {init}
+    saved = Classifier.from_pretrained(B.job_dir(out, 0.5, "real", 0) / "model")
+    assert saved.meta["init"] == init
+
+    te = report["transfer_efficiency"][0]
+    seed0 = te["per_seed"][0]
+    assert seed0["numerator"] == jobs["synth->real"]["diff_vs_real"]["diff"]
+    assert seed0["numerator_ci"] == jobs["synth->real"]["diff_vs_real"]["ci"]
+    assert seed0["denominator"] == jobs["gen-data->real"]["diff_vs_real"]["diff"]
+    assert seed0["denominator_ci"] == jobs["gen-data->real"]["diff_vs_real"]["ci"]
+    lo, hi = seed0["denominator_ci"]
+    if lo <= 0 <= hi:
+        assert te["value"] is None and "includes 0" in te["reason"]
+    else:
+        assert te["value"] == pytest.approx(seed0["numerator"] / seed0["denominator"])
+
+
+def test_gen_data_arm_strict_uses_the_fraction_subset(kermany_fixture, tmp_path):
+    run = _generator_run(kermany_fixture, tmp_path / "gen")
+    cfg = _cfg(kermany_fixture, real_fracs=[0.5], arms=["real", "gen-data->real"])
+    report = B.run_bench(cfg, tmp_path / "b", model=run, strict=True, progress=False)
+    real = B.load_real_splits(cfg, run / "splits.csv")
+    subset = real_subset(real.train, 0.5, seed=cfg.subset_seed)
+    gen = next(j for j in report["jobs"] if j["arm"] == "gen-data->real")
+    assert gen["n_pretrain"] == gen["generator_real_images"] == len(subset) < len(real.train)
+    assert gen["generator_real_frac"] == 0.5
+    assert report["generator"] == {"protocol": "strict", "model": str(run),
+                                   "generators": {"0.5": {"real_frac": 0.5, "images": len(subset)}}}
+    assert report["transfer_efficiency"][0]["value"] is None
+    assert "synth->real" in report["transfer_efficiency"][0]["reason"]
+
+
+def test_gen_data_arm_needs_a_generator_run(kermany_fixture, tmp_path, capsys):
+    cohort = _cohort(tmp_path / "cohort")
+    assert main(["bench", "--arms", "real,gen-data->real", "--synth", str(cohort),
+                 "--out", str(tmp_path / "b")]) == 2
+    assert "pass --model RUN" in capsys.readouterr().err
+    with pytest.raises(CxraugError, match="--model RUN"):
+        B.run_bench(_cfg(kermany_fixture, arms=["real", "gen-data->real"]), tmp_path / "b2",
+                    synth=cohort, progress=False)
+    (tmp_path / "bare").mkdir()  # a recipe without splits: which images it saw is unknown
+    from cxraug.core import config as C
+
+    C.save(tiny_config(kermany_fixture), tmp_path / "bare")
+    with pytest.raises(CxraugError, match="neither splits.csv"):
+        B.run_bench(_cfg(kermany_fixture, arms=["real", "gen-data->real"]), tmp_path / "b3",
+                    model=tmp_path / "bare", progress=False)
+
+
+# --------------------------------------------------------------------------- --test-data
+
+
+def test_test_data_scores_other_datasets_and_resume_adds_one(kermany_fixture, nih_fixture,
+                                                             tmp_path, capsys):
+    hospital = _hospital(tmp_path / "hospital")
+    out = tmp_path / "b"
+    args = ["bench", "--data", str(kermany_fixture), "--labels", "Pneumonia,No Finding",
+            "--arms", "real", "--real-frac", "1.0", "--arch", "resnet10t", "--image-size", "16",
+            "--set", "classifier.max_epochs=1", "--set", "n_boot=20", "--set", "min_positive=1",
+            "--out", str(out), "--test-data", str(hospital)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "hospital mAUC" in printed and "skipped: No Finding (not labelled there)" in printed
+    res = json.loads((out / "results.json").read_text())
+    assert res["test_sets"]["hospital"]["labels"] == ["Pneumonia"]
+    assert res["test_sets"]["hospital"]["skipped"] == {"No Finding": "not labelled there"}
+    job = B.job_dir(out, 1.0, "real", 0)
+    with np.load(job / "external" / "hospital.npz") as z:
+        scores = z["scores"]
+    assert scores.shape == (10, 2)
+    y = np.array([[i % 2] for i in range(10)], np.float32)
+    assert res["jobs"][0]["external"]["hospital"]["mauc"] == pytest.approx(mean_auc(y, scores[:, :1]))
+    assert res["cells"][0]["external"]["hospital"]["mauc_mean"] == res["jobs"][0]["external"]["hospital"]["mauc"]
+
+    weights, result = job / "model" / "model.safetensors", job / "result.json"
+    stamps = (weights.stat().st_mtime_ns, result.stat().st_mtime_ns)
+    assert main([*args, "--test-data", str(nih_fixture)]) == 0  # resume: one more test set
+    assert (weights.stat().st_mtime_ns, result.stat().st_mtime_ns) == stamps  # not retrained
+    res2 = json.loads((out / "results.json").read_text())
+    assert set(res2["test_sets"]) == {"hospital", "nih14"}
+    assert res2["test_sets"]["nih14"]["labels"] == ["Pneumonia"]  # NIH marks No Finding only as 1
+    assert "0 negative" in res2["test_sets"]["nih14"]["skipped"]["No Finding"]
+    with np.load(job / "external" / "nih14.npz") as z:
+        nih_scores = z["scores"]
+    t = B.load_test_sets([str(nih_fixture)], _cfg(kermany_fixture), ["Pneumonia", "No Finding"])[0]
+    model = Classifier.from_pretrained(job / "model")
+    assert np.allclose(nih_scores, model.predict_proba(t.data.images), atol=1e-6)
+    assert res2["jobs"][0]["external"]["hospital"] == res["jobs"][0]["external"]["hospital"]
+
+
+def test_test_data_errors_are_one_line(kermany_fixture, tmp_path, capsys):
+    base = ["bench", "--data", str(kermany_fixture), "--arms", "real", "--set", "min_positive=1",
+            "--image-size", "16", "--out", str(tmp_path / "b")]
+    unlabelled = tmp_path / "folder"
+    write_png(unlabelled / "a.png")
+    assert main([*base, "--test-data", str(unlabelled)]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to score" in err and "Traceback" not in err
+    assert main([*base, "--test-data", str(kermany_fixture)]) == 2
+    assert "is the bench's own --data" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- --pretrained
+
+
+class _NotATensor:  # pickled into a checkpoint: torch.load(weights_only=True) must refuse it
+    pass
+
+
+def test_pretrained_local_files_adapt_to_one_channel(tmp_path):
+    src = timm.create_model("resnet18", pretrained=False)  # random, 3 channels, 1000 classes
+    sd = src.state_dict()
+    save_file(sd, str(tmp_path / "r18.safetensors"))
+    m = Classifier("resnet18", ["Pneumonia"], image_size=16, pretrained=str(tmp_path / "r18.safetensors"))
+    got = m.net.state_dict()
+    assert torch.allclose(got["conv1.weight"], sd["conv1.weight"].sum(dim=1, keepdim=True), atol=1e-6)
+    assert torch.equal(got["layer3.1.conv2.weight"], sd["layer3.1.conv2.weight"])
+    assert m.net.fc.weight.shape == (1, 512)
+    assert m.meta["init"] == init_name(str(tmp_path / "r18.safetensors")) == _sha(tmp_path / "r18.safetensors")
+    assert init_name(None) == "random" and init_name("resnet18.a1_in1k") == "resnet18.a1_in1k"
+
+    torch.save({"state_dict": sd}, tmp_path / "r18.pth")  # a plain tensor checkpoint
+    m2 = Classifier("resnet18", ["Pneumonia"], image_size=16, pretrained=str(tmp_path / "r18.pth"))
+    assert torch.equal(m2.net.state_dict()["conv1.weight"], got["conv1.weight"])
+    torch.save({"state_dict": sd, "extra": _NotATensor()}, tmp_path / "code.pth")
+    with pytest.raises(WeightsError, match="cannot read weights"):
+        Classifier("resnet18", ["Pneumonia"], pretrained=str(tmp_path / "code.pth"))
+    with pytest.raises(WeightsError, match="--arch resnet18"):
+        Classifier("resnet10t", ["Pneumonia"], pretrained="resnet18.a1_in1k")
+
+
+def test_pretrained_name_offline_fails_in_one_line(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "OMP_NUM_THREADS": "1"}
+    code = ("import sys; from cxraug.cli.main import main; sys.exit(main(sys.argv[1:]))")
+    p = subprocess.run([sys.executable, "-c", code, "bench", "--arms", "real", "--arch", "resnet10t",
+                        "--pretrained", "resnet10t.c3_in1k", "--out", str(tmp_path / "b")],
+                       env=env, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    lines = [x for x in p.stderr.strip().splitlines() if x.strip()]
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert "downloading the weights failed" in lines[0]
+    assert "--pretrained path/to/weights.safetensors" in lines[0]
