@@ -86,3 +86,21 @@ def test_no_module_over_400_lines(layer):
     long = {str(p.relative_to(PKG)): n for p in (PKG / layer).rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 420}
     assert not long, f"split these by concern: {long}"
+
+
+def test_function_level_imports_only_in_the_cli():
+    """Below the CLI, cxraug modules import each other at module level (no cycles to hide); a
+    function-level import must say why it is lazy (a ``# lazy: ...`` comment on the line above)."""
+    hidden = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG)
+        if rel.parts[0] == "cli":
+            continue  # commands import their packages when they run: `cxraug --help` stays fast
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for sub in ast.walk(node):
+                    if (isinstance(sub, ast.ImportFrom) and (sub.module or "").startswith("cxraug")
+                            and "# lazy:" not in lines[sub.lineno - 2]):
+                        hidden.append(f"{rel}:{sub.lineno}")
+    assert not hidden, f"move these imports to the top of their module: {hidden}"

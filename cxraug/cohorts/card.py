@@ -17,6 +17,7 @@ import pandas as pd
 from cxraug import __version__
 from cxraug.data import labels as L
 from cxraug.data.transforms import load_grayscale
+from cxraug.diffusion.pipeline import grid_image
 
 GRID_IMAGES = 8
 
@@ -50,7 +51,6 @@ def write_grids(root: Path, manifest: pd.DataFrame, per_target: int = GRID_IMAGE
     """``grids/<target>.png``: the first accepted images of each target, read back from disk."""
     from PIL import Image
 
-    from cxraug.diffusion.pipeline import grid_image
 
     (root / "grids").mkdir(exist_ok=True)
     out = {}

@@ -30,10 +30,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cxraug.classify.model import Classifier
 from cxraug.cohorts.store import CohortDir, write_atomic
 from cxraug.core.config import ConfigError
 from cxraug.core.errors import CxraugError
 from cxraug.data import labels as L
+from cxraug.data.reference import downsample
 
 if TYPE_CHECKING:
     from cxraug.cohorts.config import SynthConfig
@@ -200,7 +202,6 @@ class MemorisationGate:
         a whole factor (a packaged model's downsampled reference) are area-downsampled to it."""
         side = self.reference.shape[-1]
         if images.shape[-1] != side and images.shape[-1] % side == 0 and images.shape[-1] == images.shape[-2]:
-            from cxraug.data.reference import downsample
 
             images = downsample(images, side)
         if images.shape[1:] != self.reference.shape[1:]:
@@ -307,7 +308,6 @@ def build_gates(cfg: SynthConfig, gen: LoadedGenerator, out: CohortDir | None,
 
 def _gate_classifier(folder: str | None):
     """The real-data classifier of the fidelity gate (and of the embeddings), if one is given."""
-    from cxraug.classify.model import Classifier
 
     if not folder:
         return None

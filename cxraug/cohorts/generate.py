@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxraug.cohorts.card import write_card
 from cxraug.cohorts.config import SynthConfig, cohort_settings
 from cxraug.cohorts.gates import Gates, build_gates
 from cxraug.cohorts.generator import Autocast, LoadedGenerator
@@ -66,6 +67,7 @@ from cxraug.core.errors import CxraugError
 from cxraug.core.precision import default_device
 from cxraug.core.progress import job_progress
 from cxraug.data import labels as L
+from cxraug.diffusion.pipeline import DiffCXRPipeline
 
 OBS = list(L.OBSERVATIONS)
 
@@ -164,7 +166,6 @@ def _open_cohort(cfg: SynthConfig, run_dir: str | Path, out_dir: str | Path,
 
 def _load_pipeline(gen: LoadedGenerator, precision: str):
     """The generator's sampling pipeline; bf16 runs its denoiser under autocast."""
-    from cxraug.diffusion.pipeline import DiffCXRPipeline
 
     pipe = DiffCXRPipeline.from_pretrained(gen.run.root, device=default_device())
     if precision == "bf16":
@@ -285,7 +286,6 @@ def _round_robin(missing: dict[str, int], budget: int) -> list[str]:
 def _assemble_if_complete(cohort: _Cohort, plans: list[pd.DataFrame], gate_info: dict,
                           t_start: float) -> dict:
     """If every planned row exists (any shard), write manifest.csv and the dataset card."""
-    from cxraug.cohorts.card import write_card
 
     planned = set(pd.concat(plans)["index"].tolist())
     done = read_rows(cohort.out.parts)  # other shards may have finished meanwhile

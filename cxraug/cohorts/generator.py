@@ -16,6 +16,14 @@ import numpy as np
 
 from cxraug.core import config as C
 from cxraug.core.errors import CxraugError
+from cxraug.core.runs import RunDir
+from cxraug.data.adapters import load_dataset, resolve_data
+from cxraug.data.cache import cached_images
+from cxraug.data.reference import REFERENCE_NAME, Reference, Rows, check_known
+from cxraug.data.splits import splits_for
+from cxraug.diffusion.config import DiffCXRConfig
+from cxraug.diffusion.prepare import training_dataset
+from cxraug.models.zoo import SHIPPED, resolve_model
 
 
 @dataclass
@@ -37,10 +45,6 @@ class LoadedGenerator:
 
     @classmethod
     def open(cls, model: str | Path) -> LoadedGenerator:
-        from cxraug.core.runs import RunDir
-        from cxraug.data.reference import REFERENCE_NAME, Reference
-        from cxraug.diffusion.config import DiffCXRConfig
-        from cxraug.models.zoo import resolve_model
 
         run = RunDir(resolve_model(model))
         if not (run.root / "config.yaml").is_file() or not (run.denoiser / "config.json").is_file():
@@ -53,15 +57,12 @@ class LoadedGenerator:
                    Reference.load(ref) if ref.is_file() else None)
 
     def training_set(self):
-        from cxraug.diffusion.prepare import training_dataset
 
         if self.reference is not None:
             return self.reference.train
         return training_dataset(self.cfg, self.run)
 
     def split(self, name: str):
-        from cxraug.data.adapters import load_dataset, resolve_data
-        from cxraug.data.splits import splits_for
 
         if self.reference is not None:
             if name not in ("train", "val"):
@@ -75,8 +76,6 @@ class LoadedGenerator:
     def images(self, ds):
         """``(uint8 [N, S, S] memmap, dataset rows kept)`` at the generator's image size (a
         packaged model's training reference: at its reference size)."""
-        from cxraug.data.cache import cached_images
-        from cxraug.data.reference import Rows
 
         if isinstance(ds, Rows):
             return ds.images, ds
@@ -85,7 +84,6 @@ class LoadedGenerator:
         return images, kept
 
     def check_labels(self, labels: list[str], train_labels: np.ndarray) -> None:
-        from cxraug.data.reference import check_known
 
         check_known(labels, train_labels, self.name)
 
@@ -95,7 +93,6 @@ class LoadedGenerator:
             p = folder / "config.json"
             return json.loads(p.read_text()).get("meta", {}) if p.is_file() else {}
 
-        from cxraug.models.zoo import SHIPPED
 
         d, den, ada = self.cfg.data, meta(self.run.denoiser), meta(self.run.adapter)
         # a shipped model by its name: no path of this machine goes into the cohort card

@@ -22,6 +22,7 @@ import pandas as pd
 from cxraug.core.errors import CxraugError
 from cxraug.core.seeds import image_seed, stable_seed
 from cxraug.data import labels as L
+from cxraug.data.templates import PromptBuilder, paper_hint
 
 if TYPE_CHECKING:
     from cxraug.cohorts.config import SynthConfig
@@ -121,7 +122,6 @@ def build_plan(cfg: SynthConfig, train_labels: np.ndarray, has_adapter: bool, st
                targets: list[str] | None = None, round_: int = 0) -> pd.DataFrame:
     """The cohort plan (:func:`plan_cohort` of ``cfg``) with each image's round, prompt and DKIM
     hint (both deterministic)."""
-    from cxraug.data.templates import PromptBuilder, paper_hint
 
     plan = plan_cohort(cfg.spec(), train_labels, start_index, targets)
     builder = PromptBuilder(source=cfg.prompts)

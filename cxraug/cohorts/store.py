@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from cxraug.core.errors import CxraugError
+from cxraug.data.tables import read_csv
 
 #: Manifest columns that hold text: read as text, so an id like ``000001`` or a generator hash
 #: like ``75e8231879992875`` (a float to pandas' type inference) stays what was written.
@@ -27,9 +28,13 @@ MANIFEST_TEXT = ("id", "file", "prompt", "hint", "target", "sampler", "generator
                  "fidelity_label", "memorisation", "nn_id", "reason")
 
 
-def read_manifest(path: Path) -> pd.DataFrame:
-    """A cohort's ``manifest.csv`` with its text columns as text (empty, not NaN) and label,
-    score and count columns as numbers; ``accepted`` as bool."""
+def read_manifest(path: Path, required: tuple[str, ...] = ("file",)) -> pd.DataFrame:
+    """The one reader of a cohort's ``manifest.csv``: its text columns as text (empty, not NaN),
+    label, score and count columns as numbers, ``accepted`` as bool (``True``/``1``).
+
+    A missing or unreadable file, a ``required`` column that is absent or no rows at all is a
+    one-line :class:`~cxraug.core.errors.DataError` naming the file."""
+    read_csv(Path(path), required, "cohort manifest from cxraug synth")  # the checks, as text
     df = pd.read_csv(path, dtype=dict.fromkeys(MANIFEST_TEXT, str))
     text = [c for c in MANIFEST_TEXT if c in df.columns]
     df[text] = df[text].fillna("")

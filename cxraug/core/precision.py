@@ -12,6 +12,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from cxraug.core.config import ConfigError
+
 PRECISIONS = ("auto", "fp32", "no", "bf16", "fp16")
 FAST_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
@@ -41,7 +43,6 @@ def resolve_precision(name: str, device: str | None = None, flags: frozenset[str
     import torch
 
     if name not in PRECISIONS:
-        from cxraug.core.config import ConfigError
 
         raise ConfigError(f"precision {name!r}: choose one of {', '.join(PRECISIONS)}")
     if name == "no":

@@ -280,6 +280,7 @@ def make_labeler(name: str = "rule", weights: str | Path | None = None,
     if name == "rule":
         return RuleLabeler()
     if name == "chexbert":
+        # lazy: chexbert imports this module (and loads transformers)
         from cxraug.data.chexbert import CheXbert
 
         return CheXbert(weights, tokenizer, batch_size=batch_size)

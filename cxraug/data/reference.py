@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cxraug.core.errors import WeightsError
+from cxraug.core.errors import CxraugError, WeightsError
+from cxraug.data.labels import OBSERVATIONS
 
 REFERENCE_NAME = "reference.npz"
 KEYS = ("train_ids", "train_labels", "train_images", "val_ids", "val_labels", "val_images")
@@ -80,7 +81,6 @@ class Reference:
 
 def known_labels(train_labels: np.ndarray) -> list[str]:
     """Observations with at least one positive training image: what a generator can be asked for."""
-    from cxraug.data.labels import OBSERVATIONS
 
     y = np.asarray(train_labels)
     return [o for i, o in enumerate(OBSERVATIONS) if (y[:, i] == 1).any()]
@@ -88,7 +88,6 @@ def known_labels(train_labels: np.ndarray) -> list[str]:
 
 def check_known(labels, train_labels: np.ndarray, model: str) -> None:
     """Refuse target labels the generator never saw a positive image of, naming the ones it knows."""
-    from cxraug.core.errors import CxraugError
 
     known = known_labels(train_labels)
     unknown = [x for x in labels if x not in known]

@@ -37,6 +37,8 @@ import numpy as np
 
 from cxraug.core.errors import DataError
 from cxraug.data import labels as L
+from cxraug.data.cache import default_cache_dir
+from cxraug.data.iu import IU_CITATION, IU_LICENSE, read_iu_reports
 from cxraug.data.labeler import RuleLabeler
 from cxraug.data.reports import (
     LABEL_SECTIONS,
@@ -149,7 +151,6 @@ def default_templates_path() -> Path:
     deterministic). It is built rather than shipped because the IU reports are CC BY-NC-ND 4.0:
     cxraug does not redistribute sentences from them. A bank placed at
     ``cxraug/assets/templates/iu_mined.json`` (e.g. by a packager who may) is used first."""
-    from cxraug.data.cache import default_cache_dir
 
     packaged = Path(str(resources.files("cxraug") / "assets" / "templates" / SHIPPED_TEMPLATES))
     if packaged.is_file():
@@ -221,7 +222,6 @@ def mine_templates(reports: Iterable[str], top_k: int = 20, min_count: int = 1,
 def build_iu_templates(out: str | Path, iu_path: str | Path | None = None, top_k: int = 20,
                        min_count: int = 1) -> TemplateBank:
     """Mine the IU-Xray reports (from torchxrayvision) and write the bank to ``out``."""
-    from cxraug.data.iu import IU_CITATION, IU_LICENSE, read_iu_reports
 
     reports = read_iu_reports(iu_path, clean=False)
     texts = [f"FINDINGS: {r.findings} IMPRESSION: {r.impression}" for r in reports]

@@ -18,6 +18,8 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
+from cxraug.models.adapter import ControlledUViT
+
 
 @dataclasses.dataclass(frozen=True)
 class Condition:
@@ -71,7 +73,6 @@ class Denoiser(nn.Module):
         """The stage-1 U-ViT alone, or steered by a DKIM adapter (``ControlledUViT``)."""
         if adapter is None:
             return cls(base, uses_hint=False)
-        from cxraug.models.adapter import ControlledUViT
 
         return cls(ControlledUViT(base, adapter), uses_hint=True)
 

@@ -23,6 +23,8 @@ import torch
 from safetensors.torch import save_file
 from torch.optim.swa_utils import AveragedModel
 
+from cxraug.core.artifacts import load_weights
+from cxraug.core.errors import CxraugError, WeightsError
 from cxraug.core.precision import accelerate_precision
 from cxraug.core.progress import MetricsLog, job_progress
 from cxraug.core.runs import RunDir
@@ -31,7 +33,13 @@ from cxraug.data import labels as L
 from cxraug.diffusion.config import DiffCXRConfig, TrainConfig
 from cxraug.diffusion.denoiser import Condition, Denoiser
 from cxraug.diffusion.loss import DiffusionLoss
-from cxraug.diffusion.prepare import TrainingSet
+from cxraug.diffusion.pipeline import DiffCXRPipeline, build_denoiser, check_run_files, write_grid
+from cxraug.diffusion.prepare import TrainingSet, build_training_set
+from cxraug.diffusion.prompts import validation_prompts
+from cxraug.models.adapter import DiseaseAdapter
+from cxraug.models.autoencoder import LatentSpace
+from cxraug.models.uvit import UViT
+from cxraug.text.squeeze import ReportEncoder
 
 # Settings that define the noise process; stage 2 always takes them from stage 1 (``train``).
 NOISE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type",
@@ -101,8 +109,6 @@ def read_checkpoint(path: Path) -> dict:
     """Every file of a checkpoint, read and checked before any of it is applied; raises
     :class:`DamagedCheckpoint` naming the first bad file. The optimiser state is loaded with
     ``weights_only=True``: a checkpoint is never unpickled as code."""
-    from cxraug.core.artifacts import load_weights
-    from cxraug.core.errors import WeightsError
 
     files = {}
     for name in ("model.safetensors", "ema.safetensors"):
@@ -139,7 +145,6 @@ def resumable_checkpoint(folder: Path, announce: bool = True) -> tuple[Path, dic
     step 0 would silently throw the training away)."""
     import sys
 
-    from cxraug.core.errors import CxraugError
 
     skipped = []
     for path in sorted(folder.glob("step_*"), reverse=True):
@@ -260,18 +265,6 @@ def run_stage(cfg: DiffCXRConfig, run: RunDir, stage: int, progress: bool = True
     # 1. Frozen parts: latent space and report encoder; cached training inputs.
     from accelerate import PartialState
 
-    from cxraug.diffusion.pipeline import (
-        DiffCXRPipeline,
-        build_denoiser,
-        check_run_files,
-        write_grid,
-    )
-    from cxraug.diffusion.prepare import build_training_set
-    from cxraug.diffusion.prompts import validation_prompts
-    from cxraug.models.adapter import DiseaseAdapter
-    from cxraug.models.autoencoder import LatentSpace
-    from cxraug.models.uvit import UViT
-    from cxraug.text.squeeze import ReportEncoder
 
     state = PartialState()
     # a damaged frozen part is named in one line; a damaged stage-1 export is rewritten from
@@ -289,7 +282,6 @@ def run_stage(cfg: DiffCXRConfig, run: RunDir, stage: int, progress: bool = True
         tcfg = cfg.train
     else:
         if not (run.denoiser / "config.json").is_file():
-            from cxraug.core.errors import CxraugError
 
             raise CxraugError(f"{run.denoiser}: no stage-1 denoiser; train stage 1 first "
                               "(cxraug train --stage 1) or pass --from a stage-1 run")

@@ -29,7 +29,10 @@ from cxraug.core import config as C
 from cxraug.core.artifacts import load_weights
 from cxraug.core.errors import CxraugError
 from cxraug.core.runs import RunDir
+from cxraug.data.adapters import load_dataset, resolve_data
+from cxraug.data.cache import cached_images
 from cxraug.data.reference import REFERENCE_NAME, build_reference
+from cxraug.data.splits import splits_for
 from cxraug.diffusion.config import DiffCXRConfig
 from cxraug.diffusion.prepare import training_dataset
 
@@ -49,9 +52,6 @@ def convert_weights(src: Path, dst: Path, dtype: torch.dtype) -> None:
 
 def reference_for(cfg: DiffCXRConfig, run: RunDir, reference_size: int):
     """The run's training and val images (patient-level splits of ``splits.csv``) as a Reference."""
-    from cxraug.data.adapters import load_dataset, resolve_data
-    from cxraug.data.cache import cached_images
-    from cxraug.data.splits import splits_for
 
     size = cfg.data.image_size
     if size % reference_size:

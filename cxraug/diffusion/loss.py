@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
 from cxraug.diffusion.denoiser import Condition
+from cxraug.diffusion.sampling import scheduler_for
 
 
 def loss_target_and_weight(scheduler: DDPMScheduler, z: torch.Tensor, eps: torch.Tensor,
@@ -73,7 +74,6 @@ class DiffusionLoss:
     @classmethod
     def from_config(cls, tcfg, null: Condition) -> DiffusionLoss:
         """The loss a :class:`~cxraug.diffusion.config.TrainConfig` describes."""
-        from cxraug.diffusion.sampling import scheduler_for
 
         return cls(scheduler_for(tcfg), null, tcfg.cond_drop, tcfg.report_drop, tcfg.snr_gamma)
 

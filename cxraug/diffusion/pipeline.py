@@ -16,7 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cxraug.core import config as C
+from cxraug.core.artifacts import check_component
+from cxraug.core.errors import CxraugError, WeightsError
+from cxraug.core.runs import RunDir
 from cxraug.data import labels as L
+from cxraug.data.templates import paper_hint
+from cxraug.data.transforms import model_to_uint8
 from cxraug.diffusion.config import DiffCXRConfig, SampleConfig
 from cxraug.diffusion.denoiser import Condition, Denoiser
 from cxraug.diffusion.sampling import (
@@ -26,12 +32,15 @@ from cxraug.diffusion.sampling import (
     sample,
     scheduler_for,
 )
+from cxraug.models.adapter import ControlledUViT, DiseaseAdapter
+from cxraug.models.autoencoder import META_NAME, LatentSpace
+from cxraug.models.uvit import PRESETS, UViT
+from cxraug.models.zoo import resolve_model
+from cxraug.text.squeeze import ReportEncoder
 
 
 def build_denoiser(cfg: DiffCXRConfig, space, encoder):
     """A fresh U-ViT shaped by the preset and overrides, fitted to the latent space and encoder."""
-    from cxraug.core.errors import CxraugError
-    from cxraug.models.uvit import PRESETS, UViT
 
     if cfg.denoiser.preset not in PRESETS:
         raise CxraugError(f"denoiser.preset {cfg.denoiser.preset!r}: choose one of {', '.join(PRESETS)}")
@@ -51,8 +60,6 @@ def check_run_files(run, parts: tuple[str, ...] = ("vae", "text", "denoiser", "a
     """Name the first damaged file (truncated or overwritten weights, broken JSON) of the run
     components in ``parts`` as one :class:`~cxraug.core.errors.WeightsError` line, before any of them
     is loaded. The VAE folder is diffusers', the others are cxraug components."""
-    from cxraug.core.artifacts import check_component
-    from cxraug.models.autoencoder import META_NAME
 
     for part in parts:
         if part == "vae":
@@ -69,7 +76,6 @@ class DiffCXRPipeline:
 
     def __init__(self, latent_space, report_encoder, denoiser, adapter=None,
                  sample_cfg: SampleConfig | None = None, train_cfg=None, device: str = "cpu"):
-        from cxraug.models.adapter import ControlledUViT
 
         self.space, self.encoder = latent_space.eval(), report_encoder.eval()
         self.denoiser = denoiser.eval()
@@ -86,14 +92,6 @@ class DiffCXRPipeline:
     def from_pretrained(cls, run_dir: str | Path, device: str = "cpu", use_adapter: bool = True):
         """Load every component from a run folder written by ``cxraug train``, a packaged model
         (``cxraug export``), a shipped model name (``kermany-128``) or a hub id."""
-        from cxraug.core import config as C
-        from cxraug.core.errors import WeightsError
-        from cxraug.core.runs import RunDir
-        from cxraug.models.adapter import DiseaseAdapter
-        from cxraug.models.autoencoder import LatentSpace
-        from cxraug.models.uvit import UViT
-        from cxraug.models.zoo import resolve_model
-        from cxraug.text.squeeze import ReportEncoder
 
         run = RunDir(resolve_model(run_dir))
         if not (run.denoiser / "config.json").is_file():
@@ -129,7 +127,6 @@ class DiffCXRPipeline:
                 steps: int | None = None, guidance: float | None = None,
                 sampler: str | None = None) -> torch.Tensor:
         """One batch: reports + per-image seeds (+ target labels for the hint) -> ``z_0``."""
-        from cxraug.data.templates import paper_hint
 
         sc = self.sample_cfg
         steps, guidance = steps or sc.steps, sc.guidance if guidance is None else guidance
@@ -150,7 +147,6 @@ class DiffCXRPipeline:
                  batch_size: int | None = None) -> np.ndarray:
         """Reports -> ``uint8 [N, H, W]`` images. ``seeds`` default to ``0..N-1``; image ``i``
         depends only on its report, labels and seed, never on the batch it ran in."""
-        from cxraug.data.transforms import model_to_uint8
 
         reports = list(reports)
         seeds = list(range(len(reports))) if seeds is None else list(seeds)

@@ -18,8 +18,10 @@ from cxraug.data.adapters import load_dataset, resolve_data
 from cxraug.data.cache import cached_images
 from cxraug.data.datasets import CXRDataset
 from cxraug.data.splits import real_subset, splits_for
+from cxraug.data.tables import read_csv
 from cxraug.diffusion.config import DiffCXRConfig
 from cxraug.diffusion.prompts import embed_texts, hints_for, null_condition, prompts_for
+from cxraug.models.autoencoder import cache_moments
 
 
 def training_dataset(cfg: DiffCXRConfig, run: RunDir) -> CXRDataset:
@@ -39,7 +41,6 @@ def training_dataset(cfg: DiffCXRConfig, run: RunDir) -> CXRDataset:
 
 def apply_filter(ds: CXRDataset, path: Path) -> CXRDataset:
     """Keep the rows an LNFS keep/drop CSV (``id, keep``) marks as kept."""
-    from cxraug.data.tables import read_csv
 
     df = read_csv(path, ("id", "keep"), "LNFS filter list (from cxraug filter)")
     keep = dict(zip(df["id"], df["keep"].str.lower().isin(["1", "true", "yes"])))
@@ -78,7 +79,6 @@ class TrainingSet:
 def build_training_set(cfg: DiffCXRConfig, run: RunDir, latent_space, encoder,
                        progress: bool = True) -> TrainingSet:
     """Images -> cached latent moments; texts -> condition embeddings; labels -> DKIM hints."""
-    from cxraug.models.autoencoder import cache_moments
 
     train = training_dataset(cfg, run)
     images, train, _ = cached_images(train, cfg.data.image_size, skip_bad=cfg.data.skip_bad,

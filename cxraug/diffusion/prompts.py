@@ -10,12 +10,12 @@ import torch
 from cxraug.core.seeds import stable_seed
 from cxraug.data import labels as L
 from cxraug.data.datasets import CXRDataset
+from cxraug.data.templates import PromptBuilder, paper_hint
 
 
 def prompts_for(ds: CXRDataset, source: str, seed: int) -> list[str]:
     """One text per image: its report when it has one, else report-like text built from its
     labels by the prompt builder, seeded per image so it is the same in every run."""
-    from cxraug.data.templates import PromptBuilder
 
     builder = PromptBuilder(source=source)
     reports, labels = ds.reports, ds.labels
@@ -25,7 +25,6 @@ def prompts_for(ds: CXRDataset, source: str, seed: int) -> list[str]:
 
 def hints_for(labels: np.ndarray) -> list[str]:
     """DKIM hint sentences (the paper's templates) for raw label vectors ``[N, 14]``."""
-    from cxraug.data.templates import paper_hint
 
     return [paper_hint(v) for v in np.atleast_2d(labels)]
 
@@ -49,7 +48,6 @@ def null_condition(encoder) -> torch.Tensor:
 def validation_prompts(train: CXRDataset, source: str, per_label: int = 1) -> list[tuple[str, np.ndarray]]:
     """Fixed prompts for sample grids: one label vector per positive observation seen in
     training (single-disease) plus No Finding, each turned into text deterministically."""
-    from cxraug.data.templates import PromptBuilder
 
     builder = PromptBuilder(source=source)
     vectors = [L.vector(positive=["No Finding"])]

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
+from cxraug.core.errors import CxraugError
 from cxraug.diffusion.denoiser import Condition
 
 SAMPLERS = ("dpm++", "ddim")
@@ -54,7 +55,6 @@ def make_sampler(name: str, train_scheduler: DDPMScheduler):
         # zero terminal SNR: sample from the last timestep ("trailing"), as Lin et al. prescribe
         spacing = {"timestep_spacing": "trailing"} if config.get("rescale_betas_zero_snr") else {}
         return DDIMScheduler.from_config(config, clip_sample=False, set_alpha_to_one=False, **spacing)
-    from cxraug.core.errors import CxraugError
 
     raise CxraugError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 

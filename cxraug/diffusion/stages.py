@@ -14,9 +14,14 @@ from cxraug import __version__
 from cxraug.core import config as C
 from cxraug.core.errors import CxraugError
 from cxraug.core.runs import RunDir
+from cxraug.data.cache import cached_images
 from cxraug.diffusion.config import DiffCXRConfig
+from cxraug.diffusion.denoiser_training import resumable_checkpoint, run_stage
 from cxraug.diffusion.prepare import training_dataset
 from cxraug.diffusion.prompts import prompts_for
+from cxraug.models.autoencoder import load_pretrained_vae
+from cxraug.models.vae_train import train_vae
+from cxraug.text.squeeze import train_text
 
 STAGES = ("vae", "text", "1", "2")
 #: Settings a resumed run may change: more steps continue the same (constant after warm-up)
@@ -115,7 +120,6 @@ def _check_steps(run: RunDir, cfg: DiffCXRConfig, adapter_restarts: bool) -> Non
 
 def _check_resumable(run: RunDir, cfg: DiffCXRConfig) -> None:
     """More stage-1 steps continue from a checkpoint: one must be intact before anything changes."""
-    from cxraug.diffusion.denoiser_training import resumable_checkpoint
 
     if resumable_checkpoint(run.checkpoints(1), announce=False) is None:
         raise CxraugError(f"{run.checkpoints(1)}: no checkpoint to continue the "
@@ -125,7 +129,6 @@ def _check_resumable(run: RunDir, cfg: DiffCXRConfig) -> None:
 
 
 def _train_images(cfg: DiffCXRConfig, run: RunDir, progress: bool):
-    from cxraug.data.cache import cached_images
 
     train = training_dataset(cfg, run)
     images, train, skipped = cached_images(train, cfg.data.image_size, skip_bad=cfg.data.skip_bad,
@@ -135,8 +138,6 @@ def _train_images(cfg: DiffCXRConfig, run: RunDir, progress: bool):
 
 def stage_vae(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Path:
     """Load the pretrained VAE (``vae.pretrained``) or train a small single-channel one."""
-    from cxraug.models.autoencoder import load_pretrained_vae
-    from cxraug.models.vae_train import train_vae
 
     if cfg.vae.pretrained:
         space = load_pretrained_vae(cfg.vae.pretrained, cfg.vae.subfolder or None, cfg.data.image_size)
@@ -151,7 +152,6 @@ def stage_text(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Path:
     """AVA-TLS: contrastively tune the report encoder + squeeze on (text, image) pairs."""
     import numpy as np
 
-    from cxraug.text.squeeze import train_text
 
     images, train = _train_images(cfg, run, progress)
     texts = prompts_for(train, cfg.data.prompts, cfg.train.seed)
@@ -164,7 +164,6 @@ def train_run(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool 
     """Run the requested stages in order, each after any missing prerequisite."""
     from accelerate import PartialState
 
-    from cxraug.diffusion.denoiser_training import run_stage
 
     # Under `accelerate launch`, the main process prepares everything shared on disk (run
     # folder, frozen components, caches) first; the others then find it there.

@@ -27,10 +27,7 @@ def load_cohort(folder: Path, labels: list[str], image_size: int, policy: str) -
     manifest = folder / "manifest.csv"
     if not manifest.is_file():
         raise DataError(f"{folder}: no manifest.csv; pass a cohort folder written by cxraug synth")
-    df = read_manifest(manifest)
-    missing = [c for c in ("file", *labels) if c not in df.columns]
-    if missing:
-        raise DataError(f"{manifest}: missing column(s) {', '.join(missing)}")
+    df = read_manifest(manifest, ("file", *labels))
     if "accepted" in df.columns:
         df = df[df["accepted"]]
     if df.empty:

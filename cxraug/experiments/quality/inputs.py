@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cxraug.cohorts.store import read_manifest
 from cxraug.core.errors import DataError
 from cxraug.data import labels as L
 from cxraug.data.adapters import load_dataset, resolve_data
-from cxraug.data.tables import IMAGE_SUFFIXES, read_csv
+from cxraug.data.tables import IMAGE_SUFFIXES
 from cxraug.data.transforms import load_grayscale, resize_square
 from cxraug.metrics.generative import _subsample
 
@@ -36,8 +37,8 @@ def load_synth(folder: Path, image_size: int, max_images: int | None, seed: int)
         raise DataError(f"--synth {folder}: folder not found")
     manifest = folder / "manifest.csv"
     if manifest.is_file():
-        df = read_csv(manifest, ("file", "accepted", "target"), "cohort manifest from cxraug synth")
-        df = df[df["accepted"].str.strip().str.lower().isin(["true", "1", "1.0"])]
+        df = read_manifest(manifest, ("file", "accepted", "target"))
+        df = df[df["accepted"]]
         if df.empty:
             raise DataError(f"{manifest}: no accepted images")
         files, targets = [folder / f for f in df["file"]], df["target"].to_numpy(dtype=str)
