@@ -32,7 +32,7 @@ Writes one JSON (``--out``; no absolute paths; rewritten after every part, so a 
 outside still leaves what it measured) and prints a short table. ``--tiny`` runs the same
 functions with tiny configs on the CPU (tiny U-ViT preset, 64 px, tiny VAE and text towers,
 ``torch.compile`` with the ``eager`` backend: the capture runs, no C++ build; the paper's fixed
-prompt templates instead of the mined bank); ``tests/test_gpu_bench.py`` runs it.
+prompt templates instead of the mined bank); ``tests/benchmarks/test_gpu_bench.py`` runs it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,125 @@
+"""benchmarks/limited_data_report.py: the figure, README table and compact JSON of issue #16, from
+a real (tiny) ``cxraug bench`` results.json with every arm, transfer efficiency and an external
+test set; a strict-protocol file with missing cells is reported next to it."""
+
+import copy
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config, write_png
+from PIL import Image
+
+from cxraug.experiments import bench as B
+
+REPO = Path(__file__).resolve().parents[2]
+ARMS = ["real", "real+dup", "real+synth", "synth->real", "gen-data->real"]
+
+
+def _report_module():
+    spec = importlib.util.spec_from_file_location("limited_data_report",
+                                                  REPO / "benchmarks" / "limited_data_report.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _generator_run(data, folder):
+    """A generator run folder as cxraug train starts it (recipe + splits.csv): all that
+    gen-data->real reads (as in tests/experiments/test_bench_v2.py)."""
+    from cxraug.core import config as C
+    from cxraug.data.adapters import load_dataset
+    from cxraug.data.splits import splits_for
+
+    gen_cfg = tiny_config(data)
+    C.save(gen_cfg, folder)
+    splits_for(load_dataset(data), folder / "splits.csv", seed=gen_cfg.data.split_seed)
+    return folder
+
+
+def _cohort(folder, n=8):
+    rows = ["file,Pneumonia,accepted"]
+    for i in range(n):
+        write_png(folder / f"s{i}.png", seed=200 + i)
+        rows.append(f"s{i}.png,{i % 2},true")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a busy 2-core machine two threads wait on each other (its bench
+    took 70 s with two threads, 10 s with one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.no_templates  # the bench reads a cohort folder: no prompts, no template bank
+def test_report_from_a_real_bench(kermany_fixture, nih_fixture, tmp_path, capsys, one_thread):
+    cfg = B.BenchConfig(data=str(kermany_fixture), image_size=16, min_positive=1, n_boot=20,
+                        real_fracs=[0.5, 1.0], arms=ARMS, seeds=2)
+    cfg.classifier.arch, cfg.classifier.max_epochs = "resnet10t", 1
+    out = tmp_path / "runs" / "sweep-paper"
+    B.run_bench(cfg, out, synth=_cohort(tmp_path / "cohort"), test_data=[str(nih_fixture)],
+                model=_generator_run(kermany_fixture, tmp_path / "gen"), progress=False)
+    (tmp_path / "runs" / "sweep.sh").write_text(  # how the bench was started: the report finds it
+        f"cd {tmp_path}\n{REPO}/.venv/bin/cxraug bench --data {kermany_fixture} \\\n"
+        "  --arms 'real,real+dup,real+synth,synth->real,gen-data->real' --seeds 2 \\\n"
+        f"  --test-data {nih_fixture} --out runs/sweep-paper\n")
+
+    paper = json.loads((out / "results.json").read_text())
+    strict = copy.deepcopy(paper)  # a strict run at 50% only, without real+dup
+    strict["protocol"] = strict["generator"]["protocol"] = "strict"
+    strict["cells"] = [c for c in strict["cells"] if c["frac"] == 0.5 and c["arm"] != "real+dup"]
+    strict["transfer_efficiency"] = [dict(strict["transfer_efficiency"][0], value=0.42, ci=[0.1, 0.8], reason=None)]
+    (tmp_path / "strict").mkdir()
+    (tmp_path / "strict" / "results.json").write_text(json.dumps(strict))
+
+    rep = _report_module()
+    res = tmp_path / "results"
+    assert rep.main(["--paper", str(out / "results.json"), "--strict", str(tmp_path / "strict" / "results.json"),
+                     "--name", "ld", "--out-dir", str(res)]) == 0
+    printed = capsys.readouterr().out
+
+    png = Image.open(res / "ld.png")
+    assert png.size[0] > 1000 and png.size[1] > 500  # two panels (test split, nih14) at dpi 150
+
+    md = (res / "ld.md").read_text()
+    assert md.splitlines()[0] in printed
+    header = next(line for line in md.splitlines() if line.startswith("| real | protocol"))
+    assert all(f" {a} |" in header for a in ARMS) and "transfer efficiency" in header
+    rows = [line for line in md.splitlines() if line.startswith(("| 50% |", "| 100% |"))]
+    assert {r.split(" | ")[0] + r.split(" | ")[1] for r in rows} >= {"| 50%paper", "| 100%paper", "| 50%strict"}
+    assert "**nih14** (external test set" in md and "Δ " in md and " ± " in md  # sd over 2 seeds
+    assert not any(r.startswith("| 100% | strict") for r in rows)  # nothing there: no row
+    strict_50 = next(r for r in rows if r.startswith("| 50% | strict")).split(" | ")
+    assert strict_50[3] == "-" and strict_50[-1] == "0.42 [0.10, 0.80] |"  # real+dup absent
+    assert all(f"| {rep.te_text(t)} |" in md for t in paper["transfer_efficiency"])  # value or n/a (why)
+
+    text = (res / "ld.json").read_text()
+    assert "/tmp" not in text and str(REPO) not in text and str(tmp_path) not in text
+    summary = json.loads(text)
+    te = summary["transfer_efficiency"]
+    assert {(t["protocol"], t["frac"]) for t in te} == {("paper", 0.5), ("paper", 1.0), ("strict", 0.5)}
+    assert next(t for t in te if t["protocol"] == "strict") | {"per_seed": []} == {
+        "protocol": "strict", "frac": 0.5, "value": 0.42, "ci": [0.1, 0.8], "reason": None, "per_seed": []}
+    assert all(len(t["per_seed"]) == 2 for t in te)
+    assert all((t["value"] is None) == (t["reason"] is not None) for t in te)
+    cells = {(c["protocol"], c["frac"], c["arm"]): c for c in summary["cells"]}
+    assert len(cells) == 2 * len(ARMS) + len(ARMS) - 1
+    c = cells[("paper", 0.5, "synth->real")]
+    assert {"mauc_mean", "mauc_sd", "ci_mean", "diff_vs_real_mean", "diff_ci_mean"} <= set(c)
+    assert set(c["external"]["nih14"]) == {"mauc_mean", "mauc_sd", "ci_mean"}
+    p = summary["protocols"]["paper"]
+    assert p["test"]["n_images"] == paper["test"]["n_images"] and p["test_sets"]["nih14"]["n_images"] == 40
+    assert p["generator"]["generators"]["all"]["real_frac"] == 1.0 and p["generator"]["generators"]["all"]["images"]
+    assert p["results"] == "results.json" and p["versions"]["torch"]
+    cmd = p["bench_command"]  # found in runs/sweep.sh, its paths made relative
+    assert cmd.startswith("cxraug bench --data kermany") and "--out runs/sweep-paper" in cmd
+    assert summary["protocols"]["strict"]["bench_command"] is None
