@@ -2,7 +2,11 @@
 ``results.json`` that ``cxraug bench`` writes (paper protocol, and optionally strict):
 
     python benchmarks/limited_data_report.py --paper runs/sweep-paper/results.json \
+        [--paper-extra runs/sweep-paper-100real/results.json] \
         [--strict runs/sweep-strict/results.json] [--name limited_data_v2] [--out-dir benchmarks/results]
+
+``--paper-extra`` (repeatable) adds the cells of another bench of the same protocol, data, splits
+and classifier settings where ``--paper`` has none (e.g. the ``real`` arm at 100% run on its own).
 
 Writes ``<out-dir>/<name>.png`` (test mAUC vs real fraction, one panel per test set: the internal
 test split, then each ``--test-data`` set; one line per arm, paper solid, strict dashed; the mean
@@ -236,6 +240,7 @@ def compact(name: str, runs: dict[str, dict], sources: dict[str, Path], argv: li
         cfg = r.get("config", {})
         out["protocols"][proto] = {
             "results": rel(sources[proto].resolve()), "bench_command": bench_command(sources[proto], r),
+            "merged_from": r.get("merged_from", []),
             "protocol": r.get("protocol"), "data": cfg.get("data"), "labels": r.get("labels"),
             "real_fracs": cfg.get("real_fracs"), "arms": cfg.get("arms"), "seeds": cfg.get("seeds"),
             "n_boot": cfg.get("n_boot"), "image_size": cfg.get("image_size"),
@@ -256,9 +261,34 @@ def compact(name: str, runs: dict[str, dict], sources: dict[str, Path], argv: li
     return clean(out)
 
 
+SAME = ("data", "dataset", "image_size", "split_seed", "subset_seed", "classifier", "n_boot")
+
+
+def merge(base: dict, extra: dict, path: Path) -> None:
+    """Add ``extra``'s cells (and their jobs and transfer entries) for the (fraction, arm) pairs
+    ``base`` lacks; both benches must share the settings in ``SAME``."""
+    a, b = base.get("config", {}), extra.get("config", {})
+    diff = [k for k in SAME if a.get(k) != b.get(k)]
+    if diff or base.get("protocol") != extra.get("protocol"):
+        sys.exit(f"--paper-extra {path}: other settings than --paper ({', '.join(diff) or 'protocol'})")
+    have = set(cells_of(base))
+    new = [c for c in extra.get("cells", []) if (float(c["frac"]), c["arm"]) not in have]
+    base["cells"] = base.get("cells", []) + new
+    added = {(float(c["frac"]), c["arm"]) for c in new}
+    base["jobs"] = base.get("jobs", []) + [j for j in extra.get("jobs", [])
+                                           if (float(j["frac"]), j["arm"]) in added]
+    fracs = {float(t["frac"]) for t in base.get("transfer_efficiency", [])}
+    base["transfer_efficiency"] = base.get("transfer_efficiency", []) + [
+        t for t in extra.get("transfer_efficiency", []) if float(t["frac"]) not in fracs]
+    base.setdefault("merged_from", []).append(rel(path.resolve()))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--paper", type=Path, required=True, help="results.json of the paper-protocol bench")
+    ap.add_argument("--paper-extra", type=Path, action="append", default=[],
+                    help="results.json of another paper-protocol bench with the same settings; its "
+                         "cells fill (fraction, arm) pairs --paper lacks (repeatable)")
     ap.add_argument("--strict", type=Path, help="results.json of the strict-protocol bench")
     ap.add_argument("--name", default="limited_data_v2", help="output file stem")
     ap.add_argument("--out-dir", type=Path, default=HERE / "results")
@@ -273,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: --{proto} {f} was run with the {runs[proto]['protocol']} protocol", file=sys.stderr)
         if GEN_DATA not in runs[proto].get("config", {}).get("arms", []):
             print(f"warning: --{proto}: no {GEN_DATA} arm, so no transfer efficiency", file=sys.stderr)
+    for f in args.paper_extra:
+        if not f.is_file():
+            ap.error(f"--paper-extra {f}: no such file")
+        merge(runs["paper"], json.loads(f.read_text()), f)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     files = {ext: args.out_dir / f"{args.name}.{ext}" for ext in ("png", "md", "json")}
     plot(runs, files["png"])

@@ -123,3 +123,21 @@ def test_report_from_a_real_bench(kermany_fixture, nih_fixture, tmp_path, capsys
     cmd = p["bench_command"]  # found in runs/sweep.sh, its paths made relative
     assert cmd.startswith("cxraug bench --data kermany") and "--out runs/sweep-paper" in cmd
     assert summary["protocols"]["strict"]["bench_command"] is None
+
+    # --paper-extra: the 100% cells from another bench of the same settings fill the gap
+    only50 = copy.deepcopy(paper)
+    only50["cells"] = [c for c in only50["cells"] if c["frac"] == 0.5]
+    only50["transfer_efficiency"] = [t for t in only50["transfer_efficiency"] if t["frac"] == 0.5]
+    (tmp_path / "p50").mkdir()
+    (tmp_path / "p50" / "results.json").write_text(json.dumps(only50))
+    assert rep.main(["--paper", str(tmp_path / "p50" / "results.json"), "--paper-extra", str(out / "results.json"),
+                     "--name", "merged", "--out-dir", str(res)]) == 0
+    merged = json.loads((res / "merged.json").read_text())
+    assert {(c["frac"], c["arm"]) for c in merged["cells"]} == {(c["frac"], c["arm"]) for c in paper["cells"]}
+    assert merged["protocols"]["paper"]["merged_from"] == ["results.json"]
+    other = copy.deepcopy(paper)
+    other["config"]["image_size"] = 99
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="image_size"):
+        rep.main(["--paper", str(tmp_path / "p50" / "results.json"), "--paper-extra", str(tmp_path / "other.json"),
+                  "--name", "bad", "--out-dir", str(res)])
