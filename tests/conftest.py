@@ -124,3 +124,26 @@ def train_tiny_run(tmp_path_factory):
     cfg = tiny_config(root)
     run = train_run(cfg, tmp_path_factory.mktemp("run") / "r", ["vae", "text", "1", "2"], progress=False)
     return cfg, run, root
+
+
+def generator_run(data, folder, *extra):
+    """A generator run folder as cxraug train starts it: its recipe and its splits.csv. The
+    bench's gen-data->real arm reads only these (which real images the generator is trained on)."""
+    from cxraug.core import config as C
+    from cxraug.data.adapters import load_dataset
+    from cxraug.data.splits import splits_for
+
+    gen_cfg = tiny_config(data, *extra)
+    C.save(gen_cfg, folder)
+    splits_for(load_dataset(data), folder / "splits.csv", seed=gen_cfg.data.split_seed)
+    return folder
+
+
+def write_cohort(folder, n=8):
+    """A cohort folder in the layout cxraug synth writes (manifest.csv + images), Pneumonia only."""
+    rows = ["file,Pneumonia,accepted"]
+    for i in range(n):
+        write_png(folder / f"s{i}.png", seed=200 + i)
+        rows.append(f"s{i}.png,{i % 2},true")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder

@@ -16,7 +16,7 @@ from typing import Any
 
 from cxraug.classify.data import ArraySet, RealDataConfig
 from cxraug.classify.model import Classifier, check_arch
-from cxraug.classify.real import RealData, RealSplitsConfig, load_real_splits
+from cxraug.classify.real import RealData, load_real_splits
 from cxraug.classify.train import (
     TRAIN_LOG,
     ClassifierConfig,
@@ -81,10 +81,7 @@ def train_on_dataset(cfg: DatasetClassifierConfig, out: str | Path,
 
 def _real_data(cfg: DatasetClassifierConfig, splits_path: Path) -> tuple[RealData, ArraySet]:
     """The real splits and the training split as arrays with policy-applied targets."""
-    real = load_real_splits(RealSplitsConfig(
-        data=cfg.data, dataset=cfg.dataset, labels=cfg.labels, min_positive=cfg.min_positive,
-        policy=cfg.policy, image_size=cfg.classifier.image_size, split_seed=cfg.split_seed),
-        splits_path)
+    real = load_real_splits(cfg, splits_path, cfg.classifier.image_size, cfg.split_seed)
     cols = [L.index(x) for x in real.labels]
     train = ArraySet(real.train_images, L.apply_policy(real.train.labels, cfg.policy)[:, cols],
                      real.train.patient_ids)

@@ -19,15 +19,6 @@ from cxraug.data.splits import splits_for
 
 
 @dataclass
-class RealSplitsConfig(RealDataConfig):
-    """The real data (:class:`RealDataConfig`) with what fixes its splits and cached images; any
-    config with these fields (a bench config, say) works with :func:`load_real_splits`."""
-
-    image_size: int = 64
-    split_seed: int = 0
-
-
-@dataclass
 class RealData:
     """The real splits a classifier uses: the training split (a dataset, for its subsets), the
     validation and test splits as arrays, the training images and the label columns."""
@@ -39,13 +30,13 @@ class RealData:
     labels: list[str]
 
 
-def load_real_splits(cfg: RealDataConfig, splits_path: Path) -> RealData:
-    """Splits (reused from ``splits_path``), cached images and targets for the chosen labels;
-    ``cfg`` also has an ``image_size`` and a ``split_seed`` (a :class:`RealSplitsConfig`, a bench
-    config)."""
-    ds = splits_for(load_dataset(resolve_data(cfg.data), cfg.dataset), splits_path, seed=cfg.split_seed)
+def load_real_splits(cfg: RealDataConfig, splits_path: Path, image_size: int,
+                     split_seed: int = 0) -> RealData:
+    """Splits (reused from ``splits_path``, else made with ``split_seed``), images cached at
+    ``image_size`` and targets for the chosen labels of the real data ``cfg``."""
+    ds = splits_for(load_dataset(resolve_data(cfg.data), cfg.dataset), splits_path, seed=split_seed)
     ds = ds.select(ds.table["assigned_split"].to_numpy() != "excluded")
-    images, ds, _ = cached_images(ds, cfg.image_size)
+    images, ds, _ = cached_images(ds, image_size)
     split = ds.table["assigned_split"].to_numpy()
     if cfg.labels:
         labels = [L.canonical(x) for x in cfg.labels]

@@ -66,7 +66,7 @@ def quickstart(data: Optional[str] = DataOpt,
     pipe = DiffCXRPipeline.from_pretrained(model)
     splits = Path(model) / "splits.csv" if (Path(model) / "splits.csv").is_file() else out / "bench" / "splits.csv"
     splits.parent.mkdir(parents=True, exist_ok=True)
-    grid = write_grid(pipe, validation_prompts(B.load_real_splits(bcfg, splits).train, "mined"),
+    grid = write_grid(pipe, validation_prompts(B.load_real_splits(bcfg, splits, bcfg.image_size, bcfg.split_seed).train, "mined"),
                       out / "generator_samples.png", pipe.sample_cfg)
     console.print(f"generator: {model}; sample grid: {grid}")
     # 3. Cohort.

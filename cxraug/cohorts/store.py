@@ -34,8 +34,8 @@ def read_manifest(path: Path, required: tuple[str, ...] = ("file",)) -> pd.DataF
 
     A missing or unreadable file, a ``required`` column that is absent or no rows at all is a
     one-line :class:`~cxraug.core.errors.DataError` naming the file."""
-    read_csv(Path(path), required, "cohort manifest from cxraug synth")  # the checks, as text
-    df = pd.read_csv(path, dtype=dict.fromkeys(MANIFEST_TEXT, str))
+    df = read_csv(Path(path), required, "cohort manifest from cxraug synth",
+                  dtype=dict.fromkeys(MANIFEST_TEXT, str), keep_default_na=True)
     text = [c for c in MANIFEST_TEXT if c in df.columns]
     df[text] = df[text].fillna("")
     if "accepted" in df.columns:

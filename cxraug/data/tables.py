@@ -16,15 +16,18 @@ from cxraug.data.datasets import CXRDataset, frontal_only, make_table
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
 
 
-def read_csv(path: Path, required: tuple[str, ...], what: str, hint: str = "") -> pd.DataFrame:
+def read_csv(path: Path, required: tuple[str, ...], what: str, hint: str = "",
+             dtype=str, keep_default_na: bool = False) -> pd.DataFrame:
     """Read a CSV (optionally .gz) and check its columns, with one-line errors naming the file.
 
-    ``hint`` is appended to the missing-column error (e.g. the layouts cxraug knows).
+    ``hint`` is appended to the missing-column error (e.g. the layouts cxraug knows). By default
+    every cell is text ("" where empty); ``dtype``/``keep_default_na`` are pandas' options for
+    tables with numeric columns.
     """
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected the {what})")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = pd.read_csv(path, dtype=dtype, keep_default_na=keep_default_na)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
         raise DataError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
     # pandas renames a repeated column "x" to "x.1": two columns of one name are a conflict

@@ -117,8 +117,8 @@ def read_checkpoint(path: Path) -> dict:
         except WeightsError:
             raise DamagedCheckpoint(f"{name} is missing, truncated or corrupt") from None
     try:
-        files["optimizer.pt"] = torch.load(path / "optimizer.pt", map_location="cpu",
-                                           weights_only=True)
+        state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+        files["optimizer.pt"] = state
     except FileNotFoundError:
         raise DamagedCheckpoint("optimizer.pt is missing") from None
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:

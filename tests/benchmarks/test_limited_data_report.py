@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config, write_png
+from conftest import generator_run, write_cohort
 from PIL import Image
 
 from cxraug.experiments import bench as B
@@ -28,26 +28,6 @@ def _report_module():
     return module
 
 
-def _generator_run(data, folder):
-    """A generator run folder as cxraug train starts it (recipe + splits.csv): all that
-    gen-data->real reads (as in tests/experiments/test_bench_v2.py)."""
-    from cxraug.core import config as C
-    from cxraug.data.adapters import load_dataset
-    from cxraug.data.splits import splits_for
-
-    gen_cfg = tiny_config(data)
-    C.save(gen_cfg, folder)
-    splits_for(load_dataset(data), folder / "splits.csv", seed=gen_cfg.data.split_seed)
-    return folder
-
-
-def _cohort(folder, n=8):
-    rows = ["file,Pneumonia,accepted"]
-    for i in range(n):
-        write_png(folder / f"s{i}.png", seed=200 + i)
-        rows.append(f"s{i}.png,{i % 2},true")
-    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
-    return folder
 
 
 @pytest.fixture
@@ -66,8 +46,8 @@ def test_report_from_a_real_bench(kermany_fixture, nih_fixture, tmp_path, capsys
                         real_fracs=[0.5, 1.0], arms=ARMS, seeds=2)
     cfg.classifier.arch, cfg.classifier.max_epochs = "resnet10t", 1
     out = tmp_path / "runs" / "sweep-paper"
-    B.run_bench(cfg, out, synth=_cohort(tmp_path / "cohort"), test_data=[str(nih_fixture)],
-                model=_generator_run(kermany_fixture, tmp_path / "gen"), progress=False)
+    B.run_bench(cfg, out, synth=write_cohort(tmp_path / "cohort"), test_data=[str(nih_fixture)],
+                model=generator_run(kermany_fixture, tmp_path / "gen"), progress=False)
     (tmp_path / "runs" / "sweep.sh").write_text(  # how the bench was started: the report finds it
         f"cd {tmp_path}\n{REPO}/.venv/bin/cxraug bench --data {kermany_fixture} \\\n"
         "  --arms 'real,real+dup,real+synth,synth->real,gen-data->real' --seeds 2 \\\n"

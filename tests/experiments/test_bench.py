@@ -46,7 +46,7 @@ def test_jobs_and_config_checks():
 
 def test_real_splits_have_no_leakage(kermany_fixture, tmp_path):
     cfg = B.BenchConfig(data=str(kermany_fixture), image_size=16, min_positive=1)
-    real = B.load_real_splits(cfg, tmp_path / "splits.csv")
+    real = B.load_real_splits(cfg, tmp_path / "splits.csv", cfg.image_size, cfg.split_seed)
     train_p, val_p, test_p = set(real.train.patient_ids), set(real.val.patient_ids), set(real.test.patient_ids)
     assert not (train_p & test_p) and not (val_p & test_p) and not (train_p & val_p)
     assert real.labels == ["Pneumonia"] and len(real.test) == 6
@@ -104,7 +104,7 @@ def test_strict_generator_sees_only_the_classifier_subset(tmp_path_factory, tmp_
     gen = out / "generators" / "frac0.5"
     gen_cfg = B.generator_config(run.root, 0.5, cfg, ["train.steps=2", "adapter.steps=1"])
     seen = set(training_dataset(gen_cfg, RunDir(gen)).ids)
-    real = B.load_real_splits(cfg, run.root / "splits.csv")
+    real = B.load_real_splits(cfg, run.root / "splits.csv", cfg.image_size, cfg.split_seed)
     assert seen == set(real_subset(real.train, 0.5, seed=cfg.subset_seed).ids)
     assert len(seen) < len(real.train)
     synth_job = next(j for j in report["jobs"] if j["arm"] == "real+synth")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from conftest import REPO, tiny_config, write_png
+from conftest import REPO, generator_run, tiny_config, write_cohort, write_png
 from safetensors.torch import save_file
 
 from cxraug.classify.model import Classifier, init_name
@@ -29,27 +29,6 @@ def _cfg(data, **kw):
     return cfg
 
 
-def _generator_run(data, folder, *extra):
-    """A generator run folder as cxraug train starts it: its recipe and its splits.csv. The
-    gen-data->real arm reads only these (which real images the generator is trained on)."""
-    from cxraug.core import config as C
-    from cxraug.data.adapters import load_dataset
-    from cxraug.data.splits import splits_for
-
-    gen_cfg = tiny_config(data, *extra)
-    C.save(gen_cfg, folder)
-    splits_for(load_dataset(data), folder / "splits.csv", seed=gen_cfg.data.split_seed)
-    return folder
-
-
-def _cohort(folder, n=8):
-    """A cohort folder in the layout cxraug synth writes (manifest.csv + images)."""
-    rows = ["file,Pneumonia,accepted"]
-    for i in range(n):
-        write_png(folder / f"s{i}.png", seed=200 + i)
-        rows.append(f"s{i}.png,{i % 2},true")
-    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
-    return folder
 
 
 def _hospital(folder, n=10):
@@ -96,15 +75,15 @@ def test_gen_data_arm_pretrains_on_the_generator_images_paper(kermany_fixture, t
     """Paper protocol: gen-data->real pre-trains on the whole training split (the generator's
     real_frac is 1), once per seed; results record the generator, the init and the transfer
     efficiency computed from the stored paired differences."""
-    run = _generator_run(kermany_fixture, tmp_path / "gen")
+    run = generator_run(kermany_fixture, tmp_path / "gen")
     weights = tmp_path / "r10.safetensors"
     save_file(timm.create_model("resnet10t", pretrained=False).state_dict(), str(weights))
     cfg = _cfg(kermany_fixture, real_fracs=[0.5], arms=["real", "synth->real", "gen-data->real"])
     cfg.classifier.pretrained = str(weights)
     out = tmp_path / "b"
-    report = B.run_bench(cfg, out, synth=_cohort(tmp_path / "cohort"), model=run, progress=False)
+    report = B.run_bench(cfg, out, synth=write_cohort(tmp_path / "cohort"), model=run, progress=False)
 
-    real = B.load_real_splits(cfg, run / "splits.csv")
+    real = B.load_real_splits(cfg, run / "splits.csv", cfg.image_size, cfg.split_seed)
     jobs = {j["arm"]: j for j in report["jobs"]}
     gen = jobs["gen-data->real"]
     assert gen["n_pretrain"] == gen["generator_real_images"] == len(real.train)
@@ -133,10 +112,10 @@ def test_gen_data_arm_pretrains_on_the_generator_images_paper(kermany_fixture, t
 
 
 def test_gen_data_arm_strict_uses_the_fraction_subset(kermany_fixture, tmp_path):
-    run = _generator_run(kermany_fixture, tmp_path / "gen")
+    run = generator_run(kermany_fixture, tmp_path / "gen")
     cfg = _cfg(kermany_fixture, real_fracs=[0.5], arms=["real", "gen-data->real"])
     report = B.run_bench(cfg, tmp_path / "b", model=run, strict=True, progress=False)
-    real = B.load_real_splits(cfg, run / "splits.csv")
+    real = B.load_real_splits(cfg, run / "splits.csv", cfg.image_size, cfg.split_seed)
     subset = real_subset(real.train, 0.5, seed=cfg.subset_seed)
     gen = next(j for j in report["jobs"] if j["arm"] == "gen-data->real")
     assert gen["n_pretrain"] == gen["generator_real_images"] == len(subset) < len(real.train)
@@ -147,8 +126,8 @@ def test_gen_data_arm_strict_uses_the_fraction_subset(kermany_fixture, tmp_path)
     assert "synth->real" in report["transfer_efficiency"][0]["reason"]
 
 
-def test_gen_data_arm_needs_a_generator_run(kermany_fixture, tmp_path, capsys):
-    cohort = _cohort(tmp_path / "cohort")
+def test_gen_data_arm_needs_agenerator_run(kermany_fixture, tmp_path, capsys):
+    cohort = write_cohort(tmp_path / "cohort")
     assert main(["bench", "--arms", "real,gen-data->real", "--synth", str(cohort),
                  "--out", str(tmp_path / "b")]) == 2
     assert "pass --model RUN" in capsys.readouterr().err

@@ -95,6 +95,6 @@ def test_bench_warns_when_a_subset_is_too_small(tmp_path):
     from cxraug.experiments import bench as B
 
     cfg = C.load(B.BenchConfig, None, ["real_fracs=[0.01, 1.0]", "labels=[pneumonia]"])
-    real = B.load_real_splits(cfg, tmp_path / "splits.csv")
+    real = B.load_real_splits(cfg, tmp_path / "splits.csv", cfg.image_size, cfg.split_seed)
     warnings = B.subset_warnings(cfg, real)
     assert len(warnings) == 1 and warnings[0].startswith("real fraction 0.01:")

@@ -107,7 +107,7 @@ def run_bench(cfg: BenchConfig, out: Path, synth: Path | None = None, model: Pat
         model = resolve_model(model)
     splits = model / "splits.csv" if model is not None and (model / "splits.csv").is_file() \
         else out / "splits.csv"
-    real = load_real_splits(cfg, splits)
+    real = load_real_splits(cfg, splits, cfg.image_size, cfg.split_seed)
     tests = load_test_sets(test_data, cfg, real.labels)
     warnings = subset_warnings(cfg, real)
     if progress:
