@@ -716,11 +716,10 @@ def measure_cli(work: Path, comp: Components, sizes: Sizes, data: str, budget: B
 # ----------------------------------------------------------------------------------- report
 
 def cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    from cxraug.core.precision import cpu_info
+
+    info = cpu_info()
+    return f"{info['model']} ({', '.join(info['flags']) or 'no AVX2'})"
 
 
 def environment(device: torch.device, dtype: torch.dtype) -> dict:

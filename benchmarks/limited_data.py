@@ -1,239 +1,156 @@
-"""The limited-data reproduction: does Diff-CXR's synthetic data help a classifier trained on 1%-100%
-of the real training patients?
+"""The limited-data sweep of record (issue #16): does a generator add anything over the real images
+it was trained from, at 1%-100% of the real training patients, on its own test split and on
+external test sets?
 
-    python benchmarks/limited_data.py \
-        --data kermany=../shared/data/kermany --model kermany=runs/kermany-c \
-        --data nih14=../shared/data/nih14 --model nih14=runs/nih14-c \
-        [--fracs 0.01,0.05,0.1,0.25,1.0] [--seeds 3] [--strict-fracs 0.01] [--work runs/limited]
+    python benchmarks/limited_data.py --data ../shared/data/kermany --model kermany-128 \
+        --test-data ../shared/data/nih14 [--fracs 0.01,0.05,0.1,0.25,1.0] \
+        [--strict-fracs 0.01,0.05,0.1,0.25] [--seeds 3] [--n-synth 2000] \
+        [--work runs/limited-v2] [--name limited_data_v2]
 
-For every dataset: ``cxraug bench`` (the library call behind it) with arms real / real+dup /
-real+synth / synth->real over the real fractions and seeds, first with the paper's protocol (one
-generator trained on the whole training split, its cohort shared by every fraction) and then with
-the strict protocol at ``--strict-fracs`` (a generator trained like the given one, but only on that
-fraction's real subset; ``--strict-generator-set`` shortens its training). The ``real`` and
-``real+dup`` jobs are identical under both protocols and are reused, not retrained.
+1. Paper protocol: ``cxraug bench`` (the library call behind it) with the arms real, real+dup,
+   real+synth, synth->real and gen-data->real over ``--fracs`` into ``WORK/paper``; one cohort
+   from ``--model`` (trained on the whole training split) serves every fraction.
+2. Strict protocol at ``--strict-fracs`` into ``WORK/strict``: per fraction a generator trained
+   with ``--model``'s own recipe (full strength unless ``--strict-generator-set`` shortens it;
+   the overrides are recorded) on that fraction's real subset only, and a cohort from it. The
+   ``real`` and ``real+dup`` jobs do not involve a generator and are the paper run's (same splits,
+   subsets and seeds): they are copied, not retrained.
+3. The report: ``benchmarks/limited_data_report.py`` writes ``benchmarks/results/NAME.{png,md,json}``
+   (figure, README table, every cell and transfer efficiency); this script adds the machine
+   (``lscpu`` model and flags) and its own command to the JSON.
 
-Everything is resumable (each job keeps its scores under ``--work``). Writes
-``benchmarks/results/limited_data.json`` (every cell, per-seed jobs, the gap each arm closes),
-``limited_data.png`` and ``limited_data.md`` (the README table), and prints the table.
-The gap closed at fraction F is ``(mAUC(arm, F) - mAUC(real, F)) / (mAUC(real, 100%) - mAUC(real, F))``.
+Everything resumes: rerun the same command after an interruption (each job, generator stage and
+cohort keeps its state under ``--work``; a bench folder refuses other settings). Classifier
+settings are sized for a 2-core CPU (resnet18 at 64 px, <= 8 epochs / 200 steps, early stopping
+on real validation mAUC); ``--set classifier.KEY=VALUE`` changes them for both protocols.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import platform
+import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).parent
-ARMS = ["real", "real+dup", "real+synth", "synth->real"]
+import torch
 
-# Chosen so that the whole sweep (two datasets, 5 fractions x 4 arms x 3 seeds, plus the strict
-# protocol at 1%) fits in about two hours on a 2-core CPU: resnet18 at 64 px trains at ~300 img/s.
-CLASSIFIER = ["classifier.arch=resnet18", "classifier.max_epochs=8", "classifier.max_steps=200",
-              "classifier.patience=3", "classifier.batch_size=64"]
+from cxraug.core import config as C
+from cxraug.core.errors import CxraugError
+from cxraug.core.precision import cpu_info
+from cxraug.experiments.bench import BenchConfig, job_dir, run_bench
+
+HERE = Path(__file__).resolve().parent
+ARMS = ["real", "real+dup", "real+synth", "synth->real", "gen-data->real"]
+NO_GENERATOR = ("real", "real+dup")  # identical under both protocols
+CLASSIFIER = ["image_size=64", "classifier.arch=resnet18", "classifier.max_epochs=8",
+              "classifier.max_steps=200", "classifier.patience=3", "classifier.batch_size=64"]
 
 
-def pairs(items: list[str], flag: str) -> dict[str, str]:
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name or not value:
-            sys.exit(f"{flag} {item!r}: expected NAME=VALUE, e.g. {flag} kermany=../shared/data/kermany")
-        out[name] = value
+def fractions(text: str, flag: str) -> list[float]:
+    try:
+        out = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        sys.exit(f"{flag} {text!r}: expected comma-separated fractions in (0, 1], e.g. 0.01,0.1,1.0")
+    if any(not 0 < f <= 1 for f in out):
+        sys.exit(f"{flag} {text!r}: every fraction must be in (0, 1]")
     return out
 
 
-def bench_config(data: str, fracs: list[float], seeds: int, args) -> object:
-    from cxraug.core import config as C
-    from cxraug.experiments.bench import BenchConfig
-
-    sets = [f"data={data}", f"real_fracs=[{','.join(f'{f:g}' for f in fracs)}]",
-            f"arms=[{','.join(ARMS)}]", f"seeds={seeds}", f"image_size={args.image_size}",
-            f"synth_ratio={args.synth_ratio}", f"n_boot={args.n_boot}", *CLASSIFIER, *args.set]
+def bench_config(args, fracs: list[float]) -> BenchConfig:
+    sets = [f"data={args.data}", f"real_fracs=[{','.join(f'{f:g}' for f in fracs)}]",
+            f"arms=[{','.join(ARMS)}]", f"seeds={args.seeds}", *CLASSIFIER, *args.set]
     return C.load(BenchConfig, None, sets)
 
 
-def gap_closed(cells: list[dict]) -> dict:
-    """Per arm and fraction < 1: the share of the real(F) -> real(100%) gap the arm closes."""
-    m = {(c["frac"], c["arm"]): c["mauc_mean"] for c in cells}
-    full = m.get((1.0, "real"))
-    out = {}
-    for (frac, arm), v in m.items():
-        base = m.get((frac, "real"))
-        if arm == "real" or frac >= 1.0 or full is None or base is None or full - base <= 0:
-            continue
-        out[f"{frac:g}|{arm}"] = (v - base) / (full - base)
-    return out
-
-
-def reuse_real_jobs(src: Path, dst: Path, fracs: list[float], seeds: int) -> None:
-    """The strict protocol's real / real+dup jobs are the paper protocol's: copy their scores."""
-    from cxraug.experiments.bench import job_dir
-
-    for f in fracs:
-        for s in range(seeds):
-            for arm in ("real", "real+dup"):
-                a, b = job_dir(src, f, arm, s), job_dir(dst, f, arm, s)
+def reuse_generator_free_jobs(paper: Path, strict: Path, cfg: BenchConfig) -> int:
+    """Copy the paper run's real / real+dup jobs (and its splits) into the strict run."""
+    strict.mkdir(parents=True, exist_ok=True)
+    if (paper / "splits.csv").is_file() and not (strict / "splits.csv").is_file():
+        shutil.copyfile(paper / "splits.csv", strict / "splits.csv")
+    n = 0
+    for f in cfg.real_fracs:
+        for s in range(cfg.seeds):
+            for arm in NO_GENERATOR:
+                a, b = job_dir(paper, f, arm, s), job_dir(strict, f, arm, s)
                 if (a / "result.json").is_file() and not (b / "result.json").is_file():
                     shutil.copytree(a, b, dirs_exist_ok=True)
+                    n += 1
+    return n
 
 
-def run_dataset(name: str, data: str, model: Path, args) -> dict:
-    from cxraug.experiments.bench import run_bench
-
-    fracs = [float(x) for x in args.fracs.split(",")]
-    out = {"data": data, "model": str(model)}
-    t0 = time.perf_counter()
-    cfg = bench_config(data, fracs, args.seeds, args)
-    paper = run_bench(cfg, args.work / name / "paper", model=model, n_synth=args.n_synth[name],
-                      progress=sys.stdout.isatty())
-    out["paper"] = paper | {"gap_closed": gap_closed(paper["cells"]),
-                            "seconds": round(time.perf_counter() - t0, 1)}
-    print(f"{name}: paper protocol done in {out['paper']['seconds']:.0f} s", flush=True)
-    strict_fracs = [float(x) for x in args.strict_fracs.split(",") if x]
-    if args.strict_datasets and name not in args.strict_datasets.split(","):
-        strict_fracs = []
-    if strict_fracs:
-        t0 = time.perf_counter()
-        cfg = bench_config(data, strict_fracs, args.seeds, args)
-        dst = args.work / name / "strict"
-        reuse_real_jobs(args.work / name / "paper", dst, strict_fracs, args.seeds)
-        strict = run_bench(cfg, dst, model=model, n_synth=args.strict_n_synth or args.n_synth[name], strict=True,
-                           generator_overrides=args.strict_generator_set, progress=sys.stdout.isatty())
-        cells = strict["cells"] + [c for c in paper["cells"] if c["frac"] == 1.0 and c["arm"] == "real"]
-        out["strict"] = strict | {"gap_closed": gap_closed(cells),
-                                  "seconds": round(time.perf_counter() - t0, 1)}
-        print(f"{name}: strict protocol done in {out['strict']['seconds']:.0f} s", flush=True)
-    return out
+def report_module():
+    spec = importlib.util.spec_from_file_location("limited_data_report", HERE / "limited_data_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def markdown(results: dict) -> str:
-    lines = []
-    for name, r in results["datasets"].items():
-        p = r["paper"]
-        lines += [f"**{name}** ({', '.join(p['labels'])}; test {p['test']['n_images']} images / "
-                  f"{p['test']['n_patients']} patients). mAUC mean ± sd over {p['config']['seeds']} seeds "
-                  "[mean per-seed 95% patient-bootstrap CI]; Δ = paired difference vs `real`.", "",
-                  "| real | protocol | " + " | ".join(ARMS) + " | gap closed by real+synth |",
-                  "|---|---|" + "---|" * len(ARMS) + "---|"]
-        for proto in ("paper", "strict"):
-            if proto not in r:
-                continue
-            cells = {(c["frac"], c["arm"]): c for c in r[proto]["cells"]}
-            for frac in sorted({c["frac"] for c in r[proto]["cells"]}):
-                row = [f"{frac:.0%}", proto]
-                for arm in ARMS:
-                    c = cells.get((frac, arm))
-                    if c is None:
-                        row.append("-")
-                        continue
-                    txt = f"{c['mauc_mean']:.3f} ± {c['mauc_sd']:.3f} [{c['ci_mean'][0]:.2f}, {c['ci_mean'][1]:.2f}]"
-                    if "diff_vs_real_mean" in c:
-                        txt += f" Δ {c['diff_vs_real_mean']:+.3f}"
-                    row.append(txt)
-                g = r[proto]["gap_closed"].get(f"{frac:g}|real+synth")
-                row.append(f"{g:+.0%}" if g is not None else "-")
-                lines.append("| " + " | ".join(row) + " |")
-        lines.append("")
-    return "\n".join(lines)
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return sweep(argv)
+    except CxraugError as e:  # a wrong setting or input: one line, like the CLI
+        sys.exit(f"error: {e}")
 
 
-def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(results["datasets"])
-    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        r = results["datasets"][name]
-        for i, arm in enumerate(ARMS):
-            cs = sorted((c for c in r["paper"]["cells"] if c["arm"] == arm), key=lambda c: c["frac"])
-            x = [c["frac"] for c in cs]
-            line, = ax.plot(x, [c["mauc_mean"] for c in cs], marker="o", label=arm, color=f"C{i}")
-            ax.fill_between(x, [c["ci_mean"][0] for c in cs], [c["ci_mean"][1] for c in cs],
-                            color=line.get_color(), alpha=0.12)
-            if "strict" in r and arm in ("real+synth", "synth->real"):
-                ss = [c for c in r["strict"]["cells"] if c["arm"] == arm]
-                ax.scatter([c["frac"] for c in ss], [c["mauc_mean"] for c in ss], marker="x", s=60,
-                           color=line.get_color(), label=f"{arm} (strict)")
-        ax.set_xscale("log")
-        ax.set_xlabel("fraction of real training patients")
-        ax.set_ylabel("test mAUC")
-        ax.set_title(f"{name}: {', '.join(r['paper']['labels'])}", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def main() -> None:
+def sweep(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", action="append", default=[], help="NAME=DATA (repeatable)")
-    ap.add_argument("--model", action="append", default=[], help="NAME=RUN: the generator for NAME")
-    ap.add_argument("--fracs", default="0.01,0.05,0.1,0.25,1.0")
-    ap.add_argument("--strict-fracs", default="0.01", help="fractions for the strict protocol ('' for none)")
-    ap.add_argument("--strict-generator-set", action="append",
-                    default=None, help="overrides for the strict generators (default: train.steps=800, adapter.steps=150)")
+    ap.add_argument("--data", required=True, help="the real dataset (any layout cxraug reads)")
+    ap.add_argument("--model", required=True, help="the generator: shipped name or run folder "
+                    "(its config.yaml is the strict generators' recipe)")
+    ap.add_argument("--test-data", action="append", default=[], help="external test set (repeatable)")
+    ap.add_argument("--fracs", default="0.01,0.05,0.1,0.25,1.0", help="paper protocol fractions")
+    ap.add_argument("--strict-fracs", default="0.01,0.05,0.1,0.25", help="strict protocol fractions ('' for none)")
+    ap.add_argument("--strict-generator-set", action="append", default=[],
+                    help="override for the strict generators' recipe, e.g. train.steps=800 "
+                         "(default none: the full recipe)")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--image-size", type=int, default=64)
-    ap.add_argument("--synth-ratio", type=float, default=1.0)
-    ap.add_argument("--n-synth", action="append", default=[],
-                    help="cohort size per generator: N, or NAME=N per dataset (default 2000)")
-    ap.add_argument("--strict-datasets", default="", help="comma list of dataset names for the strict "
-                    "protocol (default: all)")
-    ap.add_argument("--strict-n-synth", type=int, default=0,
-                    help="cohort size of each strict generator (default: as --n-synth)")
-    ap.add_argument("--n-boot", type=int, default=1000)
-    ap.add_argument("--set", action="append", default=[], help="extra BenchConfig override KEY=VALUE")
-    ap.add_argument("--work", type=Path, default=Path("runs/limited"))
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "limited_data.json")
-    args = ap.parse_args()
-    if args.strict_generator_set is None:
-        args.strict_generator_set = ["train.steps=800", "adapter.steps=150"]
-    data, models = pairs(args.data, "--data"), pairs(args.model, "--model")
-    plain = [x for x in args.n_synth if "=" not in x]
-    sizes = pairs([x for x in args.n_synth if "=" in x], "--n-synth")
-    args.n_synth = {n: int(sizes.get(n, plain[-1] if plain else 2000)) for n in data}
-    if not data:
-        sys.exit("pass at least one --data NAME=DATA with its --model NAME=RUN")
-    missing = [n for n in data if n not in models]
-    if missing:
-        sys.exit(f"--model {missing[0]}=RUN missing: every dataset needs its generator run")
-    for n, m in models.items():
-        if not (Path(m) / "denoiser" / "config.json").is_file():
-            sys.exit(f"--model {n}={m}: no trained denoiser there; train it with cxraug train first")
+    ap.add_argument("--n-synth", type=int, default=2000, help="cohort size per generator")
+    ap.add_argument("--set", action="append", default=[], help="BenchConfig override KEY=VALUE")
+    ap.add_argument("--work", type=Path, default=Path("runs/limited-v2"))
+    ap.add_argument("--name", default="limited_data_v2", help="file stem under --out-dir")
+    ap.add_argument("--out-dir", type=Path, default=HERE / "results")
+    args = ap.parse_args(argv)
+    argv = ["benchmarks/limited_data.py", *(sys.argv[1:] if argv is None else argv)]
+    fracs, strict_fracs = fractions(args.fracs, "--fracs"), fractions(args.strict_fracs, "--strict-fracs")
+    if not fracs:
+        sys.exit("--fracs is empty: the paper protocol needs at least one fraction")
 
-    import torch
-
-    from cxraug.experiments.bench import versions
-
+    for proto in ("paper", "strict") if strict_fracs else ("paper",):  # the report names its command
+        (args.work / proto).mkdir(parents=True, exist_ok=True)
+        (args.work / proto / "command.txt").write_text(shlex.join(argv) + "\n")
     t0 = time.perf_counter()
-    results = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
-               "machine": {"cpu": platform.processor() or platform.machine(),
-                           "threads": torch.get_num_threads()},
-               "versions": versions(), "classifier_settings": CLASSIFIER,
-               "n_synth": args.n_synth, "synth_ratio": args.synth_ratio,
-               "strict_generator_overrides": args.strict_generator_set,
-               "strict_n_synth": args.strict_n_synth or None, "datasets": {}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for name, root in data.items():
-        results["datasets"][name] = run_dataset(name, root, Path(models[name]), args)
-        results["seconds"] = round(time.perf_counter() - t0, 1)
-        args.out.write_text(json.dumps(results, indent=2, default=str))
-    plot(results, args.out.with_suffix(".png"))
-    table = markdown(results)
-    args.out.with_suffix(".md").write_text(table)
-    print(table)
-    print(f"total {results['seconds'] / 60:.1f} min; {args.out}, {args.out.with_suffix('.png')}")
+    seconds = {}
+    paper_cfg = bench_config(args, fracs)
+    paper = run_bench(paper_cfg, args.work / "paper", model=Path(args.model), n_synth=args.n_synth,
+                      test_data=args.test_data)
+    seconds["paper"] = round(time.perf_counter() - t0, 1)
+    print(f"paper protocol done ({seconds['paper'] / 60:.1f} min)", flush=True)
+    files = ["--paper", str(args.work / "paper" / "results.json")]
+    if strict_fracs:
+        t1 = time.perf_counter()
+        strict_cfg = bench_config(args, strict_fracs)
+        copied = reuse_generator_free_jobs(args.work / "paper", args.work / "strict", strict_cfg)
+        print(f"strict protocol: {copied} real/real+dup jobs reused from the paper run", flush=True)
+        run_bench(strict_cfg, args.work / "strict", model=Path(args.model), n_synth=args.n_synth,
+                  strict=True, generator_overrides=args.strict_generator_set, test_data=args.test_data)
+        seconds["strict"] = round(time.perf_counter() - t1, 1)
+        print(f"strict protocol done ({seconds['strict'] / 60:.1f} min)", flush=True)
+        files += ["--strict", str(args.work / "strict" / "results.json")]
+    assert paper is not None  # a single-share run returns its report
+    report = report_module()
+    report.main([*files, "--name", args.name, "--out-dir", str(args.out_dir)])
+    out = args.out_dir / f"{args.name}.json"
+    record = json.loads(out.read_text())
+    record.update(command=shlex.join(argv), machine=cpu_info() | {"torch_threads": torch.get_num_threads()},
+                  strict_generator_overrides=args.strict_generator_set, n_synth=args.n_synth,
+                  seconds_this_call=seconds)
+    out.write_text(json.dumps(report.clean(record), indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

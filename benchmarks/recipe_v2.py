@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -25,20 +24,12 @@ import torch
 
 
 def cpu_name() -> dict:
-    from cxraug.core.precision import cpu_flags
+    from cxraug.core.precision import cpu_info
 
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    flags = cpu_flags()
-    return {"model": model or platform.processor(), "cores": torch.get_num_threads(),
-            "bf16_flags": sorted(f for f in flags if "bf16" in f or f.startswith("amx")),
-            "avx512": any(f.startswith("avx512") for f in flags)}
+    info = cpu_info()
+    return {"model": info["model"], "cores": torch.get_num_threads(), "flags": info["flags"],
+            "bf16_flags": [f for f in info["flags"] if "bf16" in f or f.startswith("amx")],
+            "avx512": "avx512f" in info["flags"]}
 
 
 def timed(fn, steps: int, warmup: int = 2) -> float:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from PIL import Image
 from cxraug.cohorts.config import SynthConfig
 from cxraug.cohorts.generate import OBS, preview, synthesize
 from cxraug.core import config as C
-from cxraug.core.precision import resolve_precision
+from cxraug.core.precision import cpu_info, resolve_precision
 from cxraug.data.transforms import load_grayscale, model_to_uint8
 from cxraug.diffusion.pipeline import DiffCXRPipeline
 
@@ -143,7 +142,7 @@ def main() -> None:
         result = {
             "model": str(Path(a.model).resolve()), "note": a.note, "n": len(plan),
             "batch_size": a.batch_size,
-            "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "machine": cpu_info(),
             "baseline": {"sampler": "ddim", "steps": 50, "precision": "fp32", "guidance": guidance,
                          "guidance_passes": "two separate", "grad_mode": "no_grad",
                          "seconds": round(t_base, 2), "images_per_s": round(ips_base, 4)},

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ class RealData:
     test: ArraySet
     train_images: np.ndarray
     labels: list[str]
+    held_out_ids: dict[str, np.ndarray] = field(default_factory=dict)  # "val"/"test" -> image ids
 
 
 def load_real_splits(cfg: RealDataConfig, splits_path: Path, image_size: int,
@@ -55,4 +56,6 @@ def load_real_splits(cfg: RealDataConfig, splits_path: Path, image_size: int,
         return ArraySet(np.asarray(images[m]), targets[m], ds.patient_ids[m])
 
     train_ds = ds.where_split("train")
-    return RealData(train_ds, arr("val"), arr("test"), np.asarray(images[split == "train"]), labels)
+    ids = np.asarray(ds.ids, dtype=str)
+    return RealData(train_ds, arr("val"), arr("test"), np.asarray(images[split == "train"]), labels,
+                    {s: ids[split == s] for s in ("val", "test")})

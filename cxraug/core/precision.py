@@ -30,6 +30,33 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def cpu_model() -> str:
+    """The CPU's model name as ``lscpu`` shows it (``/proc/cpuinfo``), else the platform's."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+# The flags that decide matmul speed here: what a measured ratio must be read beside.
+SPEED_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+
+
+def cpu_info() -> dict:
+    """The CPU a number was measured on: model name, its speed-relevant flags, core count and
+    whether ``auto`` precision picks bf16 on it."""
+    import os
+
+    flags = cpu_flags()
+    return {"model": cpu_model(), "flags": [f for f in SPEED_FLAGS if f in flags],
+            "cores": os.cpu_count(), "fast_bf16": cpu_has_fast_bf16(flags)}
+
+
 def cpu_has_fast_bf16(flags: frozenset[str] | None = None) -> bool:
     flags = cpu_flags() if flags is None else flags
     return any(f in flags for f in FAST_BF16_FLAGS)

@@ -236,3 +236,40 @@ def test_pretrained_name_offline_fails_in_one_line(tmp_path):
     assert p.returncode == 2 and len(lines) == 1, p.stderr
     assert "downloading the weights failed" in lines[0]
     assert "--pretrained path/to/weights.safetensors" in lines[0]
+
+
+def test_resume_with_other_settings_is_refused(kermany_fixture, tmp_path, capsys):
+    """A bench folder reuses finished jobs by (fraction, arm, seed) alone, so resuming it with other
+    classifier settings would mix two experiments in one table: one line, nothing overwritten.
+    More fractions, arms or seeds (new jobs) are a resume."""
+    out = tmp_path / "b"
+    args = ["bench", "--data", str(kermany_fixture), "--arms", "real", "--real-frac", "1.0",
+            "--image-size", "16", "--set", "min_positive=1", "--set", "n_boot=20",
+            "--set", "classifier.max_epochs=1", "--arch", "resnet10t", "--out", str(out)]
+    assert main(args) == 0
+    saved = (out / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main([*args, "--set", "classifier.lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "classifier.lr=0.001" in err and "new --out" in err and "Traceback" not in err
+    assert (out / "config.yaml").read_text() == saved
+    assert main([*args[:-2], "--real-frac", "0.5,1.0", "--seeds", "2", "--out", str(out)]) == 0
+    assert len(list((out / "jobs").iterdir())) == 4
+
+
+def test_generator_trained_on_test_images_is_refused(kermany_fixture, tmp_path):
+    """An exported generator lists its training images; one that saw an image of the bench's test
+    split would leak it into the synthetic arms' classifiers, so the bench refuses it."""
+    from cxraug.classify.real import load_real_splits
+    from cxraug.experiments.bench.generators import check_unseen_test
+
+    cfg = _cfg(kermany_fixture)
+    real = load_real_splits(cfg, tmp_path / "splits.csv", cfg.image_size, cfg.split_seed)
+    model = tmp_path / "model"
+    model.mkdir()
+    train_ids = np.asarray(real.train.ids, dtype=str)
+    np.savez(model / "reference.npz", train_ids=train_ids)
+    check_unseen_test(real, model, "mine")  # trained on the training split only: fine
+    np.savez(model / "reference.npz", train_ids=np.append(train_ids, real.held_out_ids["test"][:2]))
+    with pytest.raises(CxraugError, match=r"mine: .* trained on 2 images of this bench's test split"):
+        check_unseen_test(real, model, "mine")

@@ -79,6 +79,22 @@ def strict_generator(model: Path, frac: float, cfg: BenchConfig, out: Path,
     return out
 
 
+def check_unseen_test(real: RealData, folder: Path, name: str) -> None:
+    """Refuse a generator that was trained on images of this bench's test split: its synthetic
+    images could carry them into the classifiers that are scored on them. An exported model lists
+    its training images (``reference.npz``); a run folder's splits are the bench's, so it cannot."""
+    if not (folder / REFERENCE_NAME).is_file():
+        return
+    with np.load(folder / REFERENCE_NAME, allow_pickle=False) as z:
+        seen = z["train_ids"].astype(str)
+    leaked = np.isin(real.held_out_ids.get("test", np.array([], dtype=str)), seen)
+    if leaked.any():
+        first = real.held_out_ids["test"][leaked][0]
+        raise DataError(f"{name}: the generator was trained on {int(leaked.sum())} images of this "
+                        f"bench's test split (e.g. {first}), so the synthetic arms would be scored "
+                        "on images it saw; use a generator trained without them, or --strict")
+
+
 def _denoiser_meta(folder: Path) -> dict:
     p = folder / "denoiser" / "config.json"
     return json.loads(p.read_text()).get("meta", {}) if p.is_file() else {}

@@ -12,6 +12,7 @@ import pandas as pd
 
 from cxraug.classify.real import RealData
 from cxraug.core.errors import CxraugError
+from cxraug.core.precision import cpu_info
 from cxraug.experiments.bench.arms import saved_external_scores
 from cxraug.experiments.bench.config import GEN_ARMS, GEN_DATA, BenchConfig, job_dir
 from cxraug.experiments.bench.inputs import TestSet
@@ -129,7 +130,8 @@ def versions() -> dict:
 
     return {"cxraug": cxraug.__version__, "torch": torch.__version__, "timm": timm.__version__,
             "python": platform.python_version(), "machine": platform.machine(),
-            "cpus": __import__("os").cpu_count()}
+            "cpus": __import__("os").cpu_count(), "cpu": cpu_info(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def plot(summary: dict, path: Path, title: str) -> Path:

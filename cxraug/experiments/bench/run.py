@@ -45,6 +45,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
 from cxraug.classify.data import ArraySet
 from cxraug.classify.model import check_pretrained
 from cxraug.classify.real import load_real_splits
@@ -57,9 +59,10 @@ from cxraug.experiments.bench.arms import (
     score_external,
     train_rows_set,
 )
-from cxraug.experiments.bench.config import GEN_DATA, SYNTH_ARMS, BenchConfig, job_dir, jobs
+from cxraug.experiments.bench.config import GEN_ARMS, GEN_DATA, SYNTH_ARMS, BenchConfig, job_dir, jobs
 from cxraug.experiments.bench.generators import (
     _trained_on,
+    check_unseen_test,
     cohort_for_bench,
     generator_config,
     generator_images,
@@ -81,6 +84,39 @@ def _check_resumable(out: Path, todo: list[tuple[float, str, int]], tests: list[
             _saved_classifier(folder)
 
 
+# What may change when a bench is resumed into the same folder: more fractions, arms or seeds
+# (new jobs), and how the classifiers run (not what they compute).
+RESUMABLE_CHANGES = {"real_fracs", "arms", "seeds", "classifier.device", "classifier.num_workers",
+                     "classifier.eval_batch_size", "classifier.in_memory"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_same_settings(out: Path, cfg: BenchConfig) -> None:
+    """Refuse to mix jobs of other settings into a bench folder: a finished job is reused by its
+    (fraction, arm, seed) alone, so resuming with, say, another classifier would silently report
+    a table of two experiments."""
+    path = out / "config.yaml"
+    if not path.is_file():
+        return
+    old, new = _flat(yaml.safe_load(path.read_text()) or {}), _flat(C.to_dict(cfg))
+    for key in sorted(set(old) & set(new) - RESUMABLE_CHANGES):
+        a, b = old[key], new[key]
+        if key == "data" and a != b and Path(str(a)).resolve() == Path(str(b)).resolve():
+            continue
+        if a != b:
+            raise CxraugError(f"{path}: this bench folder was run with {key}={a!r}, now {b!r}; "
+                              f"pass --set {key}={a} to resume it, or a new --out for the new settings")
+
+
 def run_bench(cfg: BenchConfig, out: Path, synth: Path | None = None, model: Path | None = None,
               n_synth: int = 0, job: tuple[int, int] = (0, 1), progress: bool = True,
               strict: bool = False, generator_overrides: list[str] | None = None,
@@ -99,6 +135,7 @@ def run_bench(cfg: BenchConfig, out: Path, synth: Path | None = None, model: Pat
         raise CxraugError("arm gen-data->real pre-trains on the generator's own training images: "
                           "pass --model RUN (a --synth cohort does not say which images they were)")
     init = check_pretrained(cfg.classifier.pretrained, cfg.classifier.arch, cfg.image_size)
+    check_same_settings(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
     C.save(cfg, out)
     # A generator run's own splits keep its training images out of the classifier's test split.
@@ -108,6 +145,8 @@ def run_bench(cfg: BenchConfig, out: Path, synth: Path | None = None, model: Pat
     splits = model / "splits.csv" if model is not None and (model / "splits.csv").is_file() \
         else out / "splits.csv"
     real = load_real_splits(cfg, splits, cfg.image_size, cfg.split_seed)
+    if model is not None and any(a in GEN_ARMS for a in cfg.arms):
+        check_unseen_test(real, model, str(model_ref))
     tests = load_test_sets(test_data, cfg, real.labels)
     warnings = subset_warnings(cfg, real)
     if progress:

@@ -1,0 +1,72 @@
+"""benchmarks/limited_data.py, the sweep of record: paper and strict protocol with a tiny trained
+generator, the generator-free jobs reused (not retrained) under strict, the report with the
+machine, and a rerun that resumes without training anything and refuses other settings."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import train_tiny_run
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_BENCH = ["--set", "image_size=16", "--set", "min_positive=1", "--set", "n_boot=20",
+              "--set", "classifier.arch=resnet10t", "--set", "classifier.max_epochs=1"]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("limited_data", REPO / "benchmarks" / "limited_data.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.no_templates
+def test_sweep_both_protocols_then_resume(tmp_path_factory, tmp_path, nih_fixture, one_thread, capsys):
+    _, run, root = train_tiny_run(tmp_path_factory)
+    work, results = tmp_path / "work", tmp_path / "results"
+    argv = ["--data", str(root), "--model", str(run.root), "--test-data", str(nih_fixture),
+            "--fracs", "0.5,1.0", "--strict-fracs", "0.5", "--seeds", "1", "--n-synth", "4",
+            "--strict-generator-set", "train.steps=2", "--strict-generator-set", "adapter.steps=1",
+            "--work", str(work), "--out-dir", str(results), "--name", "t", *TINY_BENCH]
+    assert _script().main(argv) == 0
+
+    rec = json.loads((results / "t.json").read_text())
+    assert set(rec["protocols"]) == {"paper", "strict"}
+    strict_arms = {c["arm"] for c in rec["cells"] if c["protocol"] == "strict"}
+    assert strict_arms == {"real", "real+dup", "real+synth", "synth->real", "gen-data->real"}
+    assert {c["frac"] for c in rec["cells"] if c["protocol"] == "paper"} == {0.5, 1.0}
+    gens = rec["protocols"]["strict"]["generator"]["generators"]
+    assert gens["0.5"]["real_frac"] == 0.5 and gens["0.5"]["images"] > 0
+    assert rec["protocols"]["strict"]["bench_command"].startswith("benchmarks/limited_data.py")
+    assert rec["machine"]["model"] and "fast_bf16" in rec["machine"]
+    assert rec["strict_generator_overrides"] == ["train.steps=2", "adapter.steps=1"]
+    assert str(tmp_path) not in (results / "t.json").read_text()  # no machine paths
+    assert (results / "t.png").stat().st_size > 0 and "| 50% | strict |" in (results / "t.md").read_text()
+
+    # real / real+dup under strict are the paper run's jobs, copied: byte-identical results
+    for job in ("frac0.5_real_seed0", "frac0.5_real-plus-dup_seed0"):
+        paper, strict = (work / p / "jobs" / job / "result.json" for p in ("paper", "strict"))
+        assert paper.read_bytes() == strict.read_bytes()
+    assert (work / "strict" / "generators" / "frac0.5" / "denoiser").is_dir()
+
+    # a rerun trains nothing: every job's result stays as it was
+    before = {p: p.stat().st_mtime_ns for p in work.rglob("result.json")}
+    capsys.readouterr()
+    assert _script().main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("result.json")} == before
+
+    # other classifier settings in the same work folder: refused, naming the field
+    with pytest.raises(SystemExit, match="classifier.lr"):
+        _script().main([*argv, "--set", "classifier.lr=0.5"])
