@@ -59,7 +59,14 @@ from cxraug.experiments.bench.arms import (
     score_external,
     train_rows_set,
 )
-from cxraug.experiments.bench.config import GEN_ARMS, GEN_DATA, SYNTH_ARMS, BenchConfig, job_dir, jobs
+from cxraug.experiments.bench.config import (
+    GEN_ARMS,
+    GEN_DATA,
+    SYNTH_ARMS,
+    BenchConfig,
+    job_dir,
+    jobs,
+)
 from cxraug.experiments.bench.generators import (
     _trained_on,
     check_unseen_test,
