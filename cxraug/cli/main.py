@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 
 import typer
 
 from cxraug import __version__
-from cxraug.core.errors import CxraugError
+from cxraug.core.errors import CxraugError, CxraugWarning
 
 app = typer.Typer(
     name="cxraug",
@@ -58,8 +59,20 @@ def _usage_error(e: Exception) -> int | None:
     return None
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """cxraug's own warnings as one line on stderr; any other warning as Python shows it."""
+    if issubclass(category, CxraugWarning):
+        typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, print user errors as one line, return the exit code."""
+    warnings.showwarning = _show_warning
     try:
         app(args=argv, prog_name="cxraug", standalone_mode=False)
     except CxraugError as e:

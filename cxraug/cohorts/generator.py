@@ -52,7 +52,8 @@ class LoadedGenerator:
                               "denoiser/); train one with cxraug train --stage 1")
         cfg = C.load(DiffCXRConfig, run.root / "config.yaml")
         ref = run.root / REFERENCE_NAME
-        return cls(run, cfg, (run.adapter / "config.json").is_file(),
+        usable = (run.adapter / "config.json").is_file() and run.stale_adapter() is None
+        return cls(run, cfg, usable,
                    folder_hash(run.vae, run.text, run.denoiser, run.adapter), str(model),
                    Reference.load(ref) if ref.is_file() else None)
 

@@ -17,3 +17,7 @@ class DataError(CxraugError, ValueError):
 
 class WeightsError(CxraugError, FileNotFoundError):
     """Missing or incompatible model weights (cxraug never downloads them silently)."""
+
+
+class CxraugWarning(UserWarning):
+    """Something the user should know that does not stop the work; the CLI shows it as one line."""

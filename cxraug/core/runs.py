@@ -18,6 +18,7 @@ A run folder (``RunDir``) holds the components and the training state::
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 
@@ -41,3 +42,22 @@ class RunDir:
 
     def metrics(self, stage: int) -> Path:
         return self.root / ("metrics.jsonl" if stage == 1 else f"metrics_stage{stage}.jsonl")
+
+    def meta(self, component: str) -> dict:
+        """A component's ``meta`` (``vae``/``text``/``denoiser``/``adapter``); {} when absent or
+        damaged."""
+        p = self.root / component / "config.json"
+        try:
+            return json.loads(p.read_text()).get("meta", {}) if p.is_file() else {}
+        except (ValueError, AttributeError):
+            return {}
+
+    def stale_adapter(self) -> str | None:
+        """Why the DKIM adapter does not fit this run's stage-1 denoiser (it was fitted to an
+        export with another number of steps, e.g. before ``--stage 1`` trained on), else None."""
+        ada, den = self.meta("adapter"), self.meta("denoiser")
+        if not ada or "base_steps" not in ada or ada["base_steps"] == den.get("steps"):
+            return None
+        return (f"{self.adapter}: fitted to the {ada['base_steps']}-step denoiser, but the denoiser "
+                f"now has {den.get('steps')} steps; sampling without it (refit it with cxraug "
+                f"train --stage 2 --out {self.root})")

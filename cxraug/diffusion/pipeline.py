@@ -10,6 +10,7 @@ hint is never fixed to "no finding" when labels are given (a bug of the public c
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 
 from cxraug.core import config as C
 from cxraug.core.artifacts import check_component
-from cxraug.core.errors import CxraugError, WeightsError
+from cxraug.core.errors import CxraugError, CxraugWarning, WeightsError
 from cxraug.core.runs import RunDir
 from cxraug.data import labels as L
 from cxraug.data.templates import paper_hint
@@ -98,6 +99,9 @@ class DiffCXRPipeline:
             raise WeightsError(f"{run.root}: no trained denoiser (denoiser/config.json); pass a run "
                                "folder written by cxraug train --stage 1")
         use_adapter = use_adapter and (run.adapter / "config.json").is_file()
+        if use_adapter and run.stale_adapter():
+            warnings.warn(run.stale_adapter(), CxraugWarning, stacklevel=2)
+            use_adapter = False
         check_run_files(run, ("vae", "text", "denoiser") + (("adapter",) if use_adapter else ()))
         cfg = C.load(DiffCXRConfig, run.root / "config.yaml") if (run.root / "config.yaml").is_file() \
             else DiffCXRConfig()

@@ -7,7 +7,6 @@ encoder first, and rerunning an interrupted command resumes where it stopped.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from cxraug import __version__
@@ -197,11 +196,7 @@ def train_run(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool 
 
 def _meta(folder: Path) -> dict:
     """A component's ``meta``; {} when absent or damaged (a damaged export is retrained)."""
-    p = folder / "config.json"
-    try:
-        return json.loads(p.read_text()).get("meta", {}) if p.is_file() else {}
-    except (ValueError, AttributeError):
-        return {}
+    return RunDir(folder.parent).meta(folder.name)
 
 
 def _stale(run: RunDir, stage: str, cfg: DiffCXRConfig) -> bool:
@@ -209,8 +204,8 @@ def _stale(run: RunDir, stage: str, cfg: DiffCXRConfig) -> bool:
     if stage == "1":
         m = _meta(run.denoiser)
         return bool(m) and m.get("steps") != cfg.train.steps
-    m = _meta(run.adapter)
-    return bool(m) and m.get("base_steps") != _meta(run.denoiser).get("steps")
+    m = run.meta("adapter")  # an adapter from before base_steps was recorded counts as stale here
+    return bool(m) and m.get("base_steps") != run.meta("denoiser").get("steps")
 
 
 def _discard_adapter(run: RunDir) -> None:

@@ -95,6 +95,30 @@ def test_extending_stage1_retrains_the_adapter(tiny_run, tmp_path):
     assert meta["base_steps"] == 6 and len(_losses(run.metrics(2))) == 2
 
 
+def test_stage1_alone_extended_leaves_a_stale_adapter_unused(tiny_run, tmp_path, capsys):
+    """`--stage 1` with more steps keeps the adapter on disk (nothing written is lost), but it was
+    fitted to the old denoiser: sampling and cohorts go without it, saying so in one line, until
+    `--stage 2` refits it."""
+    import shutil
+
+    from cxraug.cohorts.generator import LoadedGenerator
+
+    _, run0, data = tiny_run
+    shutil.copytree(run0.root, tmp_path / "copy")
+    run = train_run(tiny_config(data, "train.steps=6"), tmp_path / "copy", ["1"], progress=False)
+    assert (run.adapter / "config.json").is_file() and "4-step denoiser" in run.stale_adapter()
+    with pytest.warns(UserWarning, match="sampling without it"):
+        assert not DiffCXRPipeline.from_pretrained(run.root).has_adapter
+    assert not LoadedGenerator.open(run.root).has_adapter
+    assert run0.stale_adapter() is None and DiffCXRPipeline.from_pretrained(run0.root).has_adapter
+
+    capsys.readouterr()
+    assert main(["generate", "--model", str(run.root), "--report", "clear lungs", "--n", "1",
+                 "--out", str(tmp_path / "g")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "--stage 2" in err and "UserWarning" not in err
+
+
 def test_accelerate_launch_two_cpu_processes(tiny_run, tmp_path):
     """`accelerate launch --cpu --num_processes 2` trains two steps of stage 1."""
     import shutil

@@ -1,0 +1,94 @@
+"""Which classifier-free guidance scale makes a generator's images most like real ones, without
+losing the label? One cohort per scale (same plan, prompts and seeds), each scored like the
+quality card: the same real-data judge as the extractor (FID, precision/recall, coverage, the
+classifier two-sample AUC, also at equal n) and the judge's pneumonia AUC on the cohort's own
+targets (label fidelity: do pneumonia-targeted images read as pneumonia?).
+
+    python benchmarks/guidance_sweep.py --model kermany-128 --data ../shared/data/kermany \
+        --judge runs/quality/judges/classifier-21a50b3f4ee417ee/model \
+        [--guidance 1.0,1.5,2.0,3.0] [--n 200] [--work runs/guidance] [--out benchmarks/results/guidance_sweep.json]
+
+The judge: ``benchmarks/quality_card.py`` trains it (a resnet18 on real 64 px images only, cached
+under ``runs/quality/judges``). Prints a table and writes JSON (machine, command, every scale).
+Resumable: a finished cohort is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from cxraug.classify.model import Classifier
+from cxraug.cohorts.config import SynthConfig
+from cxraug.cohorts.generate import synthesize
+from cxraug.core.precision import cpu_info
+from cxraug.experiments.quality import evaluate
+
+HERE = Path(__file__).resolve().parent
+
+
+def label_auc(judge: Classifier, cohort: Path) -> float:
+    """The judge's pneumonia AUC on the cohort: targeted pneumonia vs explicit negatives."""
+    m = pd.read_csv(cohort / "manifest.csv")
+    images = np.stack([np.asarray(Image.open(cohort / f).convert("L").resize(
+        (judge.args["image_size"],) * 2, Image.BILINEAR)) for f in m["file"]])
+    p = judge.predict_proba(images)[:, list(judge.args["label_names"]).index("Pneumonia")]
+    return float(roc_auc_score((m["Pneumonia"].fillna(0) == 1).to_numpy(), p))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--judge", type=Path, required=True, help="classifier folder (real images only)")
+    ap.add_argument("--guidance", default="1.0,1.5,2.0,3.0")
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    ap.add_argument("--work", type=Path, default=Path("runs/guidance"))
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "guidance_sweep.json")
+    args = ap.parse_args()
+    scales = [float(g) for g in args.guidance.split(",")]
+    judge = Classifier.from_pretrained(args.judge)
+    rows = []
+    for g in scales:
+        t0 = time.perf_counter()
+        cohort = args.work / f"g{g:g}"
+        synthesize(SynthConfig(labels=["pneumonia"], n=args.n, seed=0, gates=[], guidance=g,
+                               steps=args.steps), args.model, cohort)
+        card = evaluate(args.data, cohort, "classifier", args.judge, image_size=64, max_images=5000, seed=0)
+        m, eq = card["metrics"], (card.get("synthetic_matched") or {}).get("equal_n") or {}
+        rows.append({"guidance": g, "fid": m["fid"], "precision": m["precision"], "recall": m["recall"],
+                     "density": m["density"], "coverage": m["coverage"],
+                     "two_sample_auc": card["two_sample_auc"],
+                     "equal_n": {k: eq.get(k) for k in ("n", "precision", "recall", "coverage", "two_sample_auc")},
+                     "label_auc": label_auc(judge, cohort), "seconds": round(time.perf_counter() - t0, 1)})
+        floor = card.get("floor") or {}
+        r = rows[-1]
+        print(f"guidance {g:g}: FID {r['fid']:.1f} P {r['precision']:.3f} R {r['recall']:.3f} "
+              f"C {r['coverage']:.3f} two-sample AUC {r['two_sample_auc']:.3f} (equal n "
+              f"{r['equal_n']['two_sample_auc']:.3f}) label AUC {r['label_auc']:.3f} [{r['seconds']:.0f} s]",
+              flush=True)
+    out = {"command": shlex.join(["benchmarks/guidance_sweep.py", *sys.argv[1:]]),
+           "date": time.strftime("%Y-%m-%d"), "model": args.model, "n": args.n, "steps": args.steps,
+           "machine": cpu_info() | {"torch_threads": torch.get_num_threads()},
+           "judge": args.judge.name, "real_floor": {k: floor.get(k) for k in ("fid", "precision", "recall",
+                                                                             "coverage", "two_sample_auc")},
+           "scales": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
