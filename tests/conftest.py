@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from cxraug.data import labels as L
-from cxraug.diffusion.config import TINY  # noqa: F401  (tests import it from here)
+from cxraug.diffusion.config import TINY
 
 # Keep tests reproducible and polite on a 2-core machine.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -147,3 +147,28 @@ def write_cohort(folder, n=8):
         rows.append(f"s{i}.png,{i % 2},true")
     (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
     return folder
+
+
+# ---------------------------------------------------------------------- benchmark scripts
+
+
+def load_script(name: str):
+    """A script under benchmarks/ imported as a module (they are scripts, not a package)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a busy 2-core machine two threads wait on each other at every
+    parallel region (a tiny bench took 70 s with two threads, 10 s with one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,39 +1,20 @@
 """benchmarks/gpu.py --tiny: every part of the GPU benchmark runs on the CPU and reports sane numbers."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _gpu_bench():
-    spec = importlib.util.spec_from_file_location("benchmarks_gpu", REPO / "benchmarks" / "gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine two threads wait on each other at every
-    parallel region (10x slower in-process parts were seen)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.no_templates  # --tiny uses the paper's fixed prompts: no mined bank needed
 def test_tiny_run_measures_every_part(tmp_path, capsys, one_thread):
     out = tmp_path / "gpu.json"
     work = tmp_path / "work"
-    assert _gpu_bench().main(["--tiny", "--out", str(out), "--workdir", str(work)]) == 0
+    assert load_script("gpu").main(["--tiny", "--out", str(out), "--workdir", str(work)]) == 0
     text = out.read_text()
     res = json.loads(text)
     assert "wrote" in capsys.readouterr().out
@@ -84,7 +65,7 @@ def test_tiny_run_measures_every_part(tmp_path, capsys, one_thread):
 @pytest.mark.no_templates
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a CUDA GPU")
 def test_without_cuda_or_tiny_says_so(tmp_path, capsys):
-    assert _gpu_bench().main(["--out", str(tmp_path / "gpu.json")]) == 2
+    assert load_script("gpu").main(["--out", str(tmp_path / "gpu.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "needs a CUDA GPU" in err and "--tiny" in err
     assert not (tmp_path / "gpu.json").exists()

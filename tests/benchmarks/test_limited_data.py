@@ -2,34 +2,13 @@
 generator, the generator-free jobs reused (not retrained) under strict, the report with the
 machine, and a rerun that resumes without training anything and refuses other settings."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-import torch
-from conftest import train_tiny_run
+from conftest import load_script, train_tiny_run
 
-REPO = Path(__file__).resolve().parents[2]
 TINY_BENCH = ["--set", "image_size=16", "--set", "min_positive=1", "--set", "n_boot=20",
               "--set", "classifier.arch=resnet10t", "--set", "classifier.max_epochs=1"]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("limited_data", REPO / "benchmarks" / "limited_data.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.no_templates
@@ -40,7 +19,7 @@ def test_sweep_both_protocols_then_resume(tmp_path_factory, tmp_path, nih_fixtur
             "--fracs", "0.5,1.0", "--strict-fracs", "0.5", "--seeds", "1", "--n-synth", "4",
             "--strict-generator-set", "train.steps=2", "--strict-generator-set", "adapter.steps=1",
             "--work", str(work), "--out-dir", str(results), "--name", "t", *TINY_BENCH]
-    assert _script().main(argv) == 0
+    assert load_script("limited_data").main(argv) == 0
 
     rec = json.loads((results / "t.json").read_text())
     assert set(rec["protocols"]) == {"paper", "strict"}
@@ -64,9 +43,9 @@ def test_sweep_both_protocols_then_resume(tmp_path_factory, tmp_path, nih_fixtur
     # a rerun trains nothing: every job's result stays as it was
     before = {p: p.stat().st_mtime_ns for p in work.rglob("result.json")}
     capsys.readouterr()
-    assert _script().main(argv) == 0
+    assert load_script("limited_data").main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in work.rglob("result.json")} == before
 
     # other classifier settings in the same work folder: refused, naming the field
     with pytest.raises(SystemExit, match="classifier.lr"):
-        _script().main([*argv, "--set", "classifier.lr=0.5"])
+        load_script("limited_data").main([*argv, "--set", "classifier.lr=0.5"])

@@ -3,41 +3,17 @@ a real (tiny) ``cxraug bench`` results.json with every arm, transfer efficiency 
 test set; a strict-protocol file with missing cells is reported next to it."""
 
 import copy
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import generator_run, write_cohort
+from conftest import generator_run, load_script, write_cohort
 from PIL import Image
 
 from cxraug.experiments import bench as B
 
 REPO = Path(__file__).resolve().parents[2]
 ARMS = ["real", "real+dup", "real+synth", "synth->real", "gen-data->real"]
-
-
-def _report_module():
-    spec = importlib.util.spec_from_file_location("limited_data_report",
-                                                  REPO / "benchmarks" / "limited_data_report.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-
-
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine two threads wait on each other (its bench
-    took 70 s with two threads, 10 s with one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.no_templates  # the bench reads a cohort folder: no prompts, no template bank
@@ -61,7 +37,7 @@ def test_report_from_a_real_bench(kermany_fixture, nih_fixture, tmp_path, capsys
     (tmp_path / "strict").mkdir()
     (tmp_path / "strict" / "results.json").write_text(json.dumps(strict))
 
-    rep = _report_module()
+    rep = load_script("limited_data_report")
     res = tmp_path / "results"
     assert rep.main(["--paper", str(out / "results.json"), "--strict", str(tmp_path / "strict" / "results.json"),
                      "--name", "ld", "--out-dir", str(res)]) == 0
