@@ -27,7 +27,7 @@ from cxraug.core.errors import DataError
 from cxraug.data.datasets import CXRDataset
 from cxraug.data.layouts import chexpert, iu, kermany, mimic, nih14
 from cxraug.data.manifest import MANIFEST_NAMES, folder, manifest
-from cxraug.data.tables import IMAGE_SUFFIXES, _columns, _layouts_hint
+from cxraug.data.tables import IMAGE_SUFFIXES, columns_text, layouts_hint
 
 ADAPTERS: dict[str, Callable[..., CXRDataset]] = {
     "kermany": kermany,
@@ -63,8 +63,8 @@ def detect(root: Path) -> str:
         if ({"image_id", "patient_id", "finding_labels"} <= set(cols)
                 and any(c.startswith("image_path_") for c in cols)):
             return "nih14"
-        raise DataError(f"{index}: its columns match no known layout (found: {_columns(cols)})"
-                        + _layouts_hint())
+        raise DataError(f"{index}: its columns match no known layout (found: {columns_text(cols)})"
+                        + layouts_hint())
     if any(root.glob("Data_Entry_2017*")):
         return "nih14"
     if (root / "train.csv").is_file() or (root / "valid.csv").is_file():

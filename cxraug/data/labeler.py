@@ -66,8 +66,8 @@ from cxraug.data.labeler_cues import (
     UNC_POST,
     UNC_POST_FAR,
     UNC_PRE,
-    _clause,
     classify,
+    clause_bounds,
 )
 from cxraug.data.labeler_phrases import RULES, Rule
 from cxraug.data.reports import SECTION_ALIASES, labeling_text, split_sentences
@@ -220,7 +220,7 @@ class RuleLabeler:
                    and m.kind == rule.kind for m in out):
                 continue  # two phrases of one observation on the same words: one mention
             if rule.kind == "mention":
-                c0, c1 = _clause(s, a0, a1)
+                c0, c1 = clause_bounds(s, a0, a1)
                 value = classify(s[c0:a0], s[a1:c1])
             else:
                 value = L.NEGATIVE if rule.kind == "normal" else L.UNCERTAIN

@@ -81,7 +81,7 @@ UNC_POST_FAR = re.compile(r"\b(?:can ?not|could not) (?:be )?(?:\w+ )?(?:exclude
 OR_POST = re.compile(r"^\s*(?:[\w-]+\s+)?(?:or|versus|vs|and/or)\b")
 
 
-def _clause(sentence: str, start: int, end: int) -> tuple[int, int]:
+def clause_bounds(sentence: str, start: int, end: int) -> tuple[int, int]:
     """Bounds of the clause around ``[start, end)``: nearest clause breaks on either side."""
     lo, hi = 0, len(sentence)
     for m in CLAUSE_BREAK.finditer(sentence):

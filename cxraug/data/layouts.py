@@ -15,7 +15,7 @@ from cxraug.data import labels as L
 from cxraug.data.datasets import CXRDataset
 from cxraug.data.iu import read_iu_reports
 from cxraug.data.labeler import RuleLabeler
-from cxraug.data.tables import IMAGE_SUFFIXES, _finish, _value, read_csv
+from cxraug.data.tables import IMAGE_SUFFIXES, chexpert_value, finish_dataset, read_csv
 
 # ----------------------------------------------------------------------------------- Kermany
 
@@ -34,7 +34,7 @@ def kermany(root: Path, frontal: bool = True, resolution: int | None = None) -> 
         df = read_csv(index, ("image_path", "split", "patient_id", "pneumonia"), "Kermany index")
         for i, r in df.iterrows():
             where = f"{index}: row {i + 2}, column pneumonia"
-            pneu = _value(r["pneumonia"], where)
+            pneu = chexpert_value(r["pneumonia"], where)
             if np.isnan(pneu) or pneu == L.UNCERTAIN:
                 raise DataError(f"{where}: must be 0 or 1")
             sub = str(r.get("subtype", "")).strip().lower()
@@ -58,7 +58,7 @@ def kermany(root: Path, frontal: bool = True, resolution: int | None = None) -> 
         if not rows:
             raise DataError(f"{root}: neither index.csv nor {{train,test}}/{{NORMAL,PNEUMONIA}}/ "
                             "image folders found; pass the Kermany dataset root")
-    return _finish("kermany", rows, "kermany", root, [], False, ["subtype"],
+    return finish_dataset("kermany", rows, "kermany", root, [], False, ["subtype"],
                    index if index.is_file() else None)
 
 
@@ -145,7 +145,7 @@ def nih14(root: Path, frontal: bool = True, resolution: int | None = None) -> CX
             rows.append({"id": r["Image Index"], "path": str(path), "patient_id": r["Patient ID"],
                          "view": r["View Position"], "labels": vec, "extras": extras})
     extras = [n for n, t in L.NIH_TO_CHEXPERT.items() if t is None]
-    return _finish("nih14", rows, "nih14", root, [], frontal, extras, table_file)
+    return finish_dataset("nih14", rows, "nih14", root, [], frontal, extras, table_file)
 
 
 # ---------------------------------------------------------------------------------- CheXpert
@@ -170,11 +170,11 @@ def chexpert(root: Path, frontal: bool = True, resolution: int | None = None) ->
                          if c.exists()), root.parent / rel)
             m = re.search(r"patient\d+", r["Path"])
             view = r.get("AP/PA", "") or ("LATERAL" if r["Frontal/Lateral"] == "Lateral" else "UNKNOWN")
-            vec = np.array([_value(r[o], f"{csv}: row {i + 2}, column {o}") for o in L.OBSERVATIONS],
+            vec = np.array([chexpert_value(r[o], f"{csv}: row {i + 2}, column {o}") for o in L.OBSERVATIONS],
                            dtype=np.float32)
             rows.append({"id": r["Path"], "path": str(path), "patient_id": m.group(0) if m else r["Path"],
                          "view": view, "split": split, "labels": vec})
-    return _finish("chexpert", rows, "chexpert", root, [], frontal)
+    return finish_dataset("chexpert", rows, "chexpert", root, [], frontal)
 
 
 # ------------------------------------------------------------------------------------- MIMIC
@@ -217,7 +217,7 @@ def mimic(root: Path, frontal: bool = True, resolution: int | None = None) -> CX
         if study in lab.index:
             rec = lab.loc[study]
             rec = rec.iloc[0] if isinstance(rec, pd.DataFrame) else rec
-            vec = np.array([_value(rec[o], f"{label_path}: study {study}, column {o}")
+            vec = np.array([chexpert_value(rec[o], f"{label_path}: study {study}, column {o}")
                             for o in L.OBSERVATIONS], dtype=np.float32)
         report = None
         for rroot in (root, root / "reports", root.parent / "mimic-cxr-reports"):
@@ -228,7 +228,7 @@ def mimic(root: Path, frontal: bool = True, resolution: int | None = None) -> CX
         rows.append({"id": r["dicom_id"], "path": str(root / folder / f"s{study}" / f"{r['dicom_id']}.jpg"),
                      "patient_id": subj, "view": r["ViewPosition"] or "UNKNOWN",
                      "split": splits.get(r["dicom_id"], ""), "labels": vec, "report": report})
-    return _finish("mimic", rows, "mimic", root, [], frontal, table_file=split_path)
+    return finish_dataset("mimic", rows, "mimic", root, [], frontal, table_file=split_path)
 
 
 # ------------------------------------------------------------------------------- IU-Xray
@@ -261,7 +261,7 @@ def iu(root: Path | None = None, frontal: bool = True, resolution: int | None = 
                                 "view": views.get(short, "UNKNOWN")})
     where = root if root is not None else Path(str(reports or "torchxrayvision NLMCXR_reports.tgz"))
     filters = [] if root is not None else ["reports only: no image folder given"]
-    return _finish("iu", rows, "iu", where, filters, frontal and root is not None, ["mesh_major"])
+    return finish_dataset("iu", rows, "iu", where, filters, frontal and root is not None, ["mesh_major"])
 
 
 def _iu_views() -> dict[str, str]:

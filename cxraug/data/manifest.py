@@ -9,7 +9,13 @@ from pathlib import Path
 from cxraug.core.errors import DataError
 from cxraug.data import labels as L
 from cxraug.data.datasets import CXRDataset
-from cxraug.data.tables import IMAGE_SUFFIXES, _finish, _layouts_hint, _value, read_csv
+from cxraug.data.tables import (
+    IMAGE_SUFFIXES,
+    chexpert_value,
+    finish_dataset,
+    layouts_hint,
+    read_csv,
+)
 
 # ---------------------------------------------------------------------------------- manifest
 
@@ -27,7 +33,7 @@ def manifest(root: Path, frontal: bool = True, resolution: int | None = None) ->
     """
     csv = root if root.is_file() else next((root / n for n in MANIFEST_NAMES if (root / n).is_file()),
                                            root / MANIFEST_NAMES[0])
-    df = read_csv(csv, ("path",), "manifest (one row per image)", _layouts_hint())
+    df = read_csv(csv, ("path",), "manifest (one row per image)", layouts_hint())
     base = csv.parent
     label_cols, extras = manifest_columns(csv, df.columns)
     rows = []
@@ -36,13 +42,13 @@ def manifest(root: Path, frontal: bool = True, resolution: int | None = None) ->
         path = path if path.is_absolute() else base / path
         vec = L.empty_vector()
         for c, obs in label_cols.items():
-            vec[L.index(obs)] = _value(r[c], f"{csv}: row {i + 2}, column {c}")
+            vec[L.index(obs)] = chexpert_value(r[c], f"{csv}: row {i + 2}, column {c}")
         ident = r.get("id") or r["path"]
         rows.append({"id": ident, "path": str(path), "patient_id": r.get("patient_id") or ident,
                      "view": r.get("view") or "UNKNOWN", "split": r.get("split", ""),
                      "report": r.get("report") or None, "labels": vec,
                      "extras": {c: r[c] for c in extras}})
-    return _finish("manifest", rows, "manifest", base, [], frontal, extras, csv)
+    return finish_dataset("manifest", rows, "manifest", base, [], frontal, extras, csv)
 
 
 MANIFEST_BASE = ("path", "id", "patient_id", "view", "report", "split")
@@ -92,4 +98,4 @@ def folder(root: Path, frontal: bool = True, resolution: int | None = None) -> C
             for p in files]
     if not rows:
         raise DataError(f"{root}: no image files (png/jpg/dcm) found")
-    return _finish("folder", rows, "folder", root, [], False)
+    return finish_dataset("folder", rows, "folder", root, [], False)

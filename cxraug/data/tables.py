@@ -38,13 +38,13 @@ def read_csv(path: Path, required: tuple[str, ...], what: str, hint: str = "",
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; the {what} needs "
-                        f"{', '.join(required)} (found: {_columns(df.columns)}){hint}")
+                        f"{', '.join(required)} (found: {columns_text(df.columns)}){hint}")
     if df.empty:
         raise DataError(f"{path}: has no rows")
     return df
 
 
-def _columns(columns, limit: int = 20) -> str:
+def columns_text(columns, limit: int = 20) -> str:
     cols = [str(c) for c in columns]
     shown = ", ".join(repr(c) if c != c.strip() or not c else c for c in cols[:limit])
     return (shown + (f", ... ({len(cols)} in all)" if len(cols) > limit else "")) or "none"
@@ -63,7 +63,7 @@ LAYOUT_COLUMNS: dict[str, str] = {
 }
 
 
-def _layouts_hint() -> str:
+def layouts_hint() -> str:
     return ("; known layouts: " + "; ".join(f"{k}: {v}" for k, v in LAYOUT_COLUMNS.items())
             + "; rename the columns, or pass --dataset folder to read only the images, unlabelled")
 
@@ -93,7 +93,7 @@ def _check_splits(table: pd.DataFrame, where: Path | str) -> pd.DataFrame:
     return table
 
 
-def _value(text: str, where: str) -> float:
+def chexpert_value(text: str, where: str) -> float:
     """A CheXpert-coded cell: '1', '1.0', '0', '-1', '' -> float (NaN for blank)."""
     t = str(text).strip()
     if t == "" or t.lower() == "nan":
@@ -107,7 +107,7 @@ def _value(text: str, where: str) -> float:
     return v
 
 
-def _finish(name: str, rows: list[dict], source: str, root: Path, filters: list[str],
+def finish_dataset(name: str, rows: list[dict], source: str, root: Path, filters: list[str],
             frontal: bool, extras: list[str] | None = None,
             table_file: Path | None = None) -> CXRDataset:
     table = make_table(rows, source)

@@ -94,12 +94,12 @@ from cxraug.diffusion.lnfs_result import FilterResult
 from cxraug.diffusion.lnfs_scores import (
     DiscriminatorStage,
     KMeansStage,
-    _effective_k,
-    _sigmoid,
-    _signed_log,
     discriminator_stage,
+    effective_k,
     kmeans_stage,
     latent_features,
+    sigmoid,
+    signed_log,
 )
 from cxraug.models.autoencoder import LatentSpace, cache_moments
 
@@ -121,20 +121,20 @@ def run_lnfs(latents: np.ndarray, cfg: LNFSConfig, ids: list[str] | None = None,
 
     say(f"features: {n} latents")
     feats = latent_features(latents, cfg)
-    say(f"stage 1/3: K-means (k={_effective_k(cfg.k, n)})")
+    say(f"stage 1/3: K-means (k={effective_k(cfg.k, n)})")
     km = kmeans_stage(feats.embed, cfg)
     say(f"stage 2/3: manifold model ({cfg.manifold}) on {int((~km.flagged).sum())} typical images")
     mf = manifold_stage(feats.x, ~km.flagged, cfg)
     pseudo = km.flagged | mf.flagged
     rz = np.abs(mf.z) if cfg.recon_two_sided else mf.z
-    rule = np.maximum.reduce([_sigmoid(km.z - cfg.kmeans_z), _sigmoid(km.global_z - cfg.global_z),
-                              _sigmoid(rz - cfg.recon_z)])
+    rule = np.maximum.reduce([sigmoid(km.z - cfg.kmeans_z), sigmoid(km.global_z - cfg.global_z),
+                              sigmoid(rz - cfg.recon_z)])
     rule = np.where(km.tiny, 1.0, rule)
     say(f"stage 3/3: discriminator on {int(pseudo.sum())} pseudo-noisy / "
         f"{int((~pseudo).sum())} pseudo-clean")
     lo, hi = np.quantile(feats.embed, [cfg.disc_clip, 1 - cfg.disc_clip], axis=0)
     disc_x = np.column_stack([np.clip(feats.embed, lo, hi),
-                              _signed_log(np.column_stack([km.z, km.global_z, mf.z]))])
+                              signed_log(np.column_stack([km.z, km.global_z, mf.z]))])
     dc = discriminator_stage(disc_x, pseudo, cfg, rule)
 
     # 4. Decide, then cap the number dropped (highest scores first).

@@ -28,11 +28,11 @@ def robust_z(x: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
     return (x - med) / scale
 
 
-def _signed_log(z: np.ndarray) -> np.ndarray:
+def signed_log(z: np.ndarray) -> np.ndarray:
     return np.sign(z) * np.log1p(np.abs(z))
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
 
 
@@ -107,7 +107,7 @@ class KMeansStage:
     sizes: list[int]
 
 
-def _effective_k(k: int, n: int) -> int:
+def effective_k(k: int, n: int) -> int:
     """At most one cluster per 20 images: fewer cannot tell a rare mode from chance."""
     return max(1, min(k, n // 20))
 
@@ -121,7 +121,7 @@ def kmeans_stage(feats: np.ndarray, cfg: LNFSConfig) -> KMeansStage:
     from sklearn.cluster import KMeans
 
     n = len(feats)
-    k = _effective_k(cfg.k, n)
+    k = effective_k(cfg.k, n)
     km = KMeans(n_clusters=k, n_init=cfg.kmeans_n_init, random_state=cfg.seed).fit(feats)
     cluster = km.labels_.astype(int)
     sizes = np.bincount(cluster, minlength=k)

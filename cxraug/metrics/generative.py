@@ -100,7 +100,7 @@ def feature_metrics(real: np.ndarray, fake: np.ndarray, k: int = 3, seed: int = 
     return {"fid": fid(real, fake), "kid_mean": kmean, "kid_std": kstd, **manifold_metrics(real, fake, k)}
 
 
-def _subsample(n: int, max_images: int | None, rng: np.random.Generator) -> np.ndarray:
+def subsample_rows(n: int, max_images: int | None, rng: np.random.Generator) -> np.ndarray:
     """Sorted indices of a seeded random ``max_images`` of ``n`` rows; all of them when that is None or >= n."""
     if max_images is None or n <= max_images:
         return np.arange(n)
@@ -125,7 +125,7 @@ def two_sample_auc(a: np.ndarray, b: np.ndarray, folds: int = C2ST_FOLDS, seed: 
         raise DataError(f"the two-sample test ({folds}-fold) needs at least {folds} images per side, "
                         f"got {len(a)} and {len(b)}")
     rng = np.random.default_rng([seed, 3])
-    a, b = (x[_subsample(len(x), n, rng)] for x in (a, b))
+    a, b = (x[subsample_rows(len(x), n, rng)] for x in (a, b))
     x, y = np.concatenate([a, b]), np.repeat([0, 1], n)
     aucs = []
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):

@@ -219,7 +219,7 @@ def load_pretrained_vae(source: str, subfolder: str | None = None, image_size: i
     return LatentSpace(vae, image_size, scale_factor, source, subfolder).to(device).freeze()
 
 
-def _first(item: Any) -> torch.Tensor:
+def first_output(item: Any) -> torch.Tensor:
     return item[0] if isinstance(item, (tuple, list)) else item
 
 
@@ -232,7 +232,7 @@ def _batches(images: np.ndarray | Iterable, batch_size: int) -> Iterable[torch.T
             yield uint8_to_model(np.asarray(images[start:start + batch_size]))
         return
     for b in images:
-        b = _first(b)
+        b = first_output(b)
         if isinstance(b, np.ndarray) or (torch.is_tensor(b) and b.dtype == torch.uint8):
             yield uint8_to_model(b)  # uint8 [b, H, W]
         else:

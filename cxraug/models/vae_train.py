@@ -21,7 +21,7 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from cxraug.core.config import ConfigError
 from cxraug.core.progress import MetricsLog, job_progress
 from cxraug.data.transforms import uint8_to_model
-from cxraug.models.autoencoder import LatentSpace, _first
+from cxraug.models.autoencoder import LatentSpace, first_output
 
 
 @dataclass
@@ -142,7 +142,7 @@ def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
         while step < config.steps:
             for batch in loader:
                 # 1. Forward: encode, sample with the run's generator, decode.
-                x = _first(batch).to(device)
+                x = first_output(batch).to(device)
                 if x.shape[1:] != (1, config.image_size, config.image_size):
                     raise ValueError(f"vae.image_size is {config.image_size} but the training images "
                                      f"are {tuple(x.shape[1:])}; resize them or change the setting")
@@ -184,7 +184,7 @@ def set_latent_stats(space: LatentSpace, data: torch.utils.data.Dataset, latent_
     n = min(len(data), max_images)
     zs = []
     for start in range(0, n, batch_size):
-        x = torch.stack([_first(data[i]) for i in range(start, min(n, start + batch_size))])
+        x = torch.stack([first_output(data[i]) for i in range(start, min(n, start + batch_size))])
         zs.append(DiagonalGaussianDistribution(space.encode_moments(x)).sample(generator))
     z = torch.cat(zs).float()
     if latent_norm == "channel":

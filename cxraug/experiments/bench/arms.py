@@ -88,7 +88,7 @@ def saved_external_scores(folder: Path, t: TestSet) -> np.ndarray | None:
         return z["scores"] if same else None
 
 
-def _saved_classifier(folder: Path) -> Path:
+def saved_classifier(folder: Path) -> Path:
     if not (folder / "model" / CONFIG_NAME).is_file():
         raise CxraugError(f"{folder}: this job saved no classifier (an older cxraug ran it), so "
                           "--test-data cannot score it; delete that job folder to retrain it")
@@ -102,7 +102,7 @@ def score_external(folder: Path, tests: list[TestSet], cfg: BenchConfig, model=N
     if not todo:
         return
     if model is None:
-        model = Classifier.from_pretrained(_saved_classifier(folder)).to(cfg.classifier.device)
+        model = Classifier.from_pretrained(saved_classifier(folder)).to(cfg.classifier.device)
     (folder / "external").mkdir(parents=True, exist_ok=True)
     for t in todo:
         scores = model.predict_proba(t.data.images, cfg.classifier.eval_batch_size)

@@ -131,6 +131,6 @@ def generator_images(real: RealData, folder: Path, gen_cfg: Any) -> np.ndarray:
     return rows
 
 
-def _trained_on(card: dict) -> dict:
+def generator_trained_on(card: dict) -> dict:
     generator = card.get("generator", {}) if isinstance(card.get("generator"), dict) else {}
     return generator.get("trained_on") or {}

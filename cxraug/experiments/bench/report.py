@@ -160,7 +160,7 @@ def plot(summary: dict, path: Path, title: str) -> Path:
     return path
 
 
-def _generator_card(results: list[dict], strict: bool, model_ref: Any) -> dict:
+def generator_card(results: list[dict], strict: bool, model_ref: Any) -> dict:
     """Protocol and, per generator (one per fraction under ``strict``), its real fraction and
     image count, from the jobs that used one (``gen-data->real``'s count first: it is exact)."""
     fractions: dict[str, dict] = {}

@@ -53,8 +53,8 @@ from cxraug.classify.real import load_real_splits
 from cxraug.core import config as C
 from cxraug.core.errors import CxraugError
 from cxraug.experiments.bench.arms import (
-    _saved_classifier,
     run_job,
+    saved_classifier,
     saved_external_scores,
     score_external,
     train_rows_set,
@@ -68,16 +68,16 @@ from cxraug.experiments.bench.config import (
     jobs,
 )
 from cxraug.experiments.bench.generators import (
-    _trained_on,
     check_unseen_test,
     cohort_for_bench,
     generator_config,
     generator_images,
     generator_source,
+    generator_trained_on,
     strict_generator,
 )
 from cxraug.experiments.bench.inputs import TestSet, load_cohort, load_test_sets, subset_warnings
-from cxraug.experiments.bench.report import _generator_card, plot, summarise, test_summary, versions
+from cxraug.experiments.bench.report import generator_card, plot, summarise, test_summary, versions
 from cxraug.models.zoo import resolve_model
 
 
@@ -88,7 +88,7 @@ def _check_resumable(out: Path, todo: list[tuple[float, str, int]], tests: list[
         folder = job_dir(out, *j)
         if (folder / "result.json").is_file() and any(saved_external_scores(folder, t) is None
                                                        for t in tests):
-            _saved_classifier(folder)
+            saved_classifier(folder)
 
 
 # What may change when a bench is resumed into the same folder: more fractions, arms or seeds
@@ -211,7 +211,7 @@ def run_bench(cfg: BenchConfig, out: Path, synth: Path | None = None, model: Pat
             score_external(job_dir(out, frac, arm, seed), tests, cfg)
             continue
         arrays, card, _ = cohort_for(frac) if arm in SYNTH_ARMS else (None, {}, None)
-        gen_set, gen = gen_data_for(frac) if arm == GEN_DATA else (None, _trained_on(card))
+        gen_set, gen = gen_data_for(frac) if arm == GEN_DATA else (None, generator_trained_on(card))
         run_job(frac, arm, seed, real, arrays, cfg, out, progress,
                 cohort_key=f"frac{frac:g}" if strict else "cohort",
                 generator_real_frac=gen.get("real_frac"), gen_data=gen_set,
@@ -228,13 +228,13 @@ def run_bench(cfg: BenchConfig, out: Path, synth: Path | None = None, model: Pat
               "warnings": warnings,
               "protocol": "strict" if strict else "paper",
               "init": init,
-              "generator": _generator_card(results, strict, model_ref),
+              "generator": generator_card(results, strict, model_ref),
               "test": test_summary(real),
               "test_sets": {t.name: t.card() for t in tests},
               "synthetic": {"protocol": "strict" if strict else "paper",
                             "cohorts": {k: {"folder": str(v[2]),
-                                            "generator_real_frac": _trained_on(v[1]).get("real_frac"),
-                                            "generator_train_images": _trained_on(v[1]).get("images"),
+                                            "generator_real_frac": generator_trained_on(v[1]).get("real_frac"),
+                                            "generator_train_images": generator_trained_on(v[1]).get("images"),
                                             "card": v[1]} for k, v in cards.items()}},
               **summary}
     (out / "results.json").write_text(json.dumps(report, indent=2, default=str))

@@ -17,21 +17,21 @@ from cxraug.data import labels as L
 from cxraug.experiments.quality.extractors import make_extractor
 from cxraug.experiments.quality.inputs import (
     NEGATIVE,
-    _canonical_target,
-    _check_real_ref,
-    _load_real_ref,
-    _wanted,
+    canonical_target,
+    check_real_ref,
     floor_split,
     load_real_images,
+    load_real_ref,
     load_synth,
     real_mask,
+    wanted_labels,
 )
 from cxraug.metrics.generative import (
     C2ST_FOLDS,
     METRIC_KEYS,
-    _subsample,
     feature_metrics,
     ssim_diversity,
+    subsample_rows,
     two_sample_auc,
 )
 
@@ -60,20 +60,20 @@ def real_floor(fr: np.ndarray, fs: np.ndarray, fref: np.ndarray | None, k: int =
         ref_idx, cmp_idx = floor_split(len(fr), len(fs), seed)
         reference, compared = fr[ref_idx], fr[cmp_idx]
     else:
-        reference, compared = fr, fref[_subsample(len(fref), len(fs), np.random.default_rng([seed, 5]))]
+        reference, compared = fr, fref[subsample_rows(len(fref), len(fs), np.random.default_rng([seed, 5]))]
     counts = {"reference": len(reference), "compared": len(compared)}
     need = max(k + 1, C2ST_FOLDS)
     if min(counts.values()) < need:
         return {"counts": counts, **dict.fromkeys((*METRIC_KEYS, "two_sample_auc", "two_sample")),
                 "skipped": f"{counts['reference']} reference / {counts['compared']} compared real images "
                            f"< {need} per side"}, None
-    synth = fs[_subsample(len(fs), len(compared), np.random.default_rng([seed, 6]))]
+    synth = fs[subsample_rows(len(fs), len(compared), np.random.default_rng([seed, 6]))]
     floor = {"counts": counts, **scores(reference, compared, k, seed), "skipped": None}
     counterpart = {"counts": {"real": len(reference), "synthetic": len(synth)},
                    **scores(reference, synth, k, seed)}
     # equal n: the k-NN metrics (coverage above all) depend on the two sides' sizes; with the
     # reference cut to the compared set's n, a perfect generator scores what the floor scores
-    ref_n = reference[_subsample(len(reference), len(compared), np.random.default_rng([seed, 7]))]
+    ref_n = reference[subsample_rows(len(reference), len(compared), np.random.default_rng([seed, 7]))]
     floor["equal_n"] = {"n": len(compared), **scores(ref_n, compared, k, seed)}
     counterpart["equal_n"] = {"n": len(synth), **scores(ref_n, synth, k, seed)}
     return floor, counterpart
@@ -92,12 +92,12 @@ def evaluate(real: str | Path, synth: Path, extractor: str = "classifier", class
     score against its floor, not against zero."""
     # 1. extractor first: a missing weights file should fail before any image is read
     embed, info = make_extractor(extractor, classifier, inception_weights, xrv_weights=xrv_weights)
-    _check_real_ref(real_ref)
+    check_real_ref(real_ref)
     # 2. images at one size, aspect-preserving pad
     real_img, real_raw = load_real_images(real, image_size, max_images, seed, kind)
     syn_img, targets = load_synth(Path(synth), image_size, max_images, seed)
-    targets = np.array([_canonical_target(t) for t in targets])  # manifests keep "pneumonia"
-    ref_img, dropped = (None, 0) if real_ref is None else _load_real_ref(
+    targets = np.array([canonical_target(t) for t in targets])  # manifests keep "pneumonia"
+    ref_img, dropped = (None, 0) if real_ref is None else load_real_ref(
         real_ref, real_img, image_size, max_images, seed, kind)
     # 3. features and metrics on everything
     fr, fs = embed(real_img), embed(syn_img)
@@ -116,7 +116,7 @@ def evaluate(real: str | Path, synth: Path, extractor: str = "classifier", class
         "floor": {**source, **floor}, "synthetic_matched": matched,
     }
     # 4. per label: a cohort target vs real images positive for it, when both sides are big enough
-    wanted = _wanted(labels)
+    wanted = wanted_labels(labels)
     per_label, skipped = {}, {}
     for t in sorted(set(targets.tolist()) - {"all"}):
         if t.lower() != NEGATIVE:

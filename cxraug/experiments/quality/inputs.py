@@ -14,7 +14,7 @@ from cxraug.data import labels as L
 from cxraug.data.adapters import load_dataset, resolve_data
 from cxraug.data.tables import IMAGE_SUFFIXES
 from cxraug.data.transforms import load_grayscale, resize_square
-from cxraug.metrics.generative import _subsample
+from cxraug.metrics.generative import subsample_rows
 
 NEGATIVE = "negative"
 
@@ -23,7 +23,7 @@ def load_real_images(data: str | Path, image_size: int, max_images: int | None, 
                      kind: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Any dataset cxraug loads -> (``uint8 [N, S, S]`` images, raw labels ``[N, 14]``)."""
     ds = load_dataset(resolve_data(data), kind)
-    keep = _subsample(len(ds), max_images, np.random.default_rng([seed, 1]))
+    keep = subsample_rows(len(ds), max_images, np.random.default_rng([seed, 1]))
     paths = [ds.paths[i] for i in keep]
     images = np.stack([resize_square(load_grayscale(p), image_size) for p in paths])
     return images, ds.labels[keep]
@@ -47,7 +47,7 @@ def load_synth(folder: Path, image_size: int, max_images: int | None, seed: int)
         if not files:
             raise DataError(f"--synth {folder}: no manifest.csv and no image files")
         targets = np.array(["all"] * len(files))
-    keep = _subsample(len(files), max_images, np.random.default_rng([seed, 2]))
+    keep = subsample_rows(len(files), max_images, np.random.default_rng([seed, 2]))
     images = np.stack([resize_square(load_grayscale(files[i]), image_size) for i in keep])
     return images, targets[keep]
 
@@ -69,7 +69,7 @@ def _not_in(images: np.ndarray, other: np.ndarray) -> np.ndarray:
     return np.array([hashlib.sha1(x.tobytes()).digest() not in seen for x in images], dtype=bool)
 
 
-def _canonical_target(target: str) -> str:
+def canonical_target(target: str) -> str:
     """A cohort target as the label contract spells it; ``negative``/``all``/unknown unchanged."""
     if target in ("all", NEGATIVE):
         return target
@@ -89,7 +89,7 @@ def real_mask(raw: np.ndarray, target: str) -> np.ndarray:
     return raw[:, L.index(L.canonical(target))] == 1
 
 
-def _wanted(labels: str | list[str] | None) -> set[str] | None:
+def wanted_labels(labels: str | list[str] | None) -> set[str] | None:
     """``--labels``: observation names (aliases allowed) and/or ``negative``; None = all."""
     if not labels:
         return None
@@ -98,7 +98,7 @@ def _wanted(labels: str | list[str] | None) -> set[str] | None:
     return (set(L.parse_label_list(names)) if names else set()) | ({NEGATIVE} if len(names) < len(items) else set())
 
 
-def _load_real_ref(real_ref: str | Path, real_img: np.ndarray, image_size: int, max_images: int | None,
+def load_real_ref(real_ref: str | Path, real_img: np.ndarray, image_size: int, max_images: int | None,
                    seed: int, kind: str) -> tuple[np.ndarray, int]:
     """``--real-ref`` images without those also in ``--real`` -> (images, how many were dropped)."""
     ref_img, _ = load_real_images(real_ref, image_size, max_images, seed + 1, kind)
@@ -109,7 +109,7 @@ def _load_real_ref(real_ref: str | Path, real_img: np.ndarray, image_size: int, 
     return ref_img[keep], int((~keep).sum())
 
 
-def _check_real_ref(real_ref: str | Path | None) -> None:
+def check_real_ref(real_ref: str | Path | None) -> None:
     if real_ref is not None and not resolve_data(real_ref).expanduser().exists():
         raise DataError(f"--real-ref {real_ref}: not found; pass a second real dataset (e.g. the test "
                         "split's folder or manifest) or leave it out to split --real in two")
