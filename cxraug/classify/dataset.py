@@ -10,6 +10,7 @@ Splits are patient-level and the images cached, exactly as ``cxraug bench`` read
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,14 +48,15 @@ class DatasetClassifierConfig(RealDataConfig):
         check_arch(self.classifier.arch)
 
 
-def train_on_dataset(cfg: DatasetClassifierConfig, out: str | Path,
-                     progress: bool = True) -> dict[str, Any]:
+def train_on_dataset(cfg: DatasetClassifierConfig, out: str | Path, progress: bool = True,
+                     splits: str | Path | None = None) -> dict[str, Any]:
     """Train on the train split of ``cfg.data``, select on val, score val and test once.
 
     Writes into ``out``: ``config.yaml`` (before any work), ``splits.csv`` (reused when it fits
     the dataset), ``model/`` (the :class:`Classifier` folder that ``cxraug eval --classifier`` and
     ``cxraug synth --classifier`` take), ``history.json``, ``train_log.jsonl`` (the validation
     curve) and ``metrics.json`` (val and test mAUC and per-label AUC). Returns the metrics.
+    ``splits``: another run's ``splits.csv`` to use (checked against the data, then copied in).
     """
     # 1. Check the settings and save them before any work.
     out = Path(out)
@@ -62,7 +64,9 @@ def train_on_dataset(cfg: DatasetClassifierConfig, out: str | Path,
     cfgio.save(cfg, out)
 
     # 2. Real data: patient-level splits and cached images, as the bench reads them.
-    real, train = _real_data(cfg, out / "splits.csv")
+    real, train = _real_data(cfg, Path(splits) if splits is not None else out / "splits.csv")
+    if splits is not None and Path(splits).resolve() != (out / "splits.csv").resolve():
+        shutil.copyfile(splits, out / "splits.csv")
 
     # 3. Train with val selection, then score val and test once.
     model, history = train_classifier(train, real.val, cfg.classifier, None, progress,

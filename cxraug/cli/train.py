@@ -37,7 +37,8 @@ def train(component: Component = typer.Argument(
           arch: Optional[str] = typer.Option(None, "--arch", rich_help_panel=CLF, help="timm model name (default resnet18)."),
           image_size: Optional[int] = typer.Option(None, "--image-size", rich_help_panel=CLF, help="Square input side (default 64)."),
           epochs: Optional[int] = typer.Option(None, "--epochs", rich_help_panel=CLF, help="Maximum epochs (default 20; early stopping on val mAUC)."),
-          seed: Optional[int] = typer.Option(None, "--seed", rich_help_panel=CLF, help="Classifier seed (default 0).")) -> None:
+          seed: Optional[int] = typer.Option(None, "--seed", rich_help_panel=CLF, help="Classifier seed (default 0)."),
+          splits: Optional[Path] = typer.Option(None, "--splits", rich_help_panel=CLF, help="Reuse a run's splits.csv (e.g. a generator run's, so the classifier is tested on images the generator never saw; default: made with split_seed).")) -> None:
     """Train Diff-CXR (vae, text, denoiser, all) or a real-data classifier (classifier).
 
     Diff-CXR: missing prerequisites (VAE, report encoder, stage 1) are trained first; rerunning
@@ -53,14 +54,14 @@ def train(component: Component = typer.Argument(
     from cxraug.core.errors import CxraugError
 
     clf_only = {"--labels": labels, "--arch": arch, "--image-size": image_size, "--epochs": epochs,
-                "--seed": seed}
+                "--seed": seed, "--splits": splits}
     if component is Component.classifier:
         if stage is not None or from_run is not None:
             raise CxraugError("--stage and --from are Diff-CXR options; cxraug train classifier "
                               "takes neither")
         return _train_classifier(recipe, list(overrides or []), data, out, overwrite, dry_run,
                                  labels=labels, arch=arch, image_size=image_size, epochs=epochs,
-                                 seed=seed)
+                                 seed=seed, splits=splits)
     given = [k for k, v in clf_only.items() if v is not None]
     if given:
         raise CxraugError(f"{', '.join(given)}: only for cxraug train classifier")
@@ -93,10 +94,17 @@ def train(component: Component = typer.Argument(
 def _train_classifier(recipe: Path | None, overrides: list[str], data: str | None,
                       out: Path | None, overwrite: bool, dry_run: bool, **options) -> None:
     """cxraug train classifier: a timm classifier on a dataset's train split (val for selection);
-    ``options``: labels, arch, image_size, epochs, seed (None: the config's)."""
+    ``options``: labels, arch, image_size, epochs, seed, splits (None: the config's)."""
+    import filecmp
+
     from cxraug.cli.common import out_dir_ok, writable_out
     from cxraug.core import config as C
+    from cxraug.core.errors import CxraugError
 
+    splits = options["splits"]
+    if splits is not None and not Path(splits).is_file():
+        raise CxraugError(f"--splits {splits}: no such file; pass the splits.csv of a run folder "
+                          "(e.g. runs/diffcxr/splits.csv)")
     if not dry_run:  # before torch is imported or any data read
         out = writable_out(out or Path("runs/classifier"))
         out_dir_ok(out, overwrite, "classifier run")
@@ -118,7 +126,11 @@ def _train_classifier(recipe: Path | None, overrides: list[str], data: str | Non
         return
     if overwrite:
         (out / "splits.csv").unlink(missing_ok=True)  # remade for this --data
-    m = train_on_dataset(cfg, out)
+    if splits is not None and (out / "splits.csv").is_file() \
+            and not filecmp.cmp(out / "splits.csv", splits, shallow=False):
+        raise CxraugError(f"--splits {splits}: {out} already has other splits (its splits.csv); "
+                          "pass --overwrite or a new --out")
+    m = train_on_dataset(cfg, out, splits=splits)
 
     def auc(x) -> str:
         return "-" if x is None else f"{x:.3f}"

@@ -81,3 +81,30 @@ def test_train_classifier_option_errors(tmp_path, capsys):
     assert "not a timm model" in capsys.readouterr().err
     assert main(["train", "classifier", "--set", "classifier.nope=1", "--dry-run"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_train_classifier_reuses_a_runs_splits(kermany_fixture, tmp_path, capsys):
+    """--splits: the classifier uses a generator run's splits (its test split = the images the
+    generator never saw), not ones made with split_seed; wrong inputs are one line each."""
+    from conftest import generator_run
+
+    gen = generator_run(kermany_fixture, tmp_path / "gen", "data.split_seed=5")
+    args = ["train", "classifier", "--data", str(kermany_fixture), "--labels", "pneumonia",
+            "--epochs", "1", "--image-size", "16", "--arch", "resnet10t", "--set", "classifier.batch_size=8"]
+    assert main([*args, "--splits", str(gen / "splits.csv"), "--out", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "c" / "splits.csv").read_bytes() == (gen / "splits.csv").read_bytes()
+    default = tmp_path / "d"
+    assert main([*args, "--set", "classifier.max_steps=1", "--out", str(default)]) == 0
+    ours, theirs = (pd.read_csv(p / "splits.csv", dtype=str).set_index("id")["split"]
+                    for p in (default, tmp_path / "c"))
+    assert not ours.equals(theirs.loc[ours.index])  # split seed 5 is another split
+
+    capsys.readouterr()
+    assert main([*args, "--splits", str(tmp_path / "none.csv"), "--out", str(tmp_path / "e")]) == 2
+    assert "--splits" in capsys.readouterr().err and not (tmp_path / "e").exists()
+    other = tmp_path / "other.csv"
+    other.write_text("id,split,patient_id\nx.png,train,P1\n")
+    assert main([*args, "--splits", str(other), "--out", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert f"{other}: split file does not match this dataset" in err
+    assert not (tmp_path / "f" / "splits.csv").exists()  # a wrong file is never copied in
