@@ -255,6 +255,11 @@ def test_resume_with_other_settings_is_refused(kermany_fixture, tmp_path, capsys
     assert (out / "config.yaml").read_text() == saved
     assert main([*args[:-2], "--real-frac", "0.5,1.0", "--seeds", "2", "--out", str(out)]) == 0
     assert len(list((out / "jobs").iterdir())) == 4
+    (out / "config.yaml").write_text("[not: a, config")  # damaged: one line, not a traceback
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "not a bench config" in err and "Traceback" not in err
 
 
 def test_generator_trained_on_test_images_is_refused(kermany_fixture, tmp_path):

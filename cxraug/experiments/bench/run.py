@@ -114,7 +114,14 @@ def check_same_settings(out: Path, cfg: BenchConfig) -> None:
     path = out / "config.yaml"
     if not path.is_file():
         return
-    old, new = _flat(yaml.safe_load(path.read_text()) or {}), _flat(C.to_dict(cfg))
+    try:
+        saved = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        saved = None
+    if not isinstance(saved, dict):
+        raise CxraugError(f"{path}: not a bench config (damaged?); pass a new --out, or delete "
+                          "the file to resume this folder with the settings given")
+    old, new = _flat(saved), _flat(C.to_dict(cfg))
     for key in sorted(set(old) & set(new) - RESUMABLE_CHANGES):
         a, b = old[key], new[key]
         if key == "data" and a != b and Path(str(a)).resolve() == Path(str(b)).resolve():
