@@ -119,7 +119,7 @@ def main() -> int:
     out = {"command": shlex.join(["benchmarks/guidance_sweep.py", *sys.argv[1:]]),
            "date": time.strftime("%Y-%m-%d"), "model": args.model, "n": args.n, "steps": args.steps,
            "machine": cpu_info() | {"torch_threads": torch.get_num_threads()},
-           "judge": args.judge.name, "real_floor": {k: floor.get(k) for k in ("fid", "precision", "recall",
+           "judge": (args.judge.parent if args.judge.name == "model" else args.judge).name, "real_floor": {k: floor.get(k) for k in ("fid", "precision", "recall",
                                                                              "coverage", "two_sample_auc")},
            "scales": rows, "vae_ceiling": ceiling}
     args.out.parent.mkdir(parents=True, exist_ok=True)
