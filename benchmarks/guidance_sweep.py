@@ -93,7 +93,7 @@ def main() -> int:
     args = ap.parse_args()
     scales = [float(g) for g in args.guidance.split(",") if g.strip()]
     judge = Classifier.from_pretrained(args.judge)
-    rows = []
+    rows, floor = [], {}
     for g in scales:
         t0 = time.perf_counter()
         cohort = args.work / f"g{g:g}"
@@ -111,8 +111,9 @@ def main() -> int:
     ceiling = None
     if args.vae_ceiling:
         recon = vae_reconstructions(args.model, args.data, args.n, args.work / "vae-recon")
-        ceiling = scored(evaluate(args.data, recon, "classifier", args.judge, image_size=64,
-                                  max_images=5000, seed=0), images=f"VAE reconstructions of {args.n} real test images")
+        card = evaluate(args.data, recon, "classifier", args.judge, image_size=64, max_images=5000, seed=0)
+        ceiling = scored(card, images=f"VAE reconstructions of {args.n} real test images")
+        floor = floor or card.get("floor") or {}
         print(f"VAE reconstructions: FID {ceiling['fid']:.1f} P {ceiling['precision']:.3f} R "
               f"{ceiling['recall']:.3f} C {ceiling['coverage']:.3f} two-sample AUC "
               f"{ceiling['two_sample_auc']:.3f} (equal n {ceiling['equal_n']['two_sample_auc']:.3f})", flush=True)
