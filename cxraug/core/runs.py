@@ -56,8 +56,8 @@ class RunDir:
         """Why the DKIM adapter does not fit this run's stage-1 denoiser (it was fitted to an
         export with another number of steps, e.g. before ``--stage 1`` trained on), else None."""
         ada, den = self.meta("adapter"), self.meta("denoiser")
-        if not ada or "base_steps" not in ada or ada["base_steps"] == den.get("steps"):
-            return None
+        if not ada or not den or "base_steps" not in ada or ada["base_steps"] == den.get("steps"):
+            return None  # an unreadable denoiser config is reported where it is loaded
         return (f"{self.adapter}: fitted to the {ada['base_steps']}-step denoiser, but the denoiser "
                 f"now has {den.get('steps')} steps; sampling without it (refit it with cxraug "
                 f"train --stage 2 --out {self.root})")
