@@ -19,28 +19,28 @@ FAST_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 @lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags of this machine (``/proc/cpuinfo``; empty where it is not readable)."""
+def _cpuinfo_field(name: str) -> str | None:
+    """The first ``name : value`` line of ``/proc/cpuinfo`` (None where it is not readable)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == name:
+                return value.strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of this machine (``/proc/cpuinfo``; empty where it is not readable)."""
+    return frozenset((_cpuinfo_field("flags") or "").split())
 
 
 def cpu_model() -> str:
     """The CPU's model name as ``lscpu`` shows it (``/proc/cpuinfo``), else the platform's."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     import platform
 
-    return platform.processor() or platform.machine()
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 # The flags that decide matmul speed here: what a measured ratio must be read beside.

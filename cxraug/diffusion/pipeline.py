@@ -99,8 +99,9 @@ class DiffCXRPipeline:
             raise WeightsError(f"{run.root}: no trained denoiser (denoiser/config.json); pass a run "
                                "folder written by cxraug train --stage 1")
         use_adapter = use_adapter and (run.adapter / "config.json").is_file()
-        if use_adapter and run.stale_adapter():
-            warnings.warn(run.stale_adapter(), CxraugWarning, stacklevel=2)
+        stale = run.stale_adapter() if use_adapter else None
+        if stale:
+            warnings.warn(stale, CxraugWarning, stacklevel=2)
             use_adapter = False
         check_run_files(run, ("vae", "text", "denoiser") + (("adapter",) if use_adapter else ()))
         cfg = C.load(DiffCXRConfig, run.root / "config.yaml") if (run.root / "config.yaml").is_file() \

@@ -29,8 +29,6 @@ def _cfg(data, **kw):
     return cfg
 
 
-
-
 def _hospital(folder, n=10):
     """A manifest-layout dataset labelled for Pneumonia only (no 'No Finding' column)."""
     rows = ["path,patient_id,Pneumonia"]
