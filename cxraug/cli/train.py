@@ -14,6 +14,7 @@ from cxraug.cli.common import DryRunOpt, RecipeOpt, SetOpt, console
 
 class Component(str, Enum):
     vae = "vae"
+    decoder = "decoder"
     text = "text"
     denoiser = "denoiser"
     all = "all"
@@ -24,7 +25,8 @@ CLF = "train classifier"  # help panel of the classifier-only options
 
 
 def train(component: Component = typer.Argument(
-              Component.all, help="vae, text, denoiser (stage 1 or 2) or all: Diff-CXR; classifier: "
+              Component.all, help="vae, decoder (sharpen the VAE's decoder; decoder.steps), text, "
+              "denoiser (stage 1 or 2) or all: Diff-CXR; classifier: "
               "a timm classifier on real data, for cxraug eval / synth --classifier."),
           stage: Optional[int] = typer.Option(None, "--stage", help="Denoiser stage: 1 (U-ViT) or 2 (DKIM adapter)."),
           recipe: Optional[Path] = RecipeOpt, overrides: Optional[list[str]] = SetOpt,
@@ -39,7 +41,7 @@ def train(component: Component = typer.Argument(
           epochs: Optional[int] = typer.Option(None, "--epochs", rich_help_panel=CLF, help="Maximum epochs (default 20; early stopping on val mAUC)."),
           seed: Optional[int] = typer.Option(None, "--seed", rich_help_panel=CLF, help="Classifier seed (default 0)."),
           splits: Optional[Path] = typer.Option(None, "--splits", rich_help_panel=CLF, help="Reuse a run's splits.csv (e.g. a generator run's, so the classifier is tested on images the generator never saw; default: made with split_seed).")) -> None:
-    """Train Diff-CXR (vae, text, denoiser, all) or a real-data classifier (classifier).
+    """Train Diff-CXR (vae, decoder, text, denoiser, all) or a real-data classifier (classifier).
 
     Diff-CXR: missing prerequisites (VAE, report encoder, stage 1) are trained first; rerunning
     the same command resumes from the last checkpoint.
@@ -77,7 +79,10 @@ def train(component: Component = typer.Argument(
     from cxraug.diffusion.config import DiffCXRConfig
 
     cfg = C.load(DiffCXRConfig, recipe, sets)
-    stages = {"vae": ["vae"], "text": ["text"], "all": ["vae", "text", "1", "2"]}.get(component.value)
+    stages = {"vae": ["vae"], "decoder": ["decoder"], "text": ["text"],
+              "all": ["vae", "decoder", "text", "1", "2"]}.get(component.value)
+    if component is Component.decoder and cfg.decoder.steps <= 0:
+        raise CxraugError("cxraug train decoder: decoder.steps is 0; pass e.g. --set decoder.steps=3000")
     if component is Component.denoiser or stage is not None:
         if stage not in (1, 2):
             raise CxraugError(f"--stage {stage}: must be 1 (U-ViT) or 2 (DKIM adapter)")

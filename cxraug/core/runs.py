@@ -37,8 +37,9 @@ class RunDir:
     samples = property(lambda self: self.root / "samples")
     splits = property(lambda self: self.root / "splits.csv")
 
-    def checkpoints(self, stage: int) -> Path:
-        return self.root / "checkpoints" / f"stage{stage}"
+    def checkpoints(self, stage: int | str) -> Path:
+        """Training state of stage 1 or 2 (``checkpoints/stage1``) or ``"decoder"`` tuning."""
+        return self.root / "checkpoints" / (f"stage{stage}" if isinstance(stage, int) else stage)
 
     def metrics(self, stage: int) -> Path:
         return self.root / ("metrics.jsonl" if stage == 1 else f"metrics_stage{stage}.jsonl")

@@ -41,6 +41,49 @@ class DataConfig:
 
 
 @dataclass
+class DecoderTuneConfig:
+    """How to fine-tune a latent space's decoder (``steps`` 0: leave it as trained).
+
+    ``adv_weight`` scales LDM's adaptive weight (gradient-norm ratio of the reconstruction and
+    adversarial terms at the decoder's last layer); ``disc_start`` steps train the discriminator
+    alone before its loss reaches the decoder. Crops as in :class:`~cxraug.models.vae_train.VAEConfig`;
+    the loop is :func:`cxraug.diffusion.decoder_tune.tune_decoder`.
+    """
+
+    steps: int = 0
+    batch_size: int = 16
+    crop_size: int = 0
+    lr: float = 1e-4
+    disc_lr: float = 2e-4
+    adv_weight: float = 0.5
+    disc_start: int = 200
+    disc_channels: int = 32
+    disc_layers: int = 3
+    ema_decay: float = 0.999
+    log_every: int = 50
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 2
+    seed: int = 0
+
+    def validate(self, image_size: int | None = None, downsample: int = 1) -> None:
+        for key in ("steps", "disc_start"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"decoder.{key}: must be >= 0, got {getattr(self, key)}")
+        for key in ("batch_size", "disc_channels", "disc_layers", "log_every", "checkpoint_every",
+                    "keep_checkpoints"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"decoder.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.lr <= 0 or self.disc_lr <= 0 or self.adv_weight < 0:
+            raise ConfigError("decoder.lr and decoder.disc_lr must be > 0 and decoder.adv_weight >= 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"decoder.ema_decay: must be in [0, 1), got {self.ema_decay}")
+        if self.crop_size and (self.crop_size % downsample
+                               or (image_size is not None and self.crop_size > image_size)):
+            raise ConfigError(f"decoder.crop_size {self.crop_size}: must be 0 (whole images) or at most "
+                              f"the image size and divisible by the downsampling factor {downsample}")
+
+
+@dataclass
 class DenoiserConfig:
     """U-ViT shape (``preset`` from cxraug.models.uvit.PRESETS, then any field overrides)."""
 
@@ -131,6 +174,9 @@ class SampleConfig:
 class DiffCXRConfig:
     data: DataConfig = field(default_factory=DataConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
+    # ``decoder.steps`` > 0: sharpen the VAE's decoder after it is trained (encoder and latents
+    # unchanged; cxraug.diffusion.decoder_tune). 0 = the paper (a frozen, untouched autoencoder).
+    decoder: DecoderTuneConfig = field(default_factory=DecoderTuneConfig)
     text: TextConfig = field(default_factory=TextConfig)
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -146,6 +192,10 @@ class DiffCXRConfig:
         if self.vae.image_size != self.data.image_size:
             raise ConfigError(f"vae.image_size {self.vae.image_size} differs from data.image_size "
                               f"{self.data.image_size}; set both")
+        if self.decoder.steps and self.vae.pretrained:
+            raise ConfigError("decoder.steps: decoder tuning is for cxraug's own single-channel VAE; "
+                              f"the pretrained {self.vae.pretrained} keeps its decoder (set decoder.steps=0)")
+        self.decoder.validate(self.vae.image_size, 2 ** (len(self.vae.block_out_channels) - 1))
 
 
 #: ``--set`` overrides that train every stage in seconds on 32 px images: the tests' runs, the

@@ -1,4 +1,5 @@
-"""A Diff-CXR run, stage by stage: latent space -> report encoder -> U-ViT -> DKIM adapter.
+"""A Diff-CXR run, stage by stage: latent space (-> decoder tuning) -> report encoder -> U-ViT ->
+DKIM adapter.
 
 Each stage writes its component folder into the run and is skipped when that folder exists, so
 ``cxraug train --stage 1`` on a fresh run folder trains (or loads) the VAE and the report
@@ -15,20 +16,22 @@ from cxraug.core.errors import CxraugError
 from cxraug.core.runs import RunDir
 from cxraug.data.cache import cached_images
 from cxraug.diffusion.config import DiffCXRConfig
+from cxraug.diffusion.decoder_tune import tune_decoder
 from cxraug.diffusion.denoiser_training import resumable_checkpoint, run_stage
 from cxraug.diffusion.prepare import training_dataset
 from cxraug.diffusion.prompts import prompts_for
-from cxraug.models.autoencoder import load_pretrained_vae
+from cxraug.models.autoencoder import META_NAME, LatentSpace, load_pretrained_vae
 from cxraug.models.vae_train import train_vae
 from cxraug.text.squeeze import train_text
 
-STAGES = ("vae", "text", "1", "2")
+STAGES = ("vae", "decoder", "text", "1", "2")
 #: Settings a resumed run may change: more steps continue the same (constant after warm-up)
 #: schedule from the last checkpoint; sampling and bookkeeping settings do not affect training.
 EXTENDABLE = tuple(f"{section}.{key}" for section in ("train", "adapter")
                    for key in ("steps", "sample_every", "log_every", "checkpoint_every",
                                "keep_checkpoints"))
 #: Other ``adapter.*`` settings may change too: the frozen stage 1 stays, the adapter restarts.
+#: ``decoder.*`` may change as well: decoder tuning keeps the latents, so nothing else retrains.
 
 
 def _changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -56,7 +59,7 @@ def open_run(cfg: DiffCXRConfig, out: Path, overwrite: bool = False, main: bool 
     saved = run.root / "config.yaml"
     if saved.is_file() and not overwrite:
         changed = [k for k in _changed_keys(C.to_dict(C.load(DiffCXRConfig, saved)), C.to_dict(cfg))
-                   if k not in EXTENDABLE and not k.startswith("sample.")]
+                   if k not in EXTENDABLE and not k.startswith(("sample.", "decoder."))]
         fixed = [k for k in changed if not k.startswith("adapter.")]
         if fixed:
             raise CxraugError(f"{saved}: this run folder was started with another config ({fixed[0]} "
@@ -127,7 +130,7 @@ def _check_resumable(run: RunDir, cfg: DiffCXRConfig) -> None:
                           "unchanged)")
 
 
-def _train_images(cfg: DiffCXRConfig, run: RunDir, progress: bool):
+def train_images(cfg: DiffCXRConfig, run: RunDir, progress: bool):
 
     train = training_dataset(cfg, run)
     images, train, skipped = cached_images(train, cfg.data.image_size, skip_bad=cfg.data.skip_bad,
@@ -142,8 +145,49 @@ def stage_vae(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Path:
         space = load_pretrained_vae(cfg.vae.pretrained, cfg.vae.subfolder or None, cfg.data.image_size)
         space.save(run.vae, {"pretrained": cfg.vae.pretrained})
     else:
-        images, _ = _train_images(cfg, run, progress)
+        images, _ = train_images(cfg, run, progress)
         train_vae(images, cfg.vae, run.vae, progress=progress)
+    return run.vae
+
+
+def decoder_tuned_steps(run: RunDir) -> int:
+    """Steps of decoder tuning behind the run's latent space (0: as the VAE stage left it)."""
+    import json
+
+    try:
+        return int(json.loads((run.vae / META_NAME).read_text()).get("decoder_tune", {}).get("steps", 0))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0
+
+
+def stage_decoder(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Path:
+    """Sharpen the VAE's decoder (``decoder.steps`` > 0) on the run's training images; the
+    encoder, and so the latents every other stage sees, stay as they were. Resumable from
+    ``checkpoints/decoder``; the tuned latent space replaces ``vae/`` when it is done."""
+    import json
+    import shutil
+    from dataclasses import asdict
+
+    done = decoder_tuned_steps(run)
+    if done > cfg.decoder.steps:
+        raise CxraugError(f"{run.vae}: its decoder was tuned for {done} steps, more than "
+                          f"decoder.steps={cfg.decoder.steps}; a shorter tuning needs a new --out "
+                          "(this run is unchanged)")
+    # 1. Tune the decoder of the run's latent space on its training images.
+    images, train = train_images(cfg, run, progress)
+    space = LatentSpace.load(run.vae)
+    tuned = tune_decoder(space, images, cfg.decoder, run.checkpoints("decoder"),
+                         run.root / "metrics_decoder.jsonl", progress)
+    # 2. Write the tuned folder beside vae/, then swap it in (an interrupted swap keeps one).
+    saved = json.loads((run.vae / META_NAME).read_text())
+    tmp, old = run.root / ".vae-tuned", run.root / ".vae-untuned"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tuned.save(tmp, {k: v for k, v in saved.items() if k not in tuned.meta()}
+               | {"decoder_tune": asdict(cfg.decoder) | {"train_images": len(train)}})
+    shutil.rmtree(old, ignore_errors=True)
+    run.vae.rename(old)
+    tmp.rename(run.vae)
+    shutil.rmtree(old)
     return run.vae
 
 
@@ -152,7 +196,7 @@ def stage_text(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Path:
     import numpy as np
 
 
-    images, train = _train_images(cfg, run, progress)
+    images, train = train_images(cfg, run, progress)
     texts = prompts_for(train, cfg.data.prompts, cfg.train.seed)
     train_text(texts, np.array(images), cfg.text, run.text, progress=progress)
     return run.text
@@ -173,6 +217,12 @@ def train_run(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool 
     wanted = set(stages)
     last = max(STAGES.index(s) for s in wanted)
     for stage in STAGES[: last + 1]:
+        if stage == "decoder":  # on the main process (the others wait): an in-place swap of vae/
+            if cfg.decoder.steps and decoder_tuned_steps(run) != cfg.decoder.steps:
+                with state.main_process_first():
+                    if state.is_main_process:
+                        stage_decoder(cfg, run, progress)
+            continue
         folder = {"vae": run.vae, "text": run.text, "1": run.denoiser, "2": run.adapter}[stage]
         # more stage-1 steps: train on from the checkpoint; the old export stays usable until the
         # new one replaces it. An adapter fitted to an older stage 1 restarts.
@@ -237,7 +287,9 @@ def write_model_card(cfg: DiffCXRConfig, run: RunDir) -> Path:
         "",
         "## Model",
         f"- latent space: {cfg.vae.pretrained or 'single-channel AutoencoderKL trained by cxraug'};"
-        f" latents {den.get('latent_shape', '?')}.",
+        f" latents {den.get('latent_shape', '?')}"
+        + (f"; decoder tuned {decoder_tuned_steps(run)} steps (L1 + PatchGAN, encoder frozen)."
+           if decoder_tuned_steps(run) else "."),
         f"- report encoder: {cfg.text.encoder} + information squeeze to {cfg.text.cond_tokens} tokens.",
         f"- denoiser: U-ViT preset `{cfg.denoiser.preset}`, stage 1 {den.get('steps', 'not trained')} steps;"
         f" DKIM adapter: {ada.get('steps', 'not trained')} steps.",

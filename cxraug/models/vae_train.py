@@ -97,7 +97,7 @@ class _UInt8Images(torch.utils.data.Dataset):
         return uint8_to_model(np.asarray(self.images[i]))
 
 
-def _as_dataset(images: np.ndarray | torch.utils.data.Dataset) -> torch.utils.data.Dataset:
+def as_dataset(images: np.ndarray | torch.utils.data.Dataset) -> torch.utils.data.Dataset:
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8 or images.ndim != 3:
             raise ValueError(f"expected uint8 images [N, H, W], got {images.dtype} {images.shape}")
@@ -129,7 +129,7 @@ def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
     """
     space = build_vae(config).to(device)
     vae = space.vae.train()
-    data = _as_dataset(images)
+    data = as_dataset(images)
     gen = torch.Generator().manual_seed(config.seed)
     loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True,
                                          drop_last=len(data) > config.batch_size, generator=gen)

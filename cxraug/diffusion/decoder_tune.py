@@ -1,0 +1,189 @@
+"""Sharpen a latent space's decoder without moving the latent space (Stable Diffusion's
+``sd-vae-ft-*`` recipe): the encoder, the latent normalisation and so every denoiser trained on
+these latents stay valid; only ``vae.decoder`` (and ``post_quant_conv``) learn, with a PatchGAN
+discriminator's hinge loss on top of the L1 reconstruction (LDM's ``LPIPSWithDiscriminator``
+without LPIPS, whose ImageNet weights a CPU-only offline run does not have).
+
+Why: a small autoencoder trained with L1 alone decodes blurred textures; a classifier tells its
+reconstructions of real radiographs from the originals almost perfectly (two-sample AUC 0.968 for
+the 128 px model), which no denoiser can beat. The adversarial term restores high-frequency
+texture; EMA of the decoder weights keeps the result stable (SD's ft-EMA decoder).
+
+Parts, EDM-style: :class:`PatchDiscriminator` (the network), :class:`DecoderGANLoss` (the loss
+object: generator and discriminator halves), :func:`tune_decoder` (the loop, resumable from
+checkpoints written with the denoiser loop's safetensors format).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cxraug.core.progress import MetricsLog, job_progress
+from cxraug.core.seeds import stable_seed
+from cxraug.diffusion.config import DecoderTuneConfig
+from cxraug.diffusion.denoiser_training import (
+    BatchOrder,
+    ema_model,
+    load_checkpoint,
+    resumable_checkpoint,
+    save_checkpoint,
+)
+from cxraug.models.autoencoder import LatentSpace, first_output
+from cxraug.models.vae_train import as_dataset, random_crop
+
+
+class PatchDiscriminator(nn.Module):
+    """pix2pix / LDM ``NLayerDiscriminator`` for one channel: ``[B, 1, H, W]`` in [-1, 1] ->
+    patch logits ``[B, 1, h, w]`` (receptive field 70 px with 3 layers)."""
+
+    def __init__(self, channels: int = 32, layers: int = 3):
+        super().__init__()
+        mods: list[nn.Module] = [nn.Conv2d(1, channels, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, layers + 1):
+            prev, mult = mult, min(2 ** n, 8)
+            stride = 2 if n < layers else 1
+            mods += [nn.Conv2d(channels * prev, channels * mult, 4, stride, 1, bias=False),
+                     nn.BatchNorm2d(channels * mult), nn.LeakyReLU(0.2, True)]
+        mods.append(nn.Conv2d(channels * mult, 1, 4, 1, 1))
+        self.net = nn.Sequential(*mods)
+        for m in self.modules():  # pix2pix initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class DecoderGANLoss:
+    """L1 reconstruction + adaptive-weight hinge GAN (LDM). ``decoder_loss`` is the decoder's
+    half, ``disc_loss`` the discriminator's; both return ``(loss, logs)``."""
+
+    def __init__(self, last_layer: torch.Tensor, adv_weight: float = 0.5):
+        self.last_layer, self.adv_weight = last_layer, adv_weight
+
+    def adaptive_weight(self, rec: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+        """``adv_weight * |d rec / d W_last| / |d adv / d W_last|``: at the decoder's output layer
+        the weighted GAN gradient is ``adv_weight`` times as large as the reconstruction's, whatever
+        the scale of the discriminator's logits."""
+        g_rec = torch.autograd.grad(rec, self.last_layer, retain_graph=True)[0]
+        g_adv = torch.autograd.grad(adv, self.last_layer, retain_graph=True)[0]
+        return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, 1e4).detach() * self.adv_weight
+
+    def decoder_loss(self, recon: torch.Tensor, x: torch.Tensor, disc: nn.Module,
+                     adversarial: bool) -> tuple[torch.Tensor, dict]:
+        rec = F.l1_loss(recon, x)
+        if not adversarial:
+            return rec, {"rec": rec.item()}
+        adv = -disc(recon).mean()
+        w = self.adaptive_weight(rec, adv)
+        return rec + w * adv, {"rec": rec.item(), "adv": adv.item(), "adv_w": w.item()}
+
+    @staticmethod
+    def disc_loss(recon: torch.Tensor, x: torch.Tensor, disc: nn.Module) -> tuple[torch.Tensor, dict]:
+        real, fake = disc(x), disc(recon.detach())
+        loss = 0.5 * (F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean())
+        return loss, {"disc": loss.item(), "logit_real": real.mean().item(), "logit_fake": fake.mean().item()}
+
+
+def decoder_parameters(space: LatentSpace) -> list[nn.Parameter]:
+    """What the tuning trains: the decoder and the 1x1 conv before it (``post_quant_conv``)."""
+    vae = space.vae
+    mods = [vae.decoder] + ([vae.post_quant_conv] if getattr(vae, "post_quant_conv", None) is not None else [])
+    return [p for m in mods for p in m.parameters()]
+
+
+def tune_decoder(space: LatentSpace, images: np.ndarray | torch.utils.data.Dataset,
+                 config: DecoderTuneConfig, checkpoints: str | Path, log_path: str | Path | None = None,
+                 progress: bool = True, max_steps: int | None = None) -> LatentSpace | None:
+    """Fine-tune ``space``'s decoder on ``images`` (``uint8 [N, H, W]`` or a Dataset of
+    ``[1, H, W]`` in [-1, 1]) for ``config.steps`` steps; the encoder stays frozen.
+
+    ``checkpoints``: folder of ``step_*`` checkpoints (a rerun resumes from the newest intact one,
+    exactly); ``log_path``: the JSON-lines metrics log (default ``checkpoints/../decoder_log.jsonl``).
+    Returns ``space`` with the EMA decoder weights loaded (its fingerprint reset), or None when
+    stopped early by ``max_steps`` (tests).
+    """
+    # 1. Setup: frozen encoder, trainable decoder + discriminator, one optimiser (two groups),
+    #    EMA of the decoder, resume from the newest checkpoint.
+    config.validate(space.image_size, space.downsample)
+    if space.rgb:
+        raise ValueError("decoder tuning is for single-channel latent spaces trained by cxraug; "
+                         f"{space.source} is an RGB autoencoder")
+    ckpts = Path(checkpoints)
+    space.freeze()
+    dec_params = decoder_parameters(space)
+    for p in dec_params:
+        p.requires_grad_(True)
+    space.vae.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        disc = PatchDiscriminator(config.disc_channels, config.disc_layers)
+    decoder = nn.ModuleDict({"decoder": space.vae.decoder, "post_quant_conv": space.vae.post_quant_conv}
+                            if getattr(space.vae, "post_quant_conv", None) is not None
+                            else {"decoder": space.vae.decoder})
+    model = nn.ModuleDict({"decoder": decoder, "disc": disc})
+    # Parameters without a gradient are skipped by Adam, so one optimiser serves both halves.
+    opt = torch.optim.Adam([{"params": dec_params, "lr": config.lr},
+                            {"params": list(disc.parameters()), "lr": config.disc_lr}], betas=(0.5, 0.9))
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    ema = ema_model(decoder, config.ema_decay)
+    step = 0
+    found = resumable_checkpoint(ckpts) if ckpts.is_dir() else None
+    if found is not None:
+        step = load_checkpoint(found[0], model, ema, opt, lr_sched, found[1])
+    loss_fn = DecoderGANLoss(space.vae.decoder.conv_out.weight, config.adv_weight)
+    data = as_dataset(images)
+    order = BatchOrder(len(data), stable_seed(config.seed, "decoder"))
+    log = MetricsLog(log_path or ckpts.parent / "decoder_log.jsonl")
+    log.resume(step)
+    stop = config.steps if max_steps is None else min(config.steps, max_steps)
+    with job_progress("decoder", "rec {task.fields[rec]} disc {task.fields[disc]}", enabled=progress,
+                      transient=True) as bar:
+        task = bar.add_task("tune", total=config.steps, completed=step, rec="-", disc="-")
+        while step < stop:
+            # 2. Decode a posterior sample of (cropped) real images; the encoder is frozen. Rows,
+            #    crops and noise depend on the step alone, so a resumed run continues exactly.
+            gen = torch.Generator().manual_seed(stable_seed(config.seed, "decoder-step", step))
+            rows = order.rows(step * config.batch_size, min(config.batch_size, len(data)))
+            x = random_crop(torch.stack([first_output(data[int(i)]) for i in rows]), config.crop_size, gen)
+            with torch.no_grad():
+                z = space.vae.encode(x).latent_dist.sample(gen)
+            recon = space.vae.decode(z).sample
+            # 3. Decoder update (the discriminator's parameters get no gradient here).
+            adversarial = step >= config.disc_start
+            disc.requires_grad_(False)
+            loss, logs = loss_fn.decoder_loss(recon, x, disc, adversarial)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(dec_params, 1.0)
+            opt.step()
+            # 4. Discriminator update on the same pair.
+            disc.requires_grad_(True)
+            d_loss, d_logs = loss_fn.disc_loss(recon, x, disc)
+            opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt.step()
+            # 5. EMA, log, checkpoint.
+            ema.update_parameters(decoder)
+            step += 1
+            bar.update(task, advance=1, rec=f"{logs['rec']:.4f}", disc=f"{d_logs['disc']:.3f}")
+            if step % config.log_every == 0 or step == config.steps:
+                log.write(step, **logs, **d_logs)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                save_checkpoint(ckpts, step, model, ema, opt, lr_sched, config.keep_checkpoints)
+    if step < config.steps:
+        return None
+    # 6. The EMA decoder replaces the trained one; the latent space is frozen again.
+    decoder.load_state_dict(ema.module.state_dict())
+    space.freeze()
+    space._fingerprint = None
+    return space

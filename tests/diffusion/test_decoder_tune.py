@@ -1,0 +1,105 @@
+"""Decoder tuning (cxraug train decoder): the decoder learns, the encoder and latents do not, it
+resumes exactly, and what a user can get wrong is one line."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config, train_tiny_run
+
+from cxraug.cli.main import main
+from cxraug.core import config as C
+from cxraug.core.config import ConfigError
+from cxraug.diffusion.config import DecoderTuneConfig, DiffCXRConfig
+from cxraug.diffusion.decoder_tune import DecoderGANLoss, PatchDiscriminator, tune_decoder
+from cxraug.diffusion.pipeline import DiffCXRPipeline
+from cxraug.diffusion.stages import decoder_tuned_steps, train_run
+from cxraug.models.autoencoder import LatentSpace
+
+def _sets(*items):
+    return [x for s in items for x in ("--set", s)]
+
+
+TUNE = ["decoder.steps=4", "decoder.batch_size=4", "decoder.disc_start=2", "decoder.log_every=1",
+        "decoder.checkpoint_every=2", "decoder.disc_channels=8", "decoder.disc_layers=2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return train_tiny_run(tmp_path_factory)
+
+
+def _weights(space, prefix):
+    return {k: v.clone() for k, v in space.vae.state_dict().items() if k.startswith(prefix)}
+
+
+def test_patch_discriminator_and_adaptive_weight():
+    disc = PatchDiscriminator(8, 2)
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    assert disc(x).shape == (2, 1, 6, 6)
+    last = torch.nn.Parameter(torch.randn(1, 4, 3, 3))
+    recon = torch.nn.functional.conv2d(torch.randn(2, 4, 32, 32), last, padding=1)
+    loss, logs = DecoderGANLoss(last, adv_weight=0.5).decoder_loss(recon, x, disc, adversarial=True)
+    assert torch.isfinite(loss) and logs["adv_w"] > 0 and set(logs) == {"rec", "adv", "adv_w"}
+    d_loss, d_logs = DecoderGANLoss.disc_loss(recon, x, disc)
+    assert d_loss.item() >= 0 and "logit_real" in d_logs
+
+
+def test_cli_tunes_the_decoder_only(tiny_run, tmp_path):
+    _, run0, _ = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(run0.root, run)
+    before = LatentSpace.load(run / "vae")
+    assert main(["train", "decoder", "--from", str(run), *_sets(*TUNE)]) == 0
+    after = LatentSpace.load(run / "vae")
+    for prefix in ("encoder.", "quant_conv."):  # the latent space itself is untouched
+        for k, v in _weights(before, prefix).items():
+            assert torch.equal(v, after.vae.state_dict()[k]), k
+    assert any(not torch.equal(v, after.vae.state_dict()[k]) for k, v in _weights(before, "decoder.").items())
+    assert (after.latents_mean, after.latents_std) == (before.latents_mean, before.latents_std)
+    assert after.fingerprint() != before.fingerprint()
+    meta = json.loads((run / "vae" / "cxraug_latent.json").read_text())
+    assert meta["decoder_tune"]["steps"] == 4 and meta["train"]["steps"] == 3  # the VAE's own record kept
+    logs = [json.loads(x) for x in (run / "metrics_decoder.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs] == [1, 2, 3, 4] and "adv" not in logs[1] and "adv" in logs[2]
+    assert "decoder tuned 4 steps" in (run / "README.md").read_text()
+    # the denoiser still samples through the tuned decoder
+    img = DiffCXRPipeline.from_pretrained(run)(["No acute findings."], seeds=[1])
+    assert img.shape == (1, 32, 32)
+    # rerunning the same command trains nothing
+    stamp = (run / "vae" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    assert main(["train", "decoder", "--from", str(run), *_sets(*TUNE)]) == 0
+    assert (run / "vae" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_resumed_tuning_equals_one_pass(tiny_run, tmp_path, one_thread):
+    _, run, _ = tiny_run
+    cfg = C.from_dict(DecoderTuneConfig, C.apply_overrides(C.to_dict(DecoderTuneConfig()),
+                                                           [s.split(".", 1)[1] for s in TUNE]))
+    images = np.random.default_rng(0).integers(0, 255, (6, 32, 32), dtype=np.uint8)
+    full = tune_decoder(LatentSpace.load(run.vae), images, cfg, tmp_path / "a", progress=False)
+    assert tune_decoder(LatentSpace.load(run.vae), images, cfg, tmp_path / "b", progress=False, max_steps=2) is None
+    resumed = tune_decoder(LatentSpace.load(run.vae), images, cfg, tmp_path / "b", progress=False)
+    for k, v in full.vae.state_dict().items():
+        torch.testing.assert_close(resumed.vae.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+
+
+def test_user_errors_are_one_line(tiny_run, tmp_path, capsys):
+    _, run0, data = tiny_run
+    assert main(["train", "decoder", "--from", str(run0.root)]) == 2
+    err = capsys.readouterr().err
+    assert "decoder.steps is 0" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ConfigError, match="decoder.crop_size"):
+        tiny_config(data, "decoder.steps=2", "decoder.crop_size=48")
+    with pytest.raises(ConfigError, match="keeps its decoder"):
+        C.load(DiffCXRConfig, None, ["vae.pretrained=some/vae", "decoder.steps=2"])
+    run = tmp_path / "run"
+    shutil.copytree(run0.root, run)
+    train_run(tiny_config(data, *TUNE), run, ["decoder"], progress=False)
+    assert decoder_tuned_steps(type(run0)(run)) == 4
+    capsys.readouterr()
+    assert main(["train", "decoder", "--from", str(run), *_sets(*TUNE, "decoder.steps=3")]) == 2
+    err = capsys.readouterr().err
+    assert "more than decoder.steps=3" in err and len(err.strip().splitlines()) == 1
