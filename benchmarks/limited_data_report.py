@@ -140,7 +140,8 @@ def markdown(runs: dict[str, dict]) -> str:
     lines = [(f"**{name}** ({', '.join(first.get('labels', []))}; test {t.get('n_images', '?')} images / "
               f"{t.get('n_patients', '?')} patients; seeds: {seeds}). mAUC mean ± sd across seeds "
               "[mean per-seed 95% patient-bootstrap CI]; Δ = paired difference vs `real` [its mean "
-              f"per-seed 95% CI]; {TE} per fraction [mean per-seed 95% CI]."), "",
+              "per-seed 95% CI]; vs dup = the same vs the count-matched `real+dup` control; "
+              f"{TE} per fraction [mean per-seed 95% CI]."), "",
              "| real | protocol | " + " | ".join(arms) + " | transfer efficiency |",
              "|---|---|" + "---|" * (len(arms) + 1)]
     for frac in fracs:
@@ -152,6 +153,9 @@ def markdown(runs: dict[str, dict]) -> str:
                 if c is not None and c.get("diff_vs_real_mean") is not None:
                     lo, hi = c["diff_ci_mean"]
                     txt += f" Δ {c['diff_vs_real_mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+                if c is not None and c.get("diff_vs_dup_mean") is not None:
+                    lo, hi = c["diff_vs_dup_ci_mean"]
+                    txt += f"; vs dup {c['diff_vs_dup_mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
                 row.append(txt)
             te = {float(x["frac"]): x for x in r.get("transfer_efficiency", [])}
             if all(c == "-" for c in row[2:]) and frac not in te:
@@ -251,7 +255,8 @@ def compact(name: str, runs: dict[str, dict], sources: dict[str, Path], argv: li
             "generator": r.get("generator"), "versions": r.get("versions"), "warnings": r.get("warnings", [])}
         for c in r.get("cells", []):
             out["cells"].append({"protocol": proto, **{k: c.get(k) for k in (
-                "frac", "arm", "seeds", "mauc_mean", "mauc_sd", "ci_mean", "diff_vs_real_mean", "diff_ci_mean")
+                "frac", "arm", "seeds", "mauc_mean", "mauc_sd", "ci_mean", "diff_vs_real_mean", "diff_ci_mean",
+                "diff_vs_dup_mean", "diff_vs_dup_ci_mean")
                 if k in c}, **({"external": c["external"]} if "external" in c else {})})
         for t in r.get("transfer_efficiency", []):
             out["transfer_efficiency"].append({

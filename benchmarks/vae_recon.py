@@ -1,7 +1,7 @@
 """VAE reconstruction on the real test split: PSNR and SSIM of decode(encode(x)) against x.
 
     python benchmarks/vae_recon.py --data ../shared/data/kermany \
-        --vae f4-64=runs/kermany-64/vae --vae f8-128=runs/kermany-128/vae [--n 300]
+        --vae f4-64=runs/kermany-64/vae --vae f8-128=runs/kermany-128/vae [--n 300] [--grid FILE.png]
 
 Each latent space reconstructs the official test images at its own size (posterior mean, no
 sampling). Scores are reported at the VAE's own size and, for comparisons across sizes, at the
@@ -15,12 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cxraug.core.precision import cpu_info
 from cxraug.data.adapters import load_dataset, resolve_data
 from cxraug.data.cache import cached_images
 from cxraug.data.reference import downsample
@@ -60,6 +63,7 @@ def main() -> None:
     ap.add_argument("--vae", action="append", required=True, help="NAME=FOLDER (repeatable)")
     ap.add_argument("--n", type=int, default=300, help="test images (a fixed random subset)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "vae_recon.json")
+    ap.add_argument("--grid", type=Path, help="also write a PNG: 6 test images (top row), then each VAE's reconstructions")
     args = ap.parse_args()
     spaces = {k: LatentSpace.load(v) for k, v in (s.split("=", 1) for s in args.vae)}
     common = min(s.image_size for s in spaces.values())
@@ -67,13 +71,17 @@ def main() -> None:
     test = ds.select(ds.table["split"].to_numpy() == "test")  # the official test split
     pick = np.sort(np.random.default_rng(0).choice(len(test), min(args.n, len(test)), replace=False))
     test = test.select(np.isin(np.arange(len(test)), pick))
-    res: dict = {"data": os.path.relpath(resolve_data(args.data)), "split": "test",
+    res: dict = {"command": shlex.join(["benchmarks/vae_recon.py", *sys.argv[1:]]),
+                 "machine": cpu_info() | {"torch_threads": torch.get_num_threads()},
+                 "data": os.path.relpath(resolve_data(args.data)), "split": "test",
                  "common_size": common, "vaes": {}}
+    rows = []
     for name, space in spaces.items():
         t0 = time.perf_counter()
         orig, _, _ = cached_images(test, space.image_size, progress=False)
         orig = np.asarray(orig)
         rec = reconstruct(space, orig)
+        rows += [orig[:6]] * (not rows) + [rec[:6]]
         row = {"image_size": space.image_size, "downsample": space.downsample,
                "latent_shape": list(space.latent_shape),
                "params": int(sum(p.numel() for p in space.vae.parameters())),
@@ -92,6 +100,14 @@ def main() -> None:
               f"{o['psnr_mean']:9.2f} {o['ssim_mean']:9.3f} {c['psnr_mean']:9.2f} {c['ssim_mean']:9.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
+    if args.grid:
+        from PIL import Image
+
+        side = max(r.shape[-1] for r in rows)  # smaller VAEs' images upsampled to the largest
+        big = [np.stack([np.asarray(Image.fromarray(im).resize((side, side), Image.NEAREST)) for im in r])
+               for r in rows]
+        Image.fromarray(np.concatenate([np.concatenate(list(r), axis=1) for r in big])).save(args.grid)
+        print(f"-> {args.grid} (rows: test images, then {', '.join(spaces)})")
     print(f"-> {args.out}")
 
 

@@ -134,6 +134,14 @@ def print_report(report: dict, out: Path) -> None:
     console.print(table(f"test mAUC ({report['test']['n_images']} images, labels: {', '.join(report['labels'])})",
                         ["real frac", "arm", "mAUC", "95% CI", "vs real (paired)",
                          *(f"{t} mAUC [95% CI]" for t in tests)], rows))
+    vs_dup = [c for c in report["cells"] if "diff_vs_dup_mean" in c]
+    if vs_dup:
+        console.print("vs real+dup (paired patient bootstrap; above 0 = the synthetic images add more "
+                      "than the same number of duplicated real ones):", highlight=False)
+        for c in vs_dup:
+            lo, hi = c["diff_vs_dup_ci_mean"]
+            console.print(f"  real frac {c['frac']:g} {c['arm']}: {c['diff_vs_dup_mean']:+.3f} "
+                          f"[{lo:+.3f}, {hi:+.3f}]", highlight=False)
     print_transfer(report.get("transfer_efficiency", []), report.get("config", {}).get("arms", []))
     for name, t in tests.items():
         skipped = "; ".join(f"{k} ({v})" for k, v in t["skipped"].items())

@@ -13,6 +13,7 @@ from cxraug.core.config import ConfigError
 ARMS = ("real", "real+dup", "real+synth", "synth->real", "gen-data->real", "synth")
 SYNTH_ARMS = ("real+synth", "synth->real", "synth")
 GEN_DATA = "gen-data->real"
+DUP = "real+dup"  # the count-matched control every synthetic arm must beat
 GEN_ARMS = (*SYNTH_ARMS, GEN_DATA)  # arms whose result depends on a generator
 
 

@@ -14,7 +14,7 @@ from cxraug.classify.real import RealData
 from cxraug.core.errors import CxraugError
 from cxraug.core.precision import cpu_info
 from cxraug.experiments.bench.arms import saved_external_scores
-from cxraug.experiments.bench.config import GEN_ARMS, GEN_DATA, BenchConfig, job_dir
+from cxraug.experiments.bench.config import DUP, GEN_ARMS, GEN_DATA, SYNTH_ARMS, BenchConfig, job_dir
 from cxraug.experiments.bench.inputs import TestSet
 from cxraug.metrics.bootstrap import bootstrap_auc, paired_difference, paired_ratio
 
@@ -71,8 +71,9 @@ def _transfer(cfg: BenchConfig, real: RealData, out: Path, fracs: list[float],
 
 def summarise(cfg: BenchConfig, real: RealData, results: list[dict], out: Path,
               tests: list[TestSet] | None = None) -> dict:
-    """Bootstrap CIs per job, paired differences vs ``real``, mean/spread across seeds, the
-    transfer efficiency per fraction and the external test sets' mAUC."""
+    """Bootstrap CIs per job, paired differences vs ``real`` (and, for the synthetic arms, vs the
+    count-matched ``real+dup`` control when it ran), mean/spread across seeds, the transfer
+    efficiency per fraction and the external test sets' mAUC."""
     test, tests = real.test, tests or []
     rows = []
     for r in results:
@@ -81,11 +82,13 @@ def summarise(cfg: BenchConfig, real: RealData, results: list[dict], out: Path,
                           label_names=real.labels)
         rec = dict(r, mauc=b["mauc"], ci=list(b["ci"]),
                    per_label={k: (v["auc"] if v else None) for k, v in b["per_label"].items()})
-        if r["arm"] != "real":
-            ref = np.load(job_dir(out, r["frac"], "real", r["seed"]) / "test_scores.npy")
-            d = paired_difference(test.targets, s, ref, test.patient_ids, cfg.n_boot, seed=r["seed"],
-                                  label_names=real.labels)
-            rec["diff_vs_real"] = {"diff": d["diff"], "ci": list(d["ci"]), "p_value": d["p_value"]}
+        refs = {"real": r["arm"] != "real", "dup": r["arm"] in SYNTH_ARMS and DUP in cfg.arms}
+        for key, arm in (("real", "real"), ("dup", DUP)):
+            if refs[key]:
+                ref = np.load(job_dir(out, r["frac"], arm, r["seed"]) / "test_scores.npy")
+                d = paired_difference(test.targets, s, ref, test.patient_ids, cfg.n_boot,
+                                      seed=r["seed"], label_names=real.labels)
+                rec[f"diff_vs_{key}"] = {"diff": d["diff"], "ci": list(d["ci"]), "p_value": d["p_value"]}
         if tests:
             rec["external"] = _external_stats(cfg, r, out, tests)
         rows.append(rec)
@@ -100,6 +103,11 @@ def summarise(cfg: BenchConfig, real: RealData, results: list[dict], out: Path,
             cell["diff_vs_real_mean"] = float(np.mean(diffs))
             cell["diff_ci_mean"] = [float(np.mean([d["ci"][0] for d in grp["diff_vs_real"]])),
                                     float(np.mean([d["ci"][1] for d in grp["diff_vs_real"]]))]
+        if "diff_vs_dup" in grp and grp["diff_vs_dup"].notna().all():
+            dup = list(grp["diff_vs_dup"])
+            cell["diff_vs_dup_mean"] = float(np.mean([d["diff"] for d in dup]))
+            cell["diff_vs_dup_ci_mean"] = [float(np.mean([d["ci"][0] for d in dup])),
+                                           float(np.mean([d["ci"][1] for d in dup]))]
         if tests:
             cell["external"] = {t.name: _mean_stats([e[t.name] for e in grp["external"]]) for t in tests}
         cells[f"{frac:g}|{arm}"] = cell
