@@ -164,6 +164,10 @@ class LatentSpace(nn.Module):
         self.vae.register_to_config(scaling_factor=self.scale_factor, latents_mean=self.latents_mean,
                                     latents_std=self.latents_std)
         self.vae.save_pretrained(str(folder), safe_serialization=True)
+        cfg_path = folder / "config.json"  # diffusers records where it was loaded from: a path of this machine
+        cfg = json.loads(cfg_path.read_text())
+        if cfg.pop("_name_or_path", None) is not None:
+            cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         (folder / META_NAME).write_text(json.dumps(self.meta() | (extra_meta or {}), indent=2))
         return folder
 

@@ -62,6 +62,7 @@ def test_cli_tunes_the_decoder_only(tiny_run, tmp_path):
     assert after.fingerprint() != before.fingerprint()
     meta = json.loads((run / "vae" / "cxraug_latent.json").read_text())
     assert meta["decoder_tune"]["steps"] == 4 and meta["train"]["steps"] == 3  # the VAE's own record kept
+    assert "_name_or_path" not in json.loads((run / "vae" / "config.json").read_text())  # no local path
     logs = [json.loads(x) for x in (run / "metrics_decoder.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logs] == [1, 2, 3, 4] and "adv" not in logs[1] and "adv" in logs[2]
     assert "decoder tuned 4 steps" in (run / "README.md").read_text()

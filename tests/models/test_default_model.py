@@ -70,6 +70,8 @@ def test_model_card_has_the_promised_sections_and_true_numbers():
     steps = json.loads((ROOT / "denoiser" / "config.json").read_text())["meta"]["steps"]
     adapter = json.loads((ROOT / "adapter" / "config.json").read_text())["meta"]["steps"]
     assert f"{steps:,} " in card and f"{adapter:,} " in card
+    tuned = json.loads((ROOT / "vae" / "cxraug_latent.json").read_text()).get("decoder_tune", {}).get("steps")
+    assert tuned is None or f"decoder tuned {tuned:,} steps" in card
 
 
 def _patient(image_id: str) -> str:
