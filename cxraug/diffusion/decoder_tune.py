@@ -94,11 +94,14 @@ class DecoderGANLoss:
         return loss, {"disc": loss.item(), "logit_real": real.mean().item(), "logit_fake": fake.mean().item()}
 
 
-def decoder_parameters(space: LatentSpace) -> list[nn.Parameter]:
-    """What the tuning trains: the decoder and the 1x1 conv before it (``post_quant_conv``)."""
+def trainable_decoder(space: LatentSpace) -> nn.ModuleDict:
+    """What the tuning trains: the decoder and the 1x1 conv before it (``post_quant_conv``,
+    absent in some diffusers configs)."""
     vae = space.vae
-    mods = [vae.decoder] + ([vae.post_quant_conv] if getattr(vae, "post_quant_conv", None) is not None else [])
-    return [p for m in mods for p in m.parameters()]
+    parts = {"decoder": vae.decoder}
+    if getattr(vae, "post_quant_conv", None) is not None:
+        parts["post_quant_conv"] = vae.post_quant_conv
+    return nn.ModuleDict(parts)
 
 
 def tune_decoder(space: LatentSpace, images: np.ndarray | torch.utils.data.Dataset,
@@ -120,16 +123,14 @@ def tune_decoder(space: LatentSpace, images: np.ndarray | torch.utils.data.Datas
                          f"{space.source} is an RGB autoencoder")
     ckpts = Path(checkpoints)
     space.freeze()
-    dec_params = decoder_parameters(space)
+    decoder = trainable_decoder(space)
+    dec_params = list(decoder.parameters())
     for p in dec_params:
         p.requires_grad_(True)
     space.vae.train()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         disc = PatchDiscriminator(config.disc_channels, config.disc_layers)
-    decoder = nn.ModuleDict({"decoder": space.vae.decoder, "post_quant_conv": space.vae.post_quant_conv}
-                            if getattr(space.vae, "post_quant_conv", None) is not None
-                            else {"decoder": space.vae.decoder})
     model = nn.ModuleDict({"decoder": decoder, "disc": disc})
     # Parameters without a gradient are skipped by Adam, so one optimiser serves both halves.
     opt = torch.optim.Adam([{"params": dec_params, "lr": config.lr},

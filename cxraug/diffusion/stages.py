@@ -31,7 +31,9 @@ EXTENDABLE = tuple(f"{section}.{key}" for section in ("train", "adapter")
                    for key in ("steps", "sample_every", "log_every", "checkpoint_every",
                                "keep_checkpoints"))
 #: Other ``adapter.*`` settings may change too: the frozen stage 1 stays, the adapter restarts.
-#: ``decoder.*`` may change as well: decoder tuning keeps the latents, so nothing else retrains.
+#: ``decoder.*`` may change as well: decoder tuning keeps the latents, so nothing else retrains;
+#: once a decoder is tuned, only these continue it (other settings are refused).
+DECODER_EXTENDABLE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints")
 
 
 def _changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -160,6 +162,29 @@ def decoder_tuned_steps(run: RunDir) -> int:
         return 0
 
 
+def check_decoder(cfg: DiffCXRConfig, run: RunDir) -> int:
+    """Steps the run's decoder is tuned for, after refusing what cannot continue it: fewer steps,
+    or other settings on a tuned decoder (they would be silently ignored or mixed into a resume)."""
+    import json
+    from dataclasses import asdict
+
+    done = decoder_tuned_steps(run)
+    if done > cfg.decoder.steps:
+        raise CxraugError(f"{run.vae}: its decoder was tuned for {done} steps, more than "
+                          f"decoder.steps={cfg.decoder.steps}; a shorter tuning needs a new --out "
+                          "(this run is unchanged)")
+    if done:  # only more steps continue a finished tuning (the untuned decoder is gone)
+        recorded = json.loads((run.vae / META_NAME).read_text())["decoder_tune"]
+        other = [k for k, v in asdict(cfg.decoder).items()
+                 if k not in DECODER_EXTENDABLE and recorded.get(k) != v]
+        if other:
+            raise CxraugError(f"{run.vae}: its decoder was tuned with decoder.{other[0]}="
+                              f"{recorded.get(other[0])!r}, not {getattr(cfg.decoder, other[0])!r}; "
+                              "only decoder.steps may grow on a tuned run; tune with other settings "
+                              "from the VAE stage in a new --out (this run is unchanged)")
+    return done
+
+
 def stage_decoder(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Path:
     """Sharpen the VAE's decoder (``decoder.steps`` > 0) on the run's training images; the
     encoder, and so the latents every other stage sees, stay as they were. Resumable from
@@ -168,17 +193,13 @@ def stage_decoder(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Pat
     import shutil
     from dataclasses import asdict
 
-    done = decoder_tuned_steps(run)
-    if done > cfg.decoder.steps:
-        raise CxraugError(f"{run.vae}: its decoder was tuned for {done} steps, more than "
-                          f"decoder.steps={cfg.decoder.steps}; a shorter tuning needs a new --out "
-                          "(this run is unchanged)")
     # 1. Tune the decoder of the run's latent space on its training images.
     images, train = train_images(cfg, run, progress)
     space = LatentSpace.load(run.vae)
     tuned = tune_decoder(space, images, cfg.decoder, run.checkpoints("decoder"),
                          run.root / "metrics_decoder.jsonl", progress)
-    # 2. Write the tuned folder beside vae/, then swap it in (an interrupted swap keeps one).
+    # 2. Write the tuned folder beside vae/, then swap it in (interrupted between the two
+    #    renames, the untuned one waits in .vae-untuned: move it back to vae/ and rerun).
     saved = json.loads((run.vae / META_NAME).read_text())
     tmp, old = run.root / ".vae-tuned", run.root / ".vae-untuned"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -218,7 +239,7 @@ def train_run(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool 
     last = max(STAGES.index(s) for s in wanted)
     for stage in STAGES[: last + 1]:
         if stage == "decoder":  # on the main process (the others wait): an in-place swap of vae/
-            if cfg.decoder.steps and decoder_tuned_steps(run) != cfg.decoder.steps:
+            if cfg.decoder.steps and check_decoder(cfg, run) != cfg.decoder.steps:
                 with state.main_process_first():
                     if state.is_main_process:
                         stage_decoder(cfg, run, progress)

@@ -18,6 +18,7 @@ from cxraug.diffusion.pipeline import DiffCXRPipeline
 from cxraug.diffusion.stages import decoder_tuned_steps, train_run
 from cxraug.models.autoencoder import LatentSpace
 
+
 def _sets(*items):
     return [x for s in items for x in ("--set", s)]
 
@@ -104,3 +105,7 @@ def test_user_errors_are_one_line(tiny_run, tmp_path, capsys):
     assert main(["train", "decoder", "--from", str(run), *_sets(*TUNE, "decoder.steps=3")]) == 2
     err = capsys.readouterr().err
     assert "more than decoder.steps=3" in err and len(err.strip().splitlines()) == 1
+    # other settings on a tuned decoder would be silently ignored (or mixed into a resume): refused
+    assert main(["train", "decoder", "--from", str(run), *_sets(*TUNE, "decoder.lr=0.5")]) == 2
+    err = capsys.readouterr().err
+    assert "decoder.lr=0.0001, not 0.5" in err and len(err.strip().splitlines()) == 1

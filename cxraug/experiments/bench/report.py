@@ -14,7 +14,14 @@ from cxraug.classify.real import RealData
 from cxraug.core.errors import CxraugError
 from cxraug.core.precision import cpu_info
 from cxraug.experiments.bench.arms import saved_external_scores
-from cxraug.experiments.bench.config import DUP, GEN_ARMS, GEN_DATA, SYNTH_ARMS, BenchConfig, job_dir
+from cxraug.experiments.bench.config import (
+    DUP,
+    GEN_ARMS,
+    GEN_DATA,
+    SYNTH_ARMS,
+    BenchConfig,
+    job_dir,
+)
 from cxraug.experiments.bench.inputs import TestSet
 from cxraug.metrics.bootstrap import bootstrap_auc, paired_difference, paired_ratio
 
