@@ -19,6 +19,10 @@ external test sets?
    (figure, README table, every cell and transfer efficiency); this script adds the machine
    (``lscpu`` model and flags) and its own command to the JSON.
 
+``--report-only`` trains nothing: it recomputes each protocol's statistics from the finished jobs
+under ``--work`` with this version of cxraug (e.g. the ``real+dup`` comparison added after a sweep
+was started) and rewrites the report; the sweep's own command stays the one recorded.
+
 Everything resumes: rerun the same command after an interruption (each job, generator stage and
 cohort keeps its state under ``--work``; a bench folder refuses other settings). Classifier
 settings are sized for a 2-core CPU (resnet18 at 64 px, <= 8 epochs / 200 steps, early stopping
@@ -41,7 +45,8 @@ import torch
 from cxraug.core import config as C
 from cxraug.core.errors import CxraugError
 from cxraug.core.precision import cpu_info
-from cxraug.experiments.bench import BenchConfig, job_dir, run_bench
+from cxraug.experiments.bench import BenchConfig, job_dir, jobs, load_real_splits, load_test_sets, run_bench
+from cxraug.experiments.bench.report import summarise
 
 HERE = Path(__file__).resolve().parent
 ARMS = ["real", "real+dup", "real+synth", "synth->real", "gen-data->real"]
@@ -82,11 +87,53 @@ def reuse_generator_free_jobs(paper: Path, strict: Path, cfg: BenchConfig) -> in
     return n
 
 
+def resummarise(folder: Path, test_data: list[str]) -> None:
+    """Recompute the statistics of the finished bench in ``folder`` (every job must have run) with
+    this version's :func:`summarise`; generators, cohorts and jobs are only read."""
+    path = folder / "results.json"
+    if not path.is_file():
+        sys.exit(f"{path}: no such file; --report-only needs a finished sweep (run without it first)")
+    cfg = C.load(BenchConfig, folder / "config.yaml")
+    missing = [j for j in jobs(cfg) if not (job_dir(folder, *j) / "result.json").is_file()]
+    if missing:
+        sys.exit(f"{folder}: {len(missing)} jobs have not run (e.g. {job_dir(folder, *missing[0]).name}); "
+                 "run without --report-only to finish them")
+    report = json.loads(path.read_text())
+    real = load_real_splits(cfg, folder / "splits.csv", cfg.image_size, cfg.split_seed)
+    results = [json.loads((job_dir(folder, *j) / "result.json").read_text()) for j in jobs(cfg)]
+    report.update(summarise(cfg, real, results, folder, load_test_sets(test_data, cfg, real.labels)))
+    path.write_text(json.dumps(report, indent=2, default=str))
+
+
 def report_module():
     spec = importlib.util.spec_from_file_location("limited_data_report", HERE / "limited_data_report.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_sweep(args, argv: list[str], fracs: list[float], strict_fracs: list[float]) -> dict:
+    """Both protocols' benches (resumable); returns the seconds each took."""
+    for proto in ("paper", "strict") if strict_fracs else ("paper",):  # the report names its command
+        (args.work / proto).mkdir(parents=True, exist_ok=True)
+        (args.work / proto / "command.txt").write_text(shlex.join(argv) + "\n")
+    t0 = time.perf_counter()
+    seconds = {}
+    paper_cfg = bench_config(args, fracs)
+    run_bench(paper_cfg, args.work / "paper", model=Path(args.model), n_synth=args.n_synth,
+              test_data=args.test_data)
+    seconds["paper"] = round(time.perf_counter() - t0, 1)
+    print(f"paper protocol done ({seconds['paper'] / 60:.1f} min)", flush=True)
+    if strict_fracs:
+        t1 = time.perf_counter()
+        strict_cfg = bench_config(args, strict_fracs)
+        copied = reuse_generator_free_jobs(args.work / "paper", args.work / "strict", strict_cfg)
+        print(f"strict protocol: {copied} real/real+dup jobs reused from the paper run", flush=True)
+        run_bench(strict_cfg, args.work / "strict", model=Path(args.model), n_synth=args.n_synth,
+                  strict=True, generator_overrides=args.strict_generator_set, test_data=args.test_data)
+        seconds["strict"] = round(time.perf_counter() - t1, 1)
+        print(f"strict protocol done ({seconds['strict'] / 60:.1f} min)", flush=True)
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,37 +160,31 @@ def sweep(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("runs/limited-v2"))
     ap.add_argument("--name", default="limited_data_v2", help="file stem under --out-dir")
     ap.add_argument("--out-dir", type=Path, default=HERE / "results")
+    ap.add_argument("--report-only", action="store_true",
+                    help="train nothing: recompute the statistics of the finished sweep under --work "
+                         "with this version and rewrite the report")
     args = ap.parse_args(argv)
     argv = ["benchmarks/limited_data.py", *(sys.argv[1:] if argv is None else argv)]
     fracs, strict_fracs = fractions(args.fracs, "--fracs"), fractions(args.strict_fracs, "--strict-fracs")
     if not fracs:
         sys.exit("--fracs is empty: the paper protocol needs at least one fraction")
 
-    for proto in ("paper", "strict") if strict_fracs else ("paper",):  # the report names its command
-        (args.work / proto).mkdir(parents=True, exist_ok=True)
-        (args.work / proto / "command.txt").write_text(shlex.join(argv) + "\n")
-    t0 = time.perf_counter()
+    protocols = ("paper", "strict") if strict_fracs else ("paper",)
     seconds = {}
-    paper_cfg = bench_config(args, fracs)
-    run_bench(paper_cfg, args.work / "paper", model=Path(args.model), n_synth=args.n_synth,
-                      test_data=args.test_data)
-    seconds["paper"] = round(time.perf_counter() - t0, 1)
-    print(f"paper protocol done ({seconds['paper'] / 60:.1f} min)", flush=True)
-    files = ["--paper", str(args.work / "paper" / "results.json")]
-    if strict_fracs:
-        t1 = time.perf_counter()
-        strict_cfg = bench_config(args, strict_fracs)
-        copied = reuse_generator_free_jobs(args.work / "paper", args.work / "strict", strict_cfg)
-        print(f"strict protocol: {copied} real/real+dup jobs reused from the paper run", flush=True)
-        run_bench(strict_cfg, args.work / "strict", model=Path(args.model), n_synth=args.n_synth,
-                  strict=True, generator_overrides=args.strict_generator_set, test_data=args.test_data)
-        seconds["strict"] = round(time.perf_counter() - t1, 1)
-        print(f"strict protocol done ({seconds['strict'] / 60:.1f} min)", flush=True)
-        files += ["--strict", str(args.work / "strict" / "results.json")]
+    if args.report_only:
+        for proto in protocols:
+            resummarise(args.work / proto, args.test_data)
+    else:
+        seconds = run_sweep(args, argv, fracs, strict_fracs)
+    files = [x for proto in protocols for x in (f"--{proto}", str(args.work / proto / "results.json"))]
     report = report_module()
     report.main([*files, "--name", args.name, "--out-dir", str(args.out_dir)])
     out = args.out_dir / f"{args.name}.json"
     record = json.loads(out.read_text())
+    if args.report_only:  # the sweep's command stays the one that ran it
+        record["report_command"] = shlex.join(argv)
+        ran = args.work / "paper" / "command.txt"
+        argv = shlex.split(ran.read_text()) if ran.is_file() else argv
     record.update(command=shlex.join(argv), machine=cpu_info() | {"torch_threads": torch.get_num_threads()},
                   strict_generator_overrides=args.strict_generator_set, n_synth=args.n_synth,
                   seconds_this_call=seconds)

@@ -46,6 +46,23 @@ def test_sweep_both_protocols_then_resume(tmp_path_factory, tmp_path, nih_fixtur
     assert load_script("limited_data").main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in work.rglob("result.json")} == before
 
+    # --report-only recomputes the statistics from the finished jobs and trains nothing
+    strict_results = work / "strict" / "results.json"
+    old = json.loads(strict_results.read_text())
+    for c in old["cells"]:
+        c.pop("diff_vs_dup_mean", None)
+    strict_results.write_text(json.dumps(old))
+    gen_config = work / "strict" / "generators" / "frac0.5" / "config.yaml"
+    kept = {p: p.stat().st_mtime_ns for p in [*work.rglob("result.json"), gen_config]}
+    assert load_script("limited_data").main([*argv, "--report-only"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    rec = json.loads((results / "t.json").read_text())
+    synth = next(c for c in rec["cells"] if c["protocol"] == "strict" and c["arm"] == "real+synth")
+    assert synth["diff_vs_dup_mean"] is not None and "--report-only" in rec["report_command"]
+    assert "--report-only" not in rec["command"]
+    with pytest.raises(SystemExit, match="results.json: no such file"):
+        load_script("limited_data").main([*argv, "--report-only", "--work", str(tmp_path / "none")])
+
     # other classifier settings in the same work folder: refused, naming the field
     with pytest.raises(SystemExit, match="classifier.lr"):
         load_script("limited_data").main([*argv, "--set", "classifier.lr=0.5"])
