@@ -45,7 +45,14 @@ import torch
 from cxraug.core import config as C
 from cxraug.core.errors import CxraugError
 from cxraug.core.precision import cpu_info
-from cxraug.experiments.bench import BenchConfig, job_dir, jobs, load_real_splits, load_test_sets, run_bench
+from cxraug.experiments.bench import (
+    BenchConfig,
+    job_dir,
+    jobs,
+    load_real_splits,
+    load_test_sets,
+    run_bench,
+)
 from cxraug.experiments.bench.report import summarise
 
 HERE = Path(__file__).resolve().parent

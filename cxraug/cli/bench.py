@@ -155,8 +155,14 @@ def print_report(report: dict, out: Path) -> None:
 
 
 def print_transfer(cells: list[dict], arms: list[str]) -> None:
-    """Transfer efficiency per real fraction, under the table (only when one of its arms ran)."""
-    if not cells or not {"synth->real", "gen-data->real"} & set(arms):
+    """Transfer efficiency per real fraction, under the table, when both of its arms ran; a hint
+    when only ``synth->real`` did."""
+    both = {"synth->real", "gen-data->real"}
+    if not cells or not both & set(arms):
+        return
+    if not both <= set(arms):
+        console.print("transfer efficiency: needs both synth->real and gen-data->real (add them to "
+                      "--arms; gen-data->real needs --model)", highlight=False)
         return
     console.print("transfer efficiency (synth->real - real) / (gen-data->real - real), "
                   "paired patient bootstrap:", highlight=False)

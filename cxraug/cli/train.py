@@ -84,6 +84,8 @@ def train(component: Component = typer.Argument(
     if component is Component.decoder and cfg.decoder.steps <= 0:
         raise CxraugError("cxraug train decoder: decoder.steps is 0; pass e.g. --set decoder.steps=3000")
     if component is Component.denoiser or stage is not None:
+        if stage is None:
+            raise CxraugError("cxraug train denoiser needs --stage 1 (U-ViT) or --stage 2 (DKIM adapter)")
         if stage not in (1, 2):
             raise CxraugError(f"--stage {stage}: must be 1 (U-ViT) or 2 (DKIM adapter)")
         stages = [str(stage)]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cxraug import __version__
 from cxraug.core import config as C
+from cxraug.core.artifacts import check_component
 from cxraug.core.errors import CxraugError
 from cxraug.core.runs import RunDir
 from cxraug.data.cache import cached_images
@@ -58,6 +59,8 @@ def open_run(cfg: DiffCXRConfig, out: Path, overwrite: bool = False, main: bool 
     """
     run = RunDir(out)
     _check_out(run)
+    if main:
+        finish_decoder_swap(run)
     saved = run.root / "config.yaml"
     if saved.is_file() and not overwrite:
         changed = [k for k in _changed_keys(C.to_dict(C.load(DiffCXRConfig, saved)), C.to_dict(cfg))
@@ -68,6 +71,7 @@ def open_run(cfg: DiffCXRConfig, out: Path, overwrite: bool = False, main: bool 
                               "differs); resume with the same recipe/--set, or pass --overwrite to "
                               "replace it, or another --out")
         _check_steps(run, cfg, adapter_restarts=bool(changed))
+        check_decoder(cfg, run)
         if main and _stale(run, "1", cfg):
             _check_resumable(run, cfg)
         if changed and main:
@@ -163,16 +167,19 @@ def decoder_tuned_steps(run: RunDir) -> int:
 
 
 def check_decoder(cfg: DiffCXRConfig, run: RunDir) -> int:
-    """Steps the run's decoder is tuned for, after refusing what cannot continue it: fewer steps,
-    or other settings on a tuned decoder (they would be silently ignored or mixed into a resume)."""
+    """Steps the run's decoder is tuned for, after refusing what cannot continue it: fewer steps
+    (0 included: the run's record would lose the tuning it has), other settings on a tuned decoder
+    (they would be silently ignored or mixed into a resume), or more steps with no checkpoint to
+    continue from (the tuning would restart from step 0 on the tuned decoder)."""
     import json
     from dataclasses import asdict
 
     done = decoder_tuned_steps(run)
     if done > cfg.decoder.steps:
         raise CxraugError(f"{run.vae}: its decoder was tuned for {done} steps, more than "
-                          f"decoder.steps={cfg.decoder.steps}; a shorter tuning needs a new --out "
-                          "(this run is unchanged)")
+                          f"decoder.steps={cfg.decoder.steps}; keep --set decoder.steps={done} (as "
+                          "in the run's config.yaml), or tune less in a new --out (this run is "
+                          "unchanged)")
     if done:  # only more steps continue a finished tuning (the untuned decoder is gone)
         recorded = json.loads((run.vae / META_NAME).read_text())["decoder_tune"]
         other = [k for k, v in asdict(cfg.decoder).items()
@@ -182,7 +189,24 @@ def check_decoder(cfg: DiffCXRConfig, run: RunDir) -> int:
                               f"{recorded.get(other[0])!r}, not {getattr(cfg.decoder, other[0])!r}; "
                               "only decoder.steps may grow on a tuned run; tune with other settings "
                               "from the VAE stage in a new --out (this run is unchanged)")
+        ckpt = resumable_checkpoint(run.checkpoints("decoder"), announce=False) if cfg.decoder.steps > done else 1
+        if ckpt is None:
+            raise CxraugError(f"{run.checkpoints('decoder')}: no checkpoint to continue the {done}-step "
+                              f"decoder tuning to decoder.steps={cfg.decoder.steps}; tune longer from "
+                              "the VAE stage in a new --out (this run is unchanged)")
     return done
+
+
+def finish_decoder_swap(run: RunDir) -> None:
+    """Complete a tuned decoder's swap into ``vae/`` that was interrupted between its renames
+    (see :func:`stage_decoder`): the tuned folder was fully written before the first one."""
+    import shutil
+
+    tmp, old = run.root / ".vae-tuned", run.root / ".vae-untuned"
+    if not run.vae.exists() and (tmp / META_NAME).is_file():
+        tmp.rename(run.vae)
+    if run.vae.exists():
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def stage_decoder(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Path:
@@ -199,7 +223,7 @@ def stage_decoder(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Pat
     tuned = tune_decoder(space, images, cfg.decoder, run.checkpoints("decoder"),
                          run.root / "metrics_decoder.jsonl", progress)
     # 2. Write the tuned folder beside vae/, then swap it in (interrupted between the two
-    #    renames, the untuned one waits in .vae-untuned: move it back to vae/ and rerun).
+    #    renames, the next run of any stage finishes the swap: finish_decoder_swap).
     saved = json.loads((run.vae / META_NAME).read_text())
     tmp, old = run.root / ".vae-tuned", run.root / ".vae-untuned"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -252,8 +276,8 @@ def train_run(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool 
             _discard_adapter(run)
         state.wait_for_everyone()
         done = (folder / "config.json").is_file() and not (stage == "1" and stale)
-        if done and (stage not in wanted or stage in ("vae", "text")):
-            continue  # prerequisite already there; frozen components are never retrained in place
+        if done and (stage not in wanted or stage in ("vae", "text") or _finished(run, stage, cfg)):
+            continue  # already there; frozen components are never retrained in place
         if stage in ("vae", "text"):
             with state.main_process_first():
                 if not (folder / "config.json").is_file():
@@ -277,6 +301,20 @@ def _stale(run: RunDir, stage: str, cfg: DiffCXRConfig) -> bool:
         return bool(m) and m.get("steps") != cfg.train.steps
     m = run.meta("adapter")  # an adapter from before base_steps was recorded counts as stale here
     return bool(m) and m.get("base_steps") != run.meta("denoiser").get("steps")
+
+
+def _finished(run: RunDir, stage: str, cfg: DiffCXRConfig) -> bool:
+    """Stage 1 or 2 exported intact with the asked steps (2: on this stage 1): nothing to do.
+    A damaged export is not finished: the stage reruns and rewrites it from its checkpoint."""
+    folder = run.denoiser if stage == "1" else run.adapter
+    asked = cfg.train.steps if stage == "1" else cfg.adapter.steps
+    if _meta(folder).get("steps") != asked or _stale(run, stage, cfg):
+        return False
+    try:
+        check_component(folder)
+    except CxraugError:
+        return False
+    return True
 
 
 def _discard_adapter(run: RunDir) -> None:

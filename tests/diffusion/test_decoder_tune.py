@@ -109,3 +109,35 @@ def test_user_errors_are_one_line(tiny_run, tmp_path, capsys):
     assert main(["train", "decoder", "--from", str(run), *_sets(*TUNE, "decoder.lr=0.5")]) == 2
     err = capsys.readouterr().err
     assert "decoder.lr=0.0001, not 0.5" in err and len(err.strip().splitlines()) == 1
+
+
+def test_tuned_run_guards_and_interrupted_swap(tiny_run, tmp_path, capsys):
+    """A tuned run: decoder.steps 0 (e.g. another recipe) would drop the tuning from its record,
+    more steps without a checkpoint would restart from step 0 on the tuned decoder; both refused
+    before anything is written. A swap interrupted between its renames is finished by the next run."""
+    _, run0, data = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(run0.root, run)
+    train_run(tiny_config(data, *TUNE), run, ["decoder"], progress=False)
+    config = (run / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["train", "denoiser", "--from", str(run)]) == 2  # which stage: one line
+    assert "needs --stage 1 (U-ViT) or --stage 2" in capsys.readouterr().err
+    assert main(["train", "denoiser", "--stage", "1", "--from", str(run), "--set", "decoder.steps=0"]) == 2
+    err = capsys.readouterr().err
+    assert "keep --set decoder.steps=4" in err and len(err.strip().splitlines()) == 1
+    assert (run / "config.yaml").read_text() == config
+
+    tuned = (run / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    shutil.copytree(run / "vae", run / ".vae-tuned")  # killed after the first rename
+    (run / "vae").rename(run / ".vae-untuned")
+    assert main(["train", "decoder", "--from", str(run), *_sets(*TUNE)]) == 0
+    assert (run / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == tuned
+    assert not (run / ".vae-tuned").exists() and not (run / ".vae-untuned").exists()
+
+    shutil.rmtree(run / "checkpoints" / "decoder")
+    capsys.readouterr()
+    assert main(["train", "decoder", "--from", str(run), *_sets(*TUNE, "decoder.steps=6")]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint to continue the 4-step decoder tuning" in err and len(err.strip().splitlines()) == 1
+    assert (run / "config.yaml").read_text() == config

@@ -300,3 +300,5 @@ def test_synthetic_arms_are_compared_with_the_duplicate_control(kermany_fixture,
     cell = next(c for c in report["cells"] if c["arm"] == "synth->real")
     assert cell["diff_vs_dup_mean"] == pytest.approx(d["diff"]) and len(cell["diff_vs_dup_ci_mean"]) == 2
     assert "vs real+dup" in printed and f"synth->real: {d['diff']:+.3f}" in printed
+    # without gen-data->real the transfer efficiency is one hint, not an "undefined" row per fraction
+    assert "needs both synth->real and gen-data->real" in printed and "undefined" not in printed
