@@ -189,8 +189,8 @@ def check_decoder(cfg: DiffCXRConfig, run: RunDir) -> int:
                               f"{recorded.get(other[0])!r}, not {getattr(cfg.decoder, other[0])!r}; "
                               "only decoder.steps may grow on a tuned run; tune with other settings "
                               "from the VAE stage in a new --out (this run is unchanged)")
-        ckpt = resumable_checkpoint(run.checkpoints("decoder"), announce=False) if cfg.decoder.steps > done else 1
-        if ckpt is None:
+        more = cfg.decoder.steps > done
+        if more and resumable_checkpoint(run.checkpoints("decoder"), announce=False) is None:
             raise CxraugError(f"{run.checkpoints('decoder')}: no checkpoint to continue the {done}-step "
                               f"decoder tuning to decoder.steps={cfg.decoder.steps}; tune longer from "
                               "the VAE stage in a new --out (this run is unchanged)")
