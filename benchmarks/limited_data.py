@@ -21,7 +21,8 @@ external test sets?
 
 ``--report-only`` trains nothing: it recomputes each protocol's statistics from the finished jobs
 under ``--work`` with this version of cxraug (e.g. the ``real+dup`` comparison added after a sweep
-was started) and rewrites the report; the sweep's own command stays the one recorded.
+was started) and rewrites the report; the sweep's own command stays the one recorded, and
+``--data`` / ``--model`` are not needed.
 
 Everything resumes: rerun the same command after an interruption (each job, generator stage and
 cohort keeps its state under ``--work``; a bench folder refuses other settings). Classifier
@@ -152,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def sweep(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", required=True, help="the real dataset (any layout cxraug reads)")
-    ap.add_argument("--model", required=True, help="the generator: shipped name or run folder "
-                    "(its config.yaml is the strict generators' recipe)")
+    ap.add_argument("--data", help="the real dataset (any layout cxraug reads); required unless --report-only")
+    ap.add_argument("--model", help="the generator: shipped name or run folder (its config.yaml is the "
+                    "strict generators' recipe); required unless --report-only")
     ap.add_argument("--test-data", action="append", default=[], help="external test set (repeatable)")
     ap.add_argument("--fracs", default="0.01,0.05,0.1,0.25,1.0", help="paper protocol fractions")
     ap.add_argument("--strict-fracs", default="0.01,0.05,0.1,0.25", help="strict protocol fractions ('' for none)")
@@ -171,6 +172,8 @@ def sweep(argv: list[str] | None = None) -> int:
                     help="train nothing: recompute the statistics of the finished sweep under --work "
                          "with this version and rewrite the report")
     args = ap.parse_args(argv)
+    if not args.report_only and not (args.data and args.model):
+        ap.error("--data and --model are required (only --report-only works without them)")
     argv = ["benchmarks/limited_data.py", *(sys.argv[1:] if argv is None else argv)]
     fracs, strict_fracs = fractions(args.fracs, "--fracs"), fractions(args.strict_fracs, "--strict-fracs")
     if not fracs:

@@ -54,14 +54,18 @@ def test_sweep_both_protocols_then_resume(tmp_path_factory, tmp_path, nih_fixtur
     strict_results.write_text(json.dumps(old))
     gen_config = work / "strict" / "generators" / "frac0.5" / "config.yaml"
     kept = {p: p.stat().st_mtime_ns for p in [*work.rglob("result.json"), gen_config]}
-    assert load_script("limited_data").main([*argv, "--report-only"]) == 0
+    report_argv = [*argv[4:], "--report-only"]  # --data / --model are not needed to report
+    assert load_script("limited_data").main(report_argv) == 0
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
     rec = json.loads((results / "t.json").read_text())
     synth = next(c for c in rec["cells"] if c["protocol"] == "strict" and c["arm"] == "real+synth")
     assert synth["diff_vs_dup_mean"] is not None and "--report-only" in rec["report_command"]
     assert "--report-only" not in rec["command"]
     with pytest.raises(SystemExit, match="results.json: no such file"):
-        load_script("limited_data").main([*argv, "--report-only", "--work", str(tmp_path / "none")])
+        load_script("limited_data").main([*report_argv, "--work", str(tmp_path / "none")])
+    with pytest.raises(SystemExit):  # a sweep without them is a usage error
+        load_script("limited_data").main(argv[4:])
+    assert "--data and --model are required" in capsys.readouterr().err
 
     # other classifier settings in the same work folder: refused, naming the field
     with pytest.raises(SystemExit, match="classifier.lr"):
