@@ -1,7 +1,8 @@
 """The ``cxraug`` command line: thin Typer commands over the library.
 
 Each command module under ``cxraug/cli`` exposes ``register(app)``; this file only assembles them
-and turns user errors (:class:`cxraug.core.errors.CxraugError`) into one line and exit code 2.
+and turns user errors (:class:`cxraug.core.errors.CxraugError`) into one line and exit code 2,
+and Ctrl-C / SIGINT / SIGTERM (:mod:`cxraug.core.interrupts`) into one line and exit code 130.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import typer
 
 from cxraug import __version__
 from cxraug.core.errors import CxraugError, CxraugWarning
+from cxraug.core.interrupts import stop_on_signals
 
 app = typer.Typer(
     name="cxraug",
@@ -73,14 +75,26 @@ _python_showwarning = warnings.showwarning
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, print user errors as one line, return the exit code."""
     warnings.showwarning = _show_warning
+    with stop_on_signals() as caught:
+        try:
+            code = _run(argv)
+        except KeyboardInterrupt:
+            code = 130
+    if code == 130 or caught.signum is not None:  # typer returns 130 for a KeyboardInterrupt
+        why = f" ({caught.name})" if caught.name else ""
+        typer.secho(f"interrupted{why}; finished work is kept: rerun the same command to resume",
+                    fg=typer.colors.YELLOW, err=True)
+        return 130
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
+    """The app's exit code; user errors printed as one line."""
     try:
-        app(args=argv, prog_name="cxraug", standalone_mode=False)
+        code = app(args=argv, prog_name="cxraug", standalone_mode=False)
     except CxraugError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         return 2
-    except KeyboardInterrupt:
-        typer.secho("interrupted; rerun the same command to resume", fg=typer.colors.YELLOW, err=True)
-        return 130
     except typer.Exit as e:
         return e.exit_code
     except OSError as e:  # a path the user gave: a file where a folder should be, no permission...
@@ -95,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         if shown is None:
             raise
         return shown
-    return 0
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
 def entry() -> None:
