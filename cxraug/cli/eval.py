@@ -33,22 +33,28 @@ def eval_cmd(real: str = typer.Option(..., "--real", help="Real images: any data
              seed: int = typer.Option(0, "--seed"),
              labels: Optional[str] = typer.Option(None, "--labels", help="Per-label metrics only for these targets."),
              min_count: int = typer.Option(10, "--min-count", help="Minimum images per side for per-label metrics."),
+             stats_size: int = typer.Option(128, "--stats-size", help="Image statistics (power spectrum, "
+                                            "detail, contrast, percentiles) on images centre-cropped to this square."),
              kind: str = KindOpt) -> None:
     """Compare a synthetic cohort with real images in a feature space; write an eval card."""
     writable_out(out, folder=False)
     from cxraug.core.errors import CxraugError
     from cxraug.experiments.quality.card import SUMMARY_COLUMNS, evaluate, summary_rows
+    from cxraug.experiments.quality.image_stats import STATS_COLUMNS, stats_rows
 
-    if image_size < 8 or (max_images is not None and max_images < 2) or min_count < 1:
-        raise CxraugError("--image-size must be >= 8, --max-images >= 2 and --min-count >= 1")
+    if image_size < 8 or stats_size < 8 or (max_images is not None and max_images < 2) or min_count < 1:
+        raise CxraugError("--image-size and --stats-size must be >= 8, --max-images >= 2 and --min-count >= 1")
     card = evaluate(real, synth, extractor, classifier_folder(classifier), inception_weights,
                     image_size, max_images, seed, labels, min_count, kind=kind,
-                    xrv_weights=xrv_weights, real_ref=real_ref)
+                    xrv_weights=xrv_weights, real_ref=real_ref, stats_size=stats_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(card, indent=2))
     console.print(table(f"{card['extractor']['name']} features, {card['resize']}", SUMMARY_COLUMNS,
                         summary_rows(card)))
     _print_floor(card)
+    st = card["image_stats"]
+    console.print(table(f"image statistics, {st['resize']} (ratio = synthetic / real; AUC: that statistic "
+                        "alone, 0.5 = none)", STATS_COLUMNS, stats_rows(st)))
     div = card["diversity"]["mean_pairwise_ssim"]
     console.print(f"within-target SSIM (lower = more diverse): {'-' if div is None else f'{div:.3f}'}")
     for t, why in card["per_label_skipped"].items():

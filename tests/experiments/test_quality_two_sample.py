@@ -125,7 +125,7 @@ def test_cli_eval_pixels_writes_floor_and_two_sample_auc(tmp_path, capsys):
     ref_idx, cmp_idx = splits[0]
     assert set(ref_idx.tolist()).isdisjoint(cmp_idx.tolist())
     # ... and is exactly the metrics of those two parts
-    images, _ = IN.load_real_images(real, 32, 5000, 0)
+    images, _, _ = IN.load_real_images(real, 32, 5000, 0)
     fr = X.make_extractor("pixels")[0](images)
     assert floor["fid"] == pytest.approx(G.fid(fr[ref_idx], fr[cmp_idx]), rel=1e-6)
     # misplaced bands: clearly apart from real, far above the floor

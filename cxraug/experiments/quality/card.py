@@ -15,6 +15,7 @@ import numpy as np
 
 from cxraug.data import labels as L
 from cxraug.experiments.quality.extractors import make_extractor
+from cxraug.experiments.quality.image_stats import STATS_SIZE, stats_section
 from cxraug.experiments.quality.inputs import (
     NEGATIVE,
     canonical_target,
@@ -83,22 +84,25 @@ def evaluate(real: str | Path, synth: Path, extractor: str = "classifier", class
              inception_weights: Path | None = None, image_size: int = 64, max_images: int | None = 5000,
              seed: int = 0, labels: str | list[str] | None = None, min_count: int = 10, k: int = 3,
              ssim_pairs: int = 50, kind: str = "auto", xrv_weights: Path | None = None,
-             real_ref: str | Path | None = None) -> dict:
+             real_ref: str | Path | None = None, stats_size: int | None = STATS_SIZE) -> dict:
     """Compute every metric of a synthetic cohort against real images; returns the eval card.
 
     Next to the synthetic scores, ``card["floor"]`` holds the same metrics between two disjoint
     real sets (two parts of ``real``, or ``real`` vs ``real_ref``) and ``card["synthetic_matched"]``
     the synthetic scores against the floor's reference set at the floor's n: read a synthetic
-    score against its floor, not against zero."""
+    score against its floor, not against zero. ``card["image_stats"]`` holds the extractor-free
+    image statistics (power spectrum per band, Laplacian variance, gradient, contrast,
+    percentiles; :mod:`.image_stats`) on the images centre-cropped at ``stats_size`` px, beside
+    their own real-vs-real floor (None when ``stats_size`` is None)."""
     # 1. extractor first: a missing weights file should fail before any image is read
     embed, info = make_extractor(extractor, classifier, inception_weights, xrv_weights=xrv_weights)
     check_real_ref(real_ref)
-    # 2. images at one size, aspect-preserving pad
-    real_img, real_raw = load_real_images(real, image_size, max_images, seed, kind)
-    syn_img, targets = load_synth(Path(synth), image_size, max_images, seed)
+    # 2. images at one size, aspect-preserving pad (and centre-cropped at stats_size)
+    real_img, real_raw, real_crop = load_real_images(real, image_size, max_images, seed, kind, stats_size)
+    syn_img, targets, syn_crop = load_synth(Path(synth), image_size, max_images, seed, stats_size)
     targets = np.array([canonical_target(t) for t in targets])  # manifests keep "pneumonia"
-    ref_img, dropped = (None, 0) if real_ref is None else load_real_ref(
-        real_ref, real_img, image_size, max_images, seed, kind)
+    ref_img, dropped, ref_crop = (None, 0, None) if real_ref is None else load_real_ref(
+        real_ref, real_img, image_size, max_images, seed, kind, stats_size)
     # 3. features and metrics on everything
     fr, fs = embed(real_img), embed(syn_img)
     overall = scores(fr, fs, k, seed)
@@ -114,6 +118,7 @@ def evaluate(real: str | Path, synth: Path, extractor: str = "classifier", class
         "diversity": ssim_diversity(syn_img, targets, ssim_pairs, seed),
         "two_sample_auc": overall["two_sample_auc"], "two_sample": overall["two_sample"],
         "floor": {**source, **floor}, "synthetic_matched": matched,
+        "image_stats": None if stats_size is None else stats_section(real_crop, syn_crop, ref_crop, seed),
     }
     # 4. per label: a cohort target vs real images positive for it, when both sides are big enough
     wanted = wanted_labels(labels)

@@ -19,19 +19,34 @@ from cxraug.metrics.generative import subsample_rows
 NEGATIVE = "negative"
 
 
+def read_images(paths: list, image_size: int, stats_size: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each file read once -> (``uint8 [N, S, S]`` aspect-preserving pad to ``image_size``, and
+    with ``stats_size`` the same images centre-cropped square at that size for the image
+    statistics, else None)."""
+    pads, crops = [], []
+    for p in paths:
+        img = load_grayscale(p)
+        pads.append(resize_square(img, image_size))
+        if stats_size is not None:
+            crops.append(resize_square(img, stats_size, mode="crop"))
+    return np.stack(pads), (np.stack(crops) if stats_size is not None else None)
+
+
 def load_real_images(data: str | Path, image_size: int, max_images: int | None, seed: int,
-                     kind: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """Any dataset cxraug loads -> (``uint8 [N, S, S]`` images, raw labels ``[N, 14]``)."""
+                     kind: str = "auto", stats_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Any dataset cxraug loads -> (``uint8 [N, S, S]`` images, raw labels ``[N, 14]``, the
+    centre-cropped images of :func:`read_images` or None)."""
     ds = load_dataset(resolve_data(data), kind)
     keep = subsample_rows(len(ds), max_images, np.random.default_rng([seed, 1]))
-    paths = [ds.paths[i] for i in keep]
-    images = np.stack([resize_square(load_grayscale(p), image_size) for p in paths])
-    return images, ds.labels[keep]
+    images, crops = read_images([ds.paths[i] for i in keep], image_size, stats_size)
+    return images, ds.labels[keep], crops
 
 
-def load_synth(folder: Path, image_size: int, max_images: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def load_synth(folder: Path, image_size: int, max_images: int | None, seed: int,
+               stats_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """A ``cxraug synth`` cohort (accepted rows of manifest.csv) or a plain image folder ->
-    (``uint8 [M, S, S]`` images, target per image; ``"all"`` for a plain folder)."""
+    (``uint8 [M, S, S]`` images, target per image (``"all"`` for a plain folder), the
+    centre-cropped images of :func:`read_images` or None)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"--synth {folder}: folder not found")
@@ -48,8 +63,8 @@ def load_synth(folder: Path, image_size: int, max_images: int | None, seed: int)
             raise DataError(f"--synth {folder}: no manifest.csv and no image files")
         targets = np.array(["all"] * len(files))
     keep = subsample_rows(len(files), max_images, np.random.default_rng([seed, 2]))
-    images = np.stack([resize_square(load_grayscale(files[i]), image_size) for i in keep])
-    return images, targets[keep]
+    images, crops = read_images([files[i] for i in keep], image_size, stats_size)
+    return images, targets[keep], crops
 
 
 def floor_split(n_real: int, n_synth: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,14 +114,15 @@ def wanted_labels(labels: str | list[str] | None) -> set[str] | None:
 
 
 def load_real_ref(real_ref: str | Path, real_img: np.ndarray, image_size: int, max_images: int | None,
-                   seed: int, kind: str) -> tuple[np.ndarray, int]:
-    """``--real-ref`` images without those also in ``--real`` -> (images, how many were dropped)."""
-    ref_img, _ = load_real_images(real_ref, image_size, max_images, seed + 1, kind)
+                   seed: int, kind: str, stats_size: int | None = None) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """``--real-ref`` images without those also in ``--real`` -> (images, how many were dropped,
+    their centre-cropped copies of :func:`read_images` or None)."""
+    ref_img, _, crops = load_real_images(real_ref, image_size, max_images, seed + 1, kind, stats_size)
     keep = _not_in(ref_img, real_img)
     if not keep.any():
         raise DataError(f"--real-ref {real_ref}: every image is also in --real; pass a disjoint real set "
                         "(e.g. the other split) or leave --real-ref out to split --real in two")
-    return ref_img[keep], int((~keep).sum())
+    return ref_img[keep], int((~keep).sum()), (None if crops is None else crops[keep])
 
 
 def check_real_ref(real_ref: str | Path | None) -> None:
