@@ -68,3 +68,15 @@ def test_user_docs_hold_no_issue_numbers_or_commit_hashes():
         text = page.read_text()
         assert not re.search(r"(?<![\w&/])#\d+\b", text), page.name
         assert not re.search(r"\b[0-9a-f]{7,40}\b(?<![0-9]{7})", FENCE.sub("", text)), page.name
+
+
+def test_the_changelog_has_versions_and_the_newest_is_the_packages():
+    import cxraug
+
+    text = (REPO / "CHANGELOG.md").read_text()
+    releases = re.findall(r"^## \[(\d+\.\d+\.\d+)\] - (\d{4}-\d{2}-\d{2})$", text, re.MULTILINE)
+    assert text.index("## [Unreleased]") < text.index("## [" + releases[0][0] + "]")
+    assert [tuple(map(int, v.split("."))) for v, _ in releases] == sorted(
+        (tuple(map(int, v.split("."))) for v, _ in releases), reverse=True)
+    version = re.search(r'^version = "(.+)"$', (REPO / "pyproject.toml").read_text(), re.MULTILINE)
+    assert releases[0][0] == version.group(1) == cxraug.__version__
