@@ -66,6 +66,10 @@ def test_training_page_quotes_its_measurements():
     before, after = scale("guidance_sweep.json", 2.0), scale("guidance_sweep_decoder.json", 2.0)
     quoted(text, "two-sample AUC fell from {:.3f} to {:.3f} and its FID from {:.1f} to {:.1f}",
            before["two_sample_auc"], after["two_sample_auc"], before["fid"], after["fid"])
+    speed = load("speed.json")
+    quoted(text, "batch {} ran at {:.1f} % of the measured fp32 matmul peak", speed["denoiser"]["batch"],
+           100 * speed["denoiser"]["fraction_of_peak"])
+    quoted(text, "at {:.2f}x the images/s", speed["classifier"]["pipeline_over_in_memory"])
     v = load("vae_recon.json")["vaes"]
     u, t = v["untuned"]["own_size"], v["tuned"]["own_size"]
     quoted(text, "PSNR {:.1f} -> {:.1f} dB, SSIM {:.3f} -> {:.3f} on {} test images",
