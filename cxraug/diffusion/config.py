@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cxraug.core.config import ConfigError
-from cxraug.models.vae_train import VAEConfig
-from cxraug.text.squeeze import TextConfig
+from cxraug.models.config import DenoiserConfig, VAEConfig
+from cxraug.text.config import TextConfig
 
 
 @dataclass
@@ -46,7 +46,7 @@ class DecoderTuneConfig:
 
     ``adv_weight`` scales LDM's adaptive weight (gradient-norm ratio of the reconstruction and
     adversarial terms at the decoder's last layer); ``disc_start`` steps train the discriminator
-    alone before its loss reaches the decoder. Crops as in :class:`~cxraug.models.vae_train.VAEConfig`;
+    alone before its loss reaches the decoder. Crops as in :class:`~cxraug.models.config.VAEConfig`;
     the loop is :func:`cxraug.diffusion.decoder_tune.tune_decoder`.
     """
 
@@ -81,19 +81,6 @@ class DecoderTuneConfig:
                                or (image_size is not None and self.crop_size > image_size)):
             raise ConfigError(f"decoder.crop_size {self.crop_size}: must be 0 (whole images) or at most "
                               f"the image size and divisible by the downsampling factor {downsample}")
-
-
-@dataclass
-class DenoiserConfig:
-    """U-ViT shape (``preset`` from cxraug.models.uvit.PRESETS, then any field overrides)."""
-
-    preset: str = "cpu-192"
-    width: int | None = None
-    depth: int | None = None
-    heads: int | None = None
-    patch_size: int | None = None
-    mlp_ratio: float | None = None
-    gradient_checkpointing: bool = False
 
 
 @dataclass

@@ -11,7 +11,7 @@ texture; EMA of the decoder weights keeps the result stable (SD's ft-EMA decoder
 
 Parts, EDM-style: :class:`PatchDiscriminator` (the network), :class:`DecoderGANLoss` (the loss
 object: generator and discriminator halves), :func:`tune_decoder` (the loop, resumable from
-checkpoints written with the denoiser loop's safetensors format).
+checkpoints of the training kit, :mod:`cxraug.core.training`).
 """
 
 from __future__ import annotations
@@ -25,14 +25,8 @@ from torch import nn
 
 from cxraug.core.progress import MetricsLog, job_progress
 from cxraug.core.seeds import stable_seed
+from cxraug.core.training import BatchOrder, TrainState, ema_model
 from cxraug.diffusion.config import DecoderTuneConfig
-from cxraug.diffusion.denoiser_training import (
-    BatchOrder,
-    ema_model,
-    load_checkpoint,
-    resumable_checkpoint,
-    save_checkpoint,
-)
 from cxraug.models.autoencoder import LatentSpace, first_output
 from cxraug.models.vae_train import as_dataset, random_crop
 
@@ -137,10 +131,8 @@ def tune_decoder(space: LatentSpace, images: np.ndarray | torch.utils.data.Datas
                             {"params": list(disc.parameters()), "lr": config.disc_lr}], betas=(0.5, 0.9))
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     ema = ema_model(decoder, config.ema_decay)
-    step = 0
-    found = resumable_checkpoint(ckpts) if ckpts.is_dir() else None
-    if found is not None:
-        step = load_checkpoint(found[0], model, ema, opt, lr_sched, found[1])
+    state = TrainState(model, opt, ema, lr_sched)
+    step = state.resume(ckpts)
     loss_fn = DecoderGANLoss(space.vae.decoder.conv_out.weight, config.adv_weight)
     data = as_dataset(images)
     order = BatchOrder(len(data), stable_seed(config.seed, "decoder"))
@@ -180,7 +172,7 @@ def tune_decoder(space: LatentSpace, images: np.ndarray | torch.utils.data.Datas
             if step % config.log_every == 0 or step == config.steps:
                 log.write(step, **logs, **d_logs)
             if step % config.checkpoint_every == 0 or step == config.steps:
-                save_checkpoint(ckpts, step, model, ema, opt, lr_sched, config.keep_checkpoints)
+                state.save(ckpts, step, config.keep_checkpoints)
     if step < config.steps:
         return None
     # 6. The EMA decoder replaces the trained one; the latent space is frozen again.

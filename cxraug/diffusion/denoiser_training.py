@@ -12,33 +12,29 @@ multi-node runs go through ``accelerate launch``; each process takes its slice o
 from __future__ import annotations
 
 import dataclasses
-import json
-import pickle
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch.optim.swa_utils import AveragedModel
 
-from cxraug.core.artifacts import load_weights
-from cxraug.core.errors import CxraugError, WeightsError
+from cxraug.core.errors import CxraugError
 from cxraug.core.precision import accelerate_precision
 from cxraug.core.progress import MetricsLog, job_progress
 from cxraug.core.runs import RunDir
 from cxraug.core.seeds import stable_seed
+from cxraug.core.training import BatchOrder, TrainState, ema_model
 from cxraug.data import labels as L
 from cxraug.diffusion.config import DiffCXRConfig, TrainConfig
 from cxraug.diffusion.denoiser import Condition, Denoiser
 from cxraug.diffusion.loss import DiffusionLoss
-from cxraug.diffusion.pipeline import DiffCXRPipeline, build_denoiser, check_run_files, write_grid
+from cxraug.diffusion.pipeline import DiffCXRPipeline, check_run_files, write_grid
 from cxraug.diffusion.prepare import TrainingSet, build_training_set
 from cxraug.diffusion.prompts import validation_prompts
 from cxraug.models.adapter import DiseaseAdapter
 from cxraug.models.autoencoder import LatentSpace
-from cxraug.models.uvit import UViT
+from cxraug.models.uvit import UViT, build_denoiser
 from cxraug.text.squeeze import ReportEncoder
 
 # Settings that define the noise process; stage 2 always takes them from stage 1 (``train``).
@@ -46,135 +42,8 @@ NOISE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", 
               "zero_terminal_snr")
 
 
-def ema_model(model: torch.nn.Module, decay: float) -> AveragedModel:
-    """EMA of the trainable weights; the decay ramps up as ``(1 + n) / (10 + n)`` early on so a
-    short CPU run's EMA is not dominated by the random initialisation."""
-    def update(ema, cur, n):
-        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
-        torch._foreach_lerp_(ema, cur, 1.0 - d)
-
-    return AveragedModel(model, multi_avg_fn=update, use_buffers=False)
-
-
-class BatchOrder:
-    """Global sample positions -> dataset rows, via one seeded permutation per epoch."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed = n, seed
-        self._perms: dict[int, np.ndarray] = {}
-
-    def rows(self, start: int, count: int) -> np.ndarray:
-        out = np.empty(count, dtype=np.int64)
-        for k in range(count):
-            epoch, j = divmod(start + k, self.n)
-            if epoch not in self._perms:
-                self._perms = {epoch: np.random.default_rng(stable_seed(self.seed, "epoch", epoch))
-                               .permutation(self.n)}
-            out[k] = self._perms[epoch][j]
-        return out
-
-
 def _lr_lambda(warmup: int):
     return lambda step: min(1.0, (step + 1) / max(1, warmup))
-
-
-# ------------------------------------------------------------------------------ checkpoints
-
-def save_checkpoint(folder: Path, step: int, model, ema: AveragedModel, opt, lr_sched,
-                    keep: int) -> None:
-    """Training state at ``step``: weights in safetensors, optimiser state via torch.save
-    (tensors only; loaded back with ``weights_only=True``). Written to a temporary folder first."""
-    final = folder / f"step_{step:08d}"
-    tmp = folder / f".tmp_step_{step:08d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-              str(tmp / "model.safetensors"))
-    save_file({k: v.detach().cpu().contiguous() for k, v in ema.module.state_dict().items()},
-              str(tmp / "ema.safetensors"))
-    torch.save(opt.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "n_averaged": int(ema.n_averaged),
-                                                "lr_sched": lr_sched.state_dict()}))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    for old in sorted(folder.glob("step_*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-class DamagedCheckpoint(Exception):
-    """A checkpoint folder with a missing, truncated or unreadable file (message: which, why)."""
-
-
-def read_checkpoint(path: Path) -> dict:
-    """Every file of a checkpoint, read and checked before any of it is applied; raises
-    :class:`DamagedCheckpoint` naming the first bad file. The optimiser state is loaded with
-    ``weights_only=True``: a checkpoint is never unpickled as code."""
-
-    files = {}
-    for name in ("model.safetensors", "ema.safetensors"):
-        try:
-            files[name] = load_weights(path / name)
-        except WeightsError:
-            raise DamagedCheckpoint(f"{name} is missing, truncated or corrupt") from None
-    try:
-        state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-        files["optimizer.pt"] = state
-    except FileNotFoundError:
-        raise DamagedCheckpoint("optimizer.pt is missing") from None
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
-        # truncated zip (RuntimeError), empty file (EOFError), random bytes or a pickle that
-        # holds more than tensors (UnpicklingError, refused by weights_only)
-        why = type(e).__name__
-        raise DamagedCheckpoint(f"optimizer.pt is truncated or corrupt ({why})") from None
-    try:
-        state = json.loads((path / "state.json").read_text())
-        files["state.json"] = state
-        int(state["step"]), int(state["n_averaged"]), dict(state["lr_sched"])
-    except FileNotFoundError:
-        raise DamagedCheckpoint("state.json is missing") from None
-    except (ValueError, KeyError, TypeError):
-        raise DamagedCheckpoint("state.json is empty or damaged") from None
-    return files
-
-
-def resumable_checkpoint(folder: Path, announce: bool = True) -> tuple[Path, dict] | None:
-    """The newest intact checkpoint in ``folder`` and its contents; None when there is none.
-
-    Damaged newer ones are skipped, said in one stderr line when ``announce``; when every
-    checkpoint is damaged this is a one-line :class:`~cxraug.core.errors.CxraugError` (resuming from
-    step 0 would silently throw the training away)."""
-    import sys
-
-
-    skipped = []
-    for path in sorted(folder.glob("step_*"), reverse=True):
-        try:
-            files = read_checkpoint(path)
-        except DamagedCheckpoint as e:
-            skipped.append(f"{path.name} ({e})")
-            continue
-        if skipped and announce:
-            print(f"warning: {folder}: skipped damaged checkpoint {', '.join(skipped)}; resuming "
-                  f"from {path.name}", file=sys.stderr, flush=True)
-        return path, files
-    if skipped:
-        raise CxraugError(f"{folder}: no intact checkpoint to resume from ({'; '.join(skipped)}); "
-                          "copy the checkpoints again, or delete that folder to start this stage "
-                          "from step 0")
-    return None
-
-
-def load_checkpoint(path: Path, model, ema: AveragedModel, opt, lr_sched,
-                    files: dict | None = None) -> int:
-    """Apply a checkpoint (``files`` from :func:`read_checkpoint`, read here when not given)."""
-    files = files or read_checkpoint(path)
-    model.load_state_dict(files["model.safetensors"])
-    ema.module.load_state_dict(files["ema.safetensors"])
-    opt.load_state_dict(files["optimizer.pt"])
-    state = files["state.json"]
-    ema.n_averaged.fill_(state["n_averaged"])
-    lr_sched.load_state_dict(state["lr_sched"])
-    return int(state["step"])
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -200,13 +69,11 @@ def train_denoiser(net: Denoiser, trainable: torch.nn.Module, data: TrainingSet,
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(tcfg.warmup_steps))
     ema = ema_model(trainable, tcfg.ema_decay)
     ckpt_dir, log = run.checkpoints(stage), MetricsLog(run.metrics(stage), acc.is_main_process)
-    start = 0
-    found = resumable_checkpoint(ckpt_dir, announce=acc.is_main_process)
-    if found is not None:
-        path, files = found
-        start = load_checkpoint(path, trainable, ema, opt, lr_sched, files)
+    state = TrainState(trainable, opt, ema, lr_sched)
+    start = state.resume(ckpt_dir, announce=acc.is_main_process)
     log.resume(start)  # a resumed run rewrites the curve past its checkpoint
     net, opt = acc.prepare(net, opt)
+    state.opt = opt  # saved through accelerate's wrapper
     ema.to(acc.device)
     if tcfg.batch_size % world:
         raise ValueError(f"train.batch_size {tcfg.batch_size} must be divisible by {world} processes")
@@ -254,7 +121,7 @@ def train_denoiser(net: Denoiser, trainable: torch.nn.Module, data: TrainingSet,
             if acc.is_main_process and on_sample and tcfg.sample_every and done % tcfg.sample_every == 0:
                 on_sample(done, ema.module)
             if acc.is_main_process and (done % tcfg.checkpoint_every == 0 or done == tcfg.steps):
-                save_checkpoint(ckpt_dir, done, trainable, ema, opt, lr_sched, tcfg.keep_checkpoints)
+                state.save(ckpt_dir, done, tcfg.keep_checkpoints)
             acc.wait_for_everyone()
     return ema
 
@@ -277,7 +144,7 @@ def run_stage(cfg: DiffCXRConfig, run: RunDir, stage: int, progress: bool = True
     # 2. The model of this stage.
     torch.manual_seed(stable_seed(cfg.train.seed, "init", stage))
     if stage == 1:
-        base = trainable = build_denoiser(cfg, space, encoder)
+        base = trainable = build_denoiser(cfg.denoiser, space, encoder)
         net = Denoiser.compose(base)
         tcfg = cfg.train
     else:

@@ -19,7 +19,7 @@ import torch
 
 from cxraug.core import config as C
 from cxraug.core.artifacts import check_component
-from cxraug.core.errors import CxraugError, CxraugWarning, WeightsError
+from cxraug.core.errors import CxraugWarning, WeightsError
 from cxraug.core.runs import RunDir
 from cxraug.data import labels as L
 from cxraug.data.templates import paper_hint
@@ -35,26 +35,9 @@ from cxraug.diffusion.sampling import (
 )
 from cxraug.models.adapter import ControlledUViT, DiseaseAdapter
 from cxraug.models.autoencoder import META_NAME, LatentSpace
-from cxraug.models.uvit import PRESETS, UViT
+from cxraug.models.uvit import UViT
 from cxraug.models.zoo import resolve_model
 from cxraug.text.squeeze import ReportEncoder
-
-
-def build_denoiser(cfg: DiffCXRConfig, space, encoder):
-    """A fresh U-ViT shaped by the preset and overrides, fitted to the latent space and encoder."""
-
-    if cfg.denoiser.preset not in PRESETS:
-        raise CxraugError(f"denoiser.preset {cfg.denoiser.preset!r}: choose one of {', '.join(PRESETS)}")
-    args = dict(PRESETS[cfg.denoiser.preset])
-    for k in ("width", "depth", "heads", "patch_size", "mlp_ratio"):
-        v = getattr(cfg.denoiser, k)
-        if v is not None:
-            args[k] = v
-    c, h, _ = space.latent_shape
-    args.update(in_channels=c, latent_size=h, context_dim=encoder.width,
-                num_context_tokens=encoder.cond_tokens,
-                gradient_checkpointing=cfg.denoiser.gradient_checkpointing)
-    return UViT(**args)
 
 
 def check_run_files(run, parts: tuple[str, ...] = ("vae", "text", "denoiser", "adapter")) -> None:

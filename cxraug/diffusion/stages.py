@@ -15,10 +15,11 @@ from cxraug.core import config as C
 from cxraug.core.artifacts import check_component
 from cxraug.core.errors import CxraugError
 from cxraug.core.runs import RunDir
+from cxraug.core.training import resumable_checkpoint
 from cxraug.data.cache import cached_images
 from cxraug.diffusion.config import DiffCXRConfig
 from cxraug.diffusion.decoder_tune import tune_decoder
-from cxraug.diffusion.denoiser_training import resumable_checkpoint, run_stage
+from cxraug.diffusion.denoiser_training import run_stage
 from cxraug.diffusion.prepare import training_dataset
 from cxraug.diffusion.prompts import prompts_for
 from cxraug.models.autoencoder import META_NAME, LatentSpace, load_pretrained_vae
@@ -152,8 +153,17 @@ def stage_vae(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Path:
         space.save(run.vae, {"pretrained": cfg.vae.pretrained})
     else:
         images, _ = train_images(cfg, run, progress)
-        train_vae(images, cfg.vae, run.vae, progress=progress)
+        train_vae(images, cfg.vae, run.vae, progress=progress, checkpoints=run.checkpoints("vae"))
+        _drop_checkpoints(run, "vae")
     return run.vae
+
+
+def _drop_checkpoints(run: RunDir, stage: str) -> None:
+    """A frozen component (VAE, report encoder) is never trained on once it is saved: its
+    checkpoints only served a resume after a kill."""
+    import shutil
+
+    shutil.rmtree(run.checkpoints(stage), ignore_errors=True)
 
 
 def decoder_tuned_steps(run: RunDir) -> int:
@@ -243,7 +253,9 @@ def stage_text(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Path:
 
     images, train = train_images(cfg, run, progress)
     texts = prompts_for(train, cfg.data.prompts, cfg.train.seed)
-    train_text(texts, np.array(images), cfg.text, run.text, progress=progress)
+    train_text(texts, np.array(images), cfg.text, run.text, progress=progress,
+               checkpoints=run.checkpoints("text"))
+    _drop_checkpoints(run, "text")
     return run.text
 
 

@@ -27,6 +27,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from cxraug.core.artifacts import Component, register
+from cxraug.core.errors import CxraugError
+from cxraug.models.config import DenoiserConfig
 
 # Named constructor-argument sets. "paper" is Diff-CXR's denoiser (~58M parameters); the "cpu-*"
 # sets are for 16x16 latents (128 px images) so that training fits a laptop CPU. context_dim of the
@@ -206,3 +208,21 @@ class UViT(Component):
         for block in self.out_blocks:
             h = block(h, skips.pop())
         return self.unembed(h)
+
+
+def build_denoiser(cfg: DenoiserConfig, space, encoder) -> UViT:
+    """A fresh U-ViT shaped by ``cfg`` (a preset, then its field overrides), fitted to the latent
+    space (``space.latent_shape``) and the report encoder (``encoder.width`` and
+    ``encoder.cond_tokens``)."""
+    if cfg.preset not in PRESETS:
+        raise CxraugError(f"denoiser.preset {cfg.preset!r}: choose one of {', '.join(PRESETS)}")
+    args = dict(PRESETS[cfg.preset])
+    for k in ("width", "depth", "heads", "patch_size", "mlp_ratio"):
+        v = getattr(cfg, k)
+        if v is not None:
+            args[k] = v
+    c, h, _ = space.latent_shape
+    args.update(in_channels=c, latent_size=h, context_dim=encoder.width,
+                num_context_tokens=encoder.cond_tokens,
+                gradient_checkpointing=cfg.gradient_checkpointing)
+    return UViT(**args)

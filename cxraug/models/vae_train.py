@@ -1,15 +1,15 @@
-"""Training cxraug's own latent space: a small single-channel KL autoencoder (:class:`VAEConfig`,
-:func:`build_vae`, :func:`train_vae`) and the latent normalisation fitted after it
+"""Training cxraug's own latent space: a small single-channel KL autoencoder (:func:`build_vae`,
+:func:`train_vae`, configured by :class:`~cxraug.models.config.VAEConfig`) and the latent normalisation fitted after it
 (:func:`set_latent_stats`). The latent space itself is :mod:`cxraug.models.autoencoder`.
 
 ``train_vae`` logs ``{"step": n, "recon_loss": x}`` every 50 steps to ``train_log.jsonl`` in its
-output folder (a :class:`~cxraug.core.progress.MetricsLog`).
+output folder (a :class:`~cxraug.core.progress.MetricsLog`) and, given a checkpoint folder,
+resumes exactly after a kill.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,54 +18,14 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-from cxraug.core.config import ConfigError
 from cxraug.core.progress import MetricsLog, job_progress
+from cxraug.core.training import EpochReplay, TrainState
 from cxraug.data.transforms import uint8_to_model
 from cxraug.models.autoencoder import LatentSpace, first_output
+from cxraug.models.config import VAEConfig
 
-
-@dataclass
-class VAEConfig:
-    """A single-channel KL autoencoder and how to train it (CPU-sized defaults).
-
-    ``pretrained`` non-empty means: do not train, load that diffusers VAE (hub id or folder).
-    The downsampling factor is ``2 ** (len(block_out_channels) - 1)`` (3 levels -> 4, 4 -> 8).
-    """
-
-    pretrained: str = ""
-    subfolder: str = ""
-    image_size: int = 64
-    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
-    layers_per_block: int = 1
-    latent_channels: int = 4
-    steps: int = 2000
-    batch_size: int = 16
-    # Train on random crop_size x crop_size crops (0 = whole images). The VAE is convolutional
-    # (its one attention block sees any grid), so crops cut the cost per step by the area ratio;
-    # the latent statistics are still fitted on whole images. No flips (laterality).
-    crop_size: int = 0
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    kl_weight: float = 1e-6
-    recon_loss: str = "l1"
-    latent_norm: str = "channel"
-    scale_samples: int = 512
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.recon_loss not in ("l1", "mse"):
-            raise ConfigError(f"vae.recon_loss: must be l1 or mse, got {self.recon_loss!r}")
-        if self.latent_norm not in ("channel", "global"):
-            raise ConfigError(f"vae.latent_norm: must be channel or global, got {self.latent_norm!r}")
-        if not self.block_out_channels or any(c <= 0 for c in self.block_out_channels):
-            raise ConfigError("vae.block_out_channels: give one positive width per level, e.g. [32, 64, 128]")
-        if self.crop_size and (self.crop_size > self.image_size
-                               or self.crop_size % 2 ** (len(self.block_out_channels) - 1)):
-            raise ConfigError(f"vae.crop_size {self.crop_size}: must be 0 (whole images) or at most "
-                              f"vae.image_size {self.image_size} and divisible by the downsampling factor")
-        if self.image_size % 2 ** (len(self.block_out_channels) - 1):
-            raise ConfigError(f"vae.image_size {self.image_size} must be divisible by the downsampling "
-                              f"factor {2 ** (len(self.block_out_channels) - 1)}")
+#: Steps between two checkpoints of :func:`train_vae` (when it is given a folder for them).
+CHECKPOINT_EVERY = 250
 
 
 def build_vae(config: VAEConfig) -> LatentSpace:
@@ -117,7 +77,9 @@ def random_crop(x: torch.Tensor, size: int, generator: torch.Generator) -> torch
 
 def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
               out_dir: str | Path | None = None, device: str | torch.device = "cpu",
-              progress: bool = True) -> LatentSpace:
+              progress: bool = True, checkpoints: str | Path | None = None,
+              checkpoint_every: int = CHECKPOINT_EVERY,
+              max_steps: int | None = None) -> LatentSpace | None:
     """Train a single-channel KL autoencoder and (if ``out_dir``) save it.
 
     ``images``: ``uint8 [N, H, W]`` or a Dataset of ``[1, H, W]`` in [-1, 1] (or tuples whose first
@@ -126,7 +88,15 @@ def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
     Afterwards the latent statistics over up to ``scale_samples`` images set the normalisation
     (``latent_norm``: per-channel mean/std, or ``scale_factor = 1 / std(z)``). Returns the frozen
     latent space.
+
+    ``checkpoints``: a folder for the training state every ``checkpoint_every`` steps (and at the
+    last); a rerun with the same arguments resumes from its newest intact checkpoint and ends
+    with the uninterrupted run's weights (:mod:`cxraug.core.training`). ``max_steps`` stops early
+    (to simulate an interruption in tests) and returns None.
     """
+    # 1. Setup: model, data order, optimiser; resume from the newest checkpoint. The loader's
+    #    shuffles, the crops and the posterior noise all come from one generator, so a checkpoint
+    #    holds its state and the epoch in progress is replayed from where it began.
     space = build_vae(config).to(device)
     vae = space.vae.train()
     data = as_dataset(images)
@@ -135,37 +105,45 @@ def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
                                          drop_last=len(data) > config.batch_size, generator=gen)
     opt = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     recon_fn = F.l1_loss if config.recon_loss == "l1" else F.mse_loss
-    step, losses = 0, []
+    state = TrainState(vae, opt, generators={"data": gen}, order=EpochReplay(lambda: loader, gen),
+                       global_rng=True, extra={"losses": []})
+    step = state.resume(checkpoints) if checkpoints is not None else 0
+    losses = list(state.extra["losses"])  # the last 50 (the log's window) before a resume
     log = MetricsLog(Path(out_dir) / "train_log.jsonl") if out_dir is not None else None
+    if log is not None:
+        log.resume(step)
+    stop = config.steps if max_steps is None else min(config.steps, max_steps)
     with job_progress("vae", "loss {task.fields[loss]}", enabled=progress, transient=True) as bar:
-        task = bar.add_task("train", total=config.steps, loss="-")
-        while step < config.steps:
-            for batch in loader:
-                # 1. Forward: encode, sample with the run's generator, decode.
-                x = first_output(batch).to(device)
-                if x.shape[1:] != (1, config.image_size, config.image_size):
-                    raise ValueError(f"vae.image_size is {config.image_size} but the training images "
-                                     f"are {tuple(x.shape[1:])}; resize them or change the setting")
-                x = random_crop(x, config.crop_size, gen)
-                posterior = vae.encode(x).latent_dist
-                recon = vae.decode(posterior.sample(gen if x.device.type == "cpu" else None)).sample
-                # 2. Loss: reconstruction per pixel + KL per pixel (LDM's ratio).
-                rec = recon_fn(recon, x)
-                kl = posterior.kl().mean() / (x.shape[-1] * x.shape[-2])
-                loss = rec + config.kl_weight * kl
-                # 3. Update.
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(rec.item())
-                step += 1
-                bar.update(task, advance=1, loss=f"{losses[-1]:.4f}")
-                if log is not None and (step % 50 == 0 or step == config.steps):
-                    # a log line a user (or a non-terminal job) can follow
-                    log.write(step, recon_loss=float(np.mean(losses[-50:])))
-                if step >= config.steps:
-                    break
-    # 4. Normalisation so that diffusion latents have zero mean and unit variance.
+        task = bar.add_task("train", total=config.steps, completed=step, loss="-")
+        while step < stop:
+            # 2. Forward: encode, sample with the run's generator, decode.
+            x = first_output(state.order.next()).to(device)
+            if x.shape[1:] != (1, config.image_size, config.image_size):
+                raise ValueError(f"vae.image_size is {config.image_size} but the training images "
+                                 f"are {tuple(x.shape[1:])}; resize them or change the setting")
+            x = random_crop(x, config.crop_size, gen)
+            posterior = vae.encode(x).latent_dist
+            recon = vae.decode(posterior.sample(gen if x.device.type == "cpu" else None)).sample
+            # 3. Loss: reconstruction per pixel + KL per pixel (LDM's ratio).
+            rec = recon_fn(recon, x)
+            kl = posterior.kl().mean() / (x.shape[-1] * x.shape[-2])
+            loss = rec + config.kl_weight * kl
+            # 4. Update.
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(rec.item())
+            step += 1
+            # 5. Log (a line a user, or a non-terminal job, can follow) and checkpoint.
+            bar.update(task, advance=1, loss=f"{losses[-1]:.4f}")
+            if log is not None and (step % 50 == 0 or step == config.steps):
+                log.write(step, recon_loss=float(np.mean(losses[-50:])))
+            if checkpoints is not None and (step % checkpoint_every == 0 or step == config.steps):
+                state.extra["losses"] = losses[-50:]
+                state.save(checkpoints, step, keep=2)
+    if step < config.steps:
+        return None
+    # 6. Normalisation so that diffusion latents have zero mean and unit variance.
     space.freeze()
     set_latent_stats(space, data, config.latent_norm, config.scale_samples, config.batch_size, gen)
     if out_dir is not None:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,21 +21,15 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from cxraug.core.artifacts import (
-    WEIGHTS_NAME,
-    Component,
-    load_weights,
-    read_config,
-    register,
-    save_component,
-)
-from cxraug.core.config import ConfigError
-from cxraug.core.errors import WeightsError
+from cxraug.core.artifacts import Component, register, save_component
 from cxraug.core.progress import MetricsLog
+from cxraug.core.training import EpochReplay, TrainState
 from cxraug.data.transforms import uint8_to_classifier, uint8_to_model
+from cxraug.text.config import CLIP_LOGIT_SCALE, TextConfig
 from cxraug.text.encoders import build_text_encoder, state_dict_digest
 
-CLIP_LOGIT_SCALE = 1.0 / 0.07
+#: Steps between two checkpoints of :func:`train_text` (when it is given a folder for them).
+CHECKPOINT_EVERY = 250
 
 
 @register
@@ -104,28 +97,21 @@ class ReportEncoder(Component):
                 "max_tokens": self.text.max_tokens, "encoder_id": self.encoder_id} | (meta or {})
         return save_component(self, folder, meta, state_dict=self._saved_state())
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load a saved state (:meth:`_saved_state`: the squeeze and projection, and the text
+        weights only when tuned); the untuned base text weights come from the encoder itself."""
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        saved = set(self._saved_state())
+        missing = [k for k in result.missing_keys if k in saved]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"report encoder state: missing {missing[:3]}, "
+                               f"unexpected {result.unexpected_keys[:3]}")
+        return type(result)(missing, result.unexpected_keys)
+
     @classmethod
-    def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu",
-                        encoder_path: str | None = None) -> ReportEncoder:
-        """Reload a saved report encoder, frozen. ``encoder_path`` relocates the base weights."""
-        folder = Path(folder)
-        config = read_config(folder)
-        if config.get("class") != cls.__name__:
-            raise WeightsError(f"{folder}: holds a {config.get('class')}, expected a {cls.__name__}")
-        args = dict(config["args"]) | ({"encoder_path": encoder_path} if encoder_path else {})
-        model = cls(**args)
-        weights = folder / WEIGHTS_NAME
-        if not weights.is_file():
-            raise WeightsError(f"{folder}: {WEIGHTS_NAME} is missing")
-        sd = load_weights(weights, map_location)
-        expected = set(model._saved_state())
-        if set(sd) != expected:
-            missing, unexpected = sorted(expected - set(sd))[:3], sorted(set(sd) - expected)[:3]
-            raise WeightsError(f"{weights}: weights do not fit this report encoder "
-                               f"(missing {missing}, unexpected {unexpected})")
-        model.load_state_dict(sd, strict=False)
-        model.meta = config.get("meta", {})
-        return model.to(map_location).freeze()
+    def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> ReportEncoder:
+        """Reload a saved report encoder (:func:`~cxraug.core.artifacts.load_component`), frozen."""
+        return super().from_pretrained(folder, map_location).to(map_location).freeze()
 
     def freeze(self) -> ReportEncoder:
         self.requires_grad_(False)
@@ -145,42 +131,6 @@ def clip_loss(text_emb: torch.Tensor, image_emb: torch.Tensor,
 # ---------------------------------------------------------------------------- tuning
 
 
-@dataclass
-class TextConfig:
-    """The report encoder and its contrastive tuning (paper: BiomedCLIP, K=77, whole encoder tuned,
-    AdamW 1e-5, 30 epochs, batch 128; the CPU default tunes the squeeze only on MiniLM).
-
-    ``tune``: ``squeeze`` (squeeze + projection), ``last`` (also the last ``tune_last_layers``
-    transformer blocks) or ``all``. ``image_encoder``: ``auto`` uses the text encoder's own image
-    tower (BiomedCLIP, kept frozen) if it has one, else a timm ``image_model`` trained alongside
-    from scratch on ``image_size`` inputs; ``timm`` forces the latter.
-    """
-
-    encoder: str = "minilm"
-    encoder_path: str | None = None
-    max_tokens: int = 256
-    cond_tokens: int = 77
-    tune: Literal["squeeze", "last", "all"] = "squeeze"
-    tune_last_layers: int = 1
-    image_encoder: Literal["auto", "timm"] = "auto"
-    image_model: str = "resnet18"
-    image_size: int = 64
-    epochs: int = 5
-    max_steps: int = 0
-    batch_size: int = 32
-    lr: float = 1e-5
-    image_lr: float = 1e-4
-    weight_decay: float = 0.01
-    logit_scale: float = CLIP_LOGIT_SCALE
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.cond_tokens < 1 or self.max_tokens < 1:
-            raise ConfigError("text.cond_tokens and text.max_tokens must be positive (paper: 77 and 256)")
-        if self.batch_size < 2:
-            raise ConfigError("text.batch_size: a contrastive loss needs at least 2 pairs per batch")
-
-
 def _image_side(text_encoder, config: TextConfig) -> tuple[nn.Module, bool]:
     """``(image encoder [B, 1, H, W] -> [B, E], trainable?)``."""
     tower = text_encoder.image_tower() if config.image_encoder == "auto" else None
@@ -195,7 +145,9 @@ def _image_side(text_encoder, config: TextConfig) -> tuple[nn.Module, bool]:
 
 def train_text(report_texts: Sequence[str], images_uint8: np.ndarray, config: TextConfig,
                out_dir: str | Path | None = None, device: str | torch.device = "cpu",
-               progress: bool = True) -> ReportEncoder:
+               progress: bool = True, checkpoints: str | Path | None = None,
+               checkpoint_every: int = CHECKPOINT_EVERY,
+               max_steps: int | None = None) -> ReportEncoder | None:
     """Contrastively tune a report encoder on paired (report, image) data; returns it frozen.
 
     ``images_uint8``: ``uint8 [N, H, W]`` paired with ``report_texts`` (length N). Saves the
@@ -203,6 +155,12 @@ def train_text(report_texts: Sequence[str], images_uint8: np.ndarray, config: Te
     a timm image side, ``image_encoder.safetensors`` into ``out_dir``; the loss of every step goes
     to ``out_dir/train_log.jsonl`` as it trains (``{"step": n, "loss": x}``, a
     :class:`~cxraug.core.progress.MetricsLog`).
+
+    ``checkpoints``: a folder for the training state every ``checkpoint_every`` steps (and at the
+    last); a rerun with the same arguments resumes from its newest intact checkpoint and ends
+    with the uninterrupted run's weights (:mod:`cxraug.core.training`). ``max_steps`` stops after
+    that many steps without changing the schedule (``config.max_steps`` does; this simulates an
+    interruption in tests) and returns None.
     """
     from rich.progress import Progress
 
@@ -229,53 +187,66 @@ def train_text(report_texts: Sequence[str], images_uint8: np.ndarray, config: Te
     opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     tokens = model.text.tokenize(list(report_texts))
     images = torch.as_tensor(np.asarray(images_uint8))
-    gen = torch.Generator().manual_seed(config.seed)
     n, bs = len(images), min(config.batch_size, len(images))
     per_epoch = n // bs
     total = per_epoch * config.epochs
     total = min(total, config.max_steps) if config.max_steps else total
-    step, losses = 0, []
+    # 2. Data order (a seeded permutation per epoch) and resume: the checkpoint holds what
+    #    trains (the frozen text weights stay out), the epoch in progress and the RNG states
+    #    (dropout of a tuned encoder draws from torch's global generator).
+    gen = torch.Generator().manual_seed(config.seed)
+    order = EpochReplay(lambda: torch.randperm(n, generator=gen)[:per_epoch * bs].view(per_epoch, bs), gen)
+    trained = {f"encoder.{k}" for k in model._saved_state()}
+    state = TrainState(nn.ModuleDict({"encoder": model, "image": image_enc}), opt, order=order,
+                       global_rng=True, extra={"first_loss": None, "losses": []},
+                       keys=lambda k: k in trained or (image_trains and k.startswith("image.")))
+    step = state.resume(checkpoints) if checkpoints is not None else 0
+    first, losses = state.extra["first_loss"], list(state.extra["losses"])
     log = MetricsLog(Path(out_dir) / "train_log.jsonl") if out_dir is not None else None
     if log is not None:
-        log.resume(0)  # a new run replaces the curve of an earlier one
+        log.resume(step)  # a new run replaces the curve of an earlier one
+    stop = total if max_steps is None else min(total, max_steps)
     with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("tuning report encoder", total=total)
-        while step < total:
-            for idx in torch.randperm(n, generator=gen)[:per_epoch * bs].view(per_epoch, bs):
-                # 2. Forward: texts (grad only where tuned), images in the encoder's range.
-                batch = {k: v[idx] for k, v in tokens.items()}
-                with torch.set_grad_enabled(config.tune != "squeeze"):
-                    hidden = model.text(batch)
-                squeezed = model.squeeze(hidden)
-                text_emb = model.global_proj(squeezed[:, 0])
-                x = images[idx]
-                if image_trains:
-                    x = F.interpolate(uint8_to_classifier(x), size=(config.image_size,) * 2,
-                                      mode="area")
-                else:
-                    x = uint8_to_model(x)
-                with torch.set_grad_enabled(image_trains):
-                    image_emb = image_enc(x.to(device))
-                # 3. Symmetric CLIP loss with a fixed temperature, update.
-                loss = clip_loss(text_emb, image_emb, config.logit_scale)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-                step += 1
-                if log is not None:
-                    log.write(step, loss=losses[-1])
-                bar.update(task, advance=1, description=f"tuning report encoder, loss {losses[-1]:.3f}")
-                if step >= total:
-                    break
-    # 4. Freeze and save.
+        task = bar.add_task("tuning report encoder", total=total, completed=step)
+        while step < stop:
+            # 3. Forward: texts (grad only where tuned), images in the encoder's range.
+            idx = order.next()
+            batch = {k: v[idx] for k, v in tokens.items()}
+            with torch.set_grad_enabled(config.tune != "squeeze"):
+                hidden = model.text(batch)
+            squeezed = model.squeeze(hidden)
+            text_emb = model.global_proj(squeezed[:, 0])
+            x = images[idx]
+            if image_trains:
+                x = F.interpolate(uint8_to_classifier(x), size=(config.image_size,) * 2, mode="area")
+            else:
+                x = uint8_to_model(x)
+            with torch.set_grad_enabled(image_trains):
+                image_emb = image_enc(x.to(device))
+            # 4. Symmetric CLIP loss with a fixed temperature, update, log, checkpoint.
+            loss = clip_loss(text_emb, image_emb, config.logit_scale)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            first = losses[0] if first is None else first
+            step += 1
+            if log is not None:
+                log.write(step, loss=losses[-1])
+            bar.update(task, advance=1, description=f"tuning report encoder, loss {losses[-1]:.3f}")
+            if checkpoints is not None and (step % checkpoint_every == 0 or step == total):
+                state.extra.update(first_loss=first, losses=losses[-20:])
+                state.save(checkpoints, step, keep=2)
+    if step < total:
+        return None
+    # 5. Freeze and save.
     model.freeze()
     if out_dir is None:
         return model
     out_dir = Path(out_dir)
     tail = losses[-max(1, min(20, len(losses))):]
     model.save_pretrained(out_dir, {"train": {"steps": step, "final_loss": float(np.mean(tail)),
-                                              "first_loss": losses[0] if losses else math.nan,
+                                              "first_loss": math.nan if first is None else first,
                                               "tune": config.tune}})
     if image_trains:
         save_file({k: v.contiguous() for k, v in image_enc.state_dict().items()},

@@ -204,7 +204,8 @@ def test_config_overrides_apply():
 
 @pytest.fixture
 def tiny_run(tmp_path):
-    from cxraug.models.vae_train import VAEConfig, build_vae
+    from cxraug.models.config import VAEConfig
+    from cxraug.models.vae_train import build_vae
 
     run = tmp_path / "run"
     build_vae(VAEConfig(image_size=32, block_out_channels=[8, 16, 16])).save(run / "vae")

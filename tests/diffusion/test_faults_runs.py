@@ -146,7 +146,7 @@ class _Touch:
 
 
 def test_checkpoint_optimizer_pickle_is_never_run(tiny_run, tmp_path):
-    from cxraug.diffusion.denoiser_training import DamagedCheckpoint, read_checkpoint
+    from cxraug.core.training import DamagedCheckpoint, read_checkpoint
 
     ckpt = tmp_path / "step_00000002"
     shutil.copytree(tiny_run[1].checkpoints(1) / "step_00000002", ckpt)

@@ -10,7 +10,8 @@ from diffusers import AutoencoderKL
 from cxraug.core.errors import WeightsError
 from cxraug.core.progress import read_metrics
 from cxraug.models.autoencoder import META_NAME, LatentSpace, cache_moments, load_pretrained_vae
-from cxraug.models.vae_train import VAEConfig, build_vae, train_vae
+from cxraug.models.config import VAEConfig
+from cxraug.models.vae_train import build_vae, train_vae
 
 TINY = {"image_size": 32, "block_out_channels": [8, 16], "steps": 2, "batch_size": 4, "lr": 1e-3,
         "scale_samples": 8}
@@ -148,3 +149,51 @@ def test_pretrained_rgb_vae_from_local_folder(tmp_path):
     again = LatentSpace.load(tmp_path / "copy")
     with torch.no_grad():
         assert torch.equal(again.encode_moments(x), moments)
+
+
+# ---------------------------------------------------------------- exact resume after a kill
+
+RESUME = {**TINY, "steps": 7, "crop_size": 16}  # 10 images of batch 4: 2 batches per epoch
+
+
+def _vae_state(space):
+    return {k: v.clone() for k, v in space.vae.state_dict().items()}
+
+
+@pytest.mark.parametrize("stop", [3, 4])  # mid-epoch, and at an epoch's end
+def test_killed_vae_training_resumes_exactly(images, tmp_path, stop, one_thread):
+    """Train 7 steps in one go; and 'killed' after ``stop`` steps (its checkpoint written), then
+    rerun as a fresh call from that checkpoint: the same weights, latent statistics and log."""
+    cfg = VAEConfig(**RESUME)
+    full = train_vae(images, cfg, tmp_path / "a", progress=False, checkpoints=tmp_path / "ca",
+                     checkpoint_every=stop)
+    assert train_vae(images, cfg, tmp_path / "b", progress=False, checkpoints=tmp_path / "cb",
+                     checkpoint_every=stop, max_steps=stop) is None
+    assert sorted(p.name for p in (tmp_path / "cb").iterdir()) == [f"step_{stop:08d}"]
+    torch.manual_seed(1234)  # a fresh process's global RNG is not the killed one's
+    resumed = train_vae(images, cfg, tmp_path / "b", progress=False, checkpoints=tmp_path / "cb",
+                        checkpoint_every=stop)
+    ref = _vae_state(full)
+    for k, v in _vae_state(resumed).items():
+        assert torch.equal(v, ref[k]), k
+    assert (resumed.latents_mean, resumed.latents_std) == (full.latents_mean, full.latents_std)
+    assert read_metrics(tmp_path / "b" / "train_log.jsonl") == read_metrics(tmp_path / "a" / "train_log.jsonl")
+    meta = json.loads((tmp_path / "b" / META_NAME).read_text())["train"]
+    assert meta == json.loads((tmp_path / "a" / META_NAME).read_text())["train"]
+    # without checkpoints it is the same training (the kit only adds the saving)
+    plain = train_vae(images, cfg, progress=False)
+    assert all(torch.equal(v, ref[k]) for k, v in _vae_state(plain).items())
+
+
+def test_vae_resume_skips_a_damaged_checkpoint(images, tmp_path, capsys, one_thread):
+    cfg = VAEConfig(**RESUME)
+    full = train_vae(images, cfg, progress=False)
+    train_vae(images, cfg, progress=False, checkpoints=tmp_path / "c", checkpoint_every=2, max_steps=4)
+    rng = tmp_path / "c" / "step_00000004" / "rng.safetensors"
+    rng.write_bytes(rng.read_bytes()[:20])
+    resumed = train_vae(images, cfg, progress=False, checkpoints=tmp_path / "c", checkpoint_every=2)
+    err = capsys.readouterr().err
+    assert "skipped damaged checkpoint step_00000004 (rng.safetensors" in err
+    assert "resuming from step_00000002" in err
+    ref = _vae_state(full)
+    assert all(torch.equal(v, ref[k]) for k, v in _vae_state(resumed).items())

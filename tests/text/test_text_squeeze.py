@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from cxraug.core.artifacts import load_weights
 from cxraug.core.config import ConfigError
 from cxraug.core.errors import WeightsError
 from cxraug.core.progress import read_metrics
-from cxraug.text.squeeze import InformationSqueeze, ReportEncoder, TextConfig, clip_loss, train_text
+from cxraug.text.config import TextConfig
+from cxraug.text.squeeze import InformationSqueeze, ReportEncoder, clip_loss, train_text
 
 REPORTS = ["There is cardiomegaly.", "No acute cardiopulmonary process.",
            "Small left pleural effusion.", "Right upper lobe pneumonia.",
@@ -93,3 +95,28 @@ def test_train_text_with_a_paired_clip_image_tower(images, tmp_path):
     assert not (tmp_path / "text" / "image_encoder.safetensors").exists()  # tower stays frozen
     g, c = model.encode(REPORTS[:2])
     assert g.shape == (2, 16) and c.shape == (2, 8, 32)  # token 0 -> CLIP embed_dim 16
+
+
+@pytest.mark.parametrize("tune,stop", [("squeeze", 3), ("last", 2)])  # mid-epoch / epoch end
+def test_killed_tuning_resumes_exactly(images, tmp_path, tune, stop):
+    """5 steps over 2-batch epochs in one go; and 'killed' after ``stop`` steps, then rerun as a
+    fresh call from the checkpoint: the same weights, log and record. ``last`` tunes a transformer
+    block with dropout, which draws from torch's global generator (saved with the checkpoint)."""
+    cfg = tiny_config(tune=tune, max_steps=5, epochs=3)
+    torch.manual_seed(7)
+    full = train_text(REPORTS, images, cfg, tmp_path / "a", progress=False, checkpoints=tmp_path / "ca",
+                      checkpoint_every=stop)
+    torch.manual_seed(7)
+    assert train_text(REPORTS, images, cfg, tmp_path / "b", progress=False, checkpoints=tmp_path / "cb",
+                      checkpoint_every=stop, max_steps=stop) is None
+    torch.manual_seed(99)  # a fresh process's global RNG is not the killed one's
+    resumed = train_text(REPORTS, images, cfg, tmp_path / "b", progress=False,
+                         checkpoints=tmp_path / "cb", checkpoint_every=stop)
+    ref = full.state_dict()
+    for k, v in resumed.state_dict().items():
+        assert torch.equal(v, ref[k]), k
+    assert read_metrics(tmp_path / "b" / "train_log.jsonl") == read_metrics(tmp_path / "a" / "train_log.jsonl")
+    assert resumed.meta == full.meta and resumed.meta["train"]["steps"] == 5
+    for name in ("image_encoder.safetensors", "model.safetensors"):  # the image side resumed too
+        a, b = load_weights(tmp_path / "a" / name), load_weights(tmp_path / "b" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
