@@ -69,3 +69,22 @@ def test_without_cuda_or_tiny_says_so(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "needs a CUDA GPU" in err and "--tiny" in err
     assert not (tmp_path / "gpu.json").exists()
+
+
+@pytest.mark.no_templates
+def test_tiny_without_out_writes_a_temporary_file_never_the_checkouts(tmp_path, capsys, one_thread):
+    """A CPU run is not a GPU result: --tiny without --out leaves benchmarks/results/gpu.json alone."""
+    import shutil
+    import tempfile
+
+    committed = REPO / "benchmarks" / "results" / "gpu.json"
+    before = committed.read_bytes() if committed.exists() else None
+    assert load_script("gpu").main(["--tiny", "--skip", "train,compile,sample,cli",
+                                    "--workdir", str(tmp_path / "work")]) == 0
+    out = Path(capsys.readouterr().out.strip().splitlines()[-1].removeprefix("wrote "))
+    try:
+        assert out.is_file() and out.parent.parent == Path(tempfile.gettempdir())
+        assert json.loads(out.read_text())["peak_matmul"]["tflops"] > 0
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+    assert (committed.read_bytes() if committed.exists() else None) == before
