@@ -1,7 +1,7 @@
 """The quality card of a generator: everything issue #13 asks to compare, from one command.
 
     python benchmarks/quality_card.py --model runs/kermany-128 --data ../shared/data/kermany \
-        [--name kermany-128] [--n 400] [--work runs/quality]
+        [--name kermany-128] [--n 400] [--vae-n 300] [--work runs/quality] [--stats-only]
 
 1. Cohort: ``cxraug synth --labels pneumonia --n N`` (0.2 negatives, seed 0, the memorisation
    gate), the same command as the 64 px card in the README, so the counts match (320 pneumonia,
@@ -16,9 +16,17 @@
    same cache key), stage 1 and stage 1 + adapter.
 5. Memorisation-gate counts of the cohort, and a real-vs-generated grid at the model's size
    (8 real test images per class beside 8 generated ones).
+6. VAE reconstructions of ``--vae-n`` official test images, scored like the cohort (3.): what a
+   generator with this latent space could reach at best.
+7. Image statistics of the cohort and of the VAE reconstructions (power spectrum per band,
+   Laplacian variance, gradient, pixel std, 1st / 99th percentiles, each with its single-statistic
+   AUC; centre-cropped at 128 px), each beside its real-vs-real floor: part of the eval card.
 
-Writes ``benchmarks/results/quality_<name>.json`` and ``..._grid.png`` (paths relative to the
-working directory) and prints a summary.
+Writes ``benchmarks/results/quality_<name>.json``, ``.md`` and ``..._grid.png`` (paths relative to
+the working directory) and prints a summary. ``--stats-only`` skips the judge, the eval card,
+label fidelity and the grid: the cohort and the reconstructions are compared with the official
+test images on the image statistics alone (the floor: two disjoint parts of the test images),
+written to ``quality_<name>_stats.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -95,30 +104,44 @@ def grid(model: str, data: str, out: Path) -> Path:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", type=Path, required=True, help="run folder (with splits.csv)")
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--name", help="model name for the output files (default: the run folder's)")
-    ap.add_argument("--n", type=int, default=400)
-    ap.add_argument("--work", type=Path, default=Path("runs/quality"))
-    ap.add_argument("--skip-fidelity", action="store_true")
-    args = ap.parse_args()
-    name = args.name or args.model.name
-    work = args.work / name
-    work.mkdir(parents=True, exist_ok=True)
-    res: dict = {"model": name, "run": rel(args.model), "data": rel(args.data)}
-    t0 = time.perf_counter()
+def official_test_images(data: str, size: int) -> np.ndarray:
+    """The official test split, centre-cropped square at ``size`` px (``uint8 [N, size, size]``)."""
+    from cxraug.data.adapters import load_dataset, resolve_data
+    from cxraug.data.transforms import load_grayscale, resize_square
 
-    res["cohort"] = cohort(str(args.model), args.n, work / "cohort")
+    ds = load_dataset(resolve_data(data))
+    test = ds.select(ds.table["split"].to_numpy() == "test")  # the official test split
+    return np.stack([resize_square(load_grayscale(p), size, mode="crop") for p in test.paths])
+
+
+def stats_only(args, work: Path, res: dict) -> Path:
+    """Image statistics of the cohort and the VAE reconstructions against the official test images."""
+    from cxraug.experiments.quality.image_stats import STATS_SIZE, stats_section
+    from cxraug.experiments.quality.inputs import load_synth
+
+    real = official_test_images(args.data, STATS_SIZE)
+    res["real"] = {"split": "test", "n": len(real)}
+    res["image_stats"] = {}
+    for name, folder in (("vae_recon", work / "vae-recon"), ("generator", work / "cohort")):
+        _, _, crops = load_synth(folder, STATS_SIZE, None, 0, stats_size=STATS_SIZE)
+        res["image_stats"][name] = stats_section(real, crops, seed=0)
+    return HERE / "results" / f"quality_{res['model']}_stats.json"
+
+
+def full_card(args, work: Path, res: dict) -> Path:
+    """The judge, the eval card of the cohort and of the VAE reconstructions, label fidelity, grid."""
     clf = extractor(args.model, args.data, args.work / "judges")
     from cxraug.experiments.quality import evaluate
 
+    keys = ("counts", "metrics", "two_sample_auc", "floor", "synthetic_matched", "diversity", "per_label")
     card = evaluate(args.data, work / "cohort", "classifier", clf, image_size=64, max_images=5000,
                     seed=0)
-    res["eval"] = {k: card.get(k) for k in ("counts", "metrics", "two_sample_auc", "floor",
-                                            "synthetic_matched", "diversity", "per_label")}
+    res["eval"] = {k: card.get(k) for k in keys}
     res["eval"]["extractor"] = {k: v for k, v in card["extractor"].items() if k != "path"}
+    recon = evaluate(args.data, work / "vae-recon", "classifier", clf, image_size=64, max_images=5000,
+                     seed=0)
+    res["vae_recon"] = {k: recon.get(k) for k in keys if k not in ("diversity", "per_label")}
+    res["image_stats"] = {"vae_recon": recon["image_stats"], "generator": card["image_stats"]}  # real: all of --data
     if not args.skip_fidelity:
         out = work / "fidelity.json"
         subprocess.run([sys.executable, str(HERE / "dkim_fidelity.py"), "--model", str(args.model),
@@ -128,10 +151,12 @@ def main() -> None:
         fid = json.loads(out.read_text())
         res["label_fidelity"] = {"pneumonia": fid["labels"]["Pneumonia"],
                                  "judge_real_test_auc": fid["classifier"]["real_test"]["per_label"]}
-    res["grid"] = rel(grid(str(args.model), args.data, HERE / "results" / f"quality_{name}_grid.png"))
-    res["seconds"] = time.perf_counter() - t0
-    out = HERE / "results" / f"quality_{name}.json"
-    out.write_text(json.dumps(res, indent=2, default=float) + "\n")
+    res["grid"] = rel(grid(str(args.model), args.data, HERE / "results" / f"quality_{res['model']}_grid.png"))
+    return HERE / "results" / f"quality_{res['model']}.json"
+
+
+def print_card(res: dict) -> None:
+    name = res["model"]
     m, f = res["eval"]["metrics"], (res["eval"].get("floor") or {})
     print(f"{name}: FID {m['fid']:.1f} (floor {f.get('fid') or float('nan'):.1f}), precision "
           f"{m['precision']:.3f}, recall {m['recall']:.3f}, density {m['density']:.3f}, coverage "
@@ -144,11 +169,90 @@ def main() -> None:
               f"{feq['precision']:.3f}), recall {eq['recall']:.3f} ({feq['recall']:.3f}), coverage "
               f"{eq['coverage']:.3f} ({feq['coverage']:.3f}), two-sample AUC {eq['two_sample_auc']:.3f} "
               f"({feq['two_sample_auc']:.3f})")
+    r = res["vae_recon"]
+    req = (r.get("synthetic_matched") or {}).get("equal_n") or {}
+    print(f"VAE reconstructions ({r['counts']['synthetic']} test images): FID {r['metrics']['fid']:.1f}, "
+          f"two-sample AUC {r['two_sample_auc']:.3f} (equal n {req.get('two_sample_auc') or float('nan'):.3f})")
     if "label_fidelity" in res:
         lf = res["label_fidelity"]["pneumonia"]
         print(f"label fidelity (pneumonia AUC): stage 1 {lf['stage1']['auc']:.3f}, + adapter "
               f"{lf['stage1+adapter']['auc']:.3f}")
-    print(f"-> {rel(out)}")
+
+
+STATS_NOTE = ("Ratio = synthetic / real mean (for the power bands: the share of real images' power in that "
+              "band, in cycles per image); AUC = how well that statistic alone separates the images from real "
+              "ones (ROC AUC folded, 0.5 = not at all). Read each beside its real-vs-real floor: two disjoint "
+              "sets of real images, the compared one as large as the synthetic set.")
+
+
+def markdown(res: dict) -> str:
+    """The run's header (command, machine, date), the headline metrics when there is an eval
+    card, and the image-statistics tables of the reconstructions and the cohort."""
+    from cxraug.experiments.quality.image_stats import stats_markdown
+
+    mach, coh = res["machine"], res["cohort"]
+    lines = [f"# Quality card: {res['model']}", "", f"- command: `{res['command']}`",
+             f"- machine: {mach['model']}, {mach['cores']} cores, {mach['torch_threads']} torch threads",
+             f"- date: {res['date']}",
+             f"- cohort: {coh['n']} images {coh['targets']}, memorisation gate rejected {coh['memorisation_fail']}",
+             ""]
+    if "eval" in res:
+        m, f, r = res["eval"]["metrics"], res["eval"]["floor"], res["vae_recon"]
+        lines += [(f"Eval card (real-data judge): FID {m['fid']:.1f} (floor {f['fid']:.1f}), two-sample AUC "
+                   f"{res['eval']['two_sample_auc']:.3f} (floor {f['two_sample_auc']:.3f}); VAE reconstructions: "
+                   f"FID {r['metrics']['fid']:.1f}, two-sample AUC {r['two_sample_auc']:.3f}."), ""]
+    lines += ["## Image statistics", "", STATS_NOTE, "",
+              stats_markdown({"VAE reconstructions of real test images": res["image_stats"]["vae_recon"],
+                              "generator cohort": res["image_stats"]["generator"]})]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, required=True, help="run folder (with splits.csv)")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--name", help="model name for the output files (default: the run folder's)")
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--vae-n", type=int, default=300, help="official test images to reconstruct")
+    ap.add_argument("--work", type=Path, default=Path("runs/quality"))
+    ap.add_argument("--skip-fidelity", action="store_true")
+    ap.add_argument("--stats-only", action="store_true",
+                    help="image statistics only (no judge, eval card, label fidelity or grid)")
+    args = ap.parse_args()
+    from guidance_sweep import vae_reconstructions  # a sibling script
+
+    from cxraug.core.precision import cpu_info
+
+    name = args.name or args.model.name
+    work = args.work / name
+    work.mkdir(parents=True, exist_ok=True)
+    res: dict = {"model": name, "run": rel(args.model) if args.model.exists() else str(args.model),
+                 "data": rel(args.data),
+                 "command": shlex.join(["benchmarks/quality_card.py", *sys.argv[1:]]),
+                 "machine": cpu_info() | {"torch_threads": torch_threads()},
+                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    t0 = time.perf_counter()
+
+    res["cohort"] = cohort(str(args.model), args.n, work / "cohort")
+    vae_reconstructions(str(args.model), args.data, args.vae_n, work / "vae-recon")
+    res["vae_recon_images"] = {"folder": rel(work / "vae-recon"), "n": args.vae_n, "split": "test"}
+    out = (stats_only if args.stats_only else full_card)(args, work, res)
+    res["seconds"] = time.perf_counter() - t0
+    out.write_text(json.dumps(res, indent=2, default=float) + "\n")
+    out.with_suffix(".md").write_text(markdown(res) + "\n")
+    if not args.stats_only:
+        print_card(res)
+    from cxraug.experiments.quality.image_stats import stats_markdown
+
+    print(stats_markdown({"VAE reconstructions": res["image_stats"]["vae_recon"],
+                          "generator": res["image_stats"]["generator"]}))
+    print(f"-> {rel(out)}, {rel(out.with_suffix('.md'))}")
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 if __name__ == "__main__":
