@@ -194,7 +194,7 @@ def run_parts(res: dict, sizes: Sizes, device: torch.device, dtype: torch.dtype,
         "step": "cxraug.diffusion.loss.DiffusionLoss (timestep, noise and condition-dropout "
                 "draws from a CPU generator, noising, forward under bf16 autocast (fp32 on the "
                 "CPU), fp32 MSE on epsilon), backward, clip_grad_norm 1.0, AdamW (fused on CUDA; "
-                "lr 2e-4, wd 0.03, betas 0.9/0.9), EMA update (ema_model of the training loop); "
+                "lr 2e-4, wd 0.03, betas 0.9/0.9), EMA update (cxraug.core.training.ema_model); "
                 "clean latents and conditions pre-drawn on the device",
         "flops": "FlopCounterMode over one eager forward+backward without checkpointing at the "
                  "measured batch (model FLOPs); mfu = flops_per_step / step time / peak_matmul",

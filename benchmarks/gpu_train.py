@@ -56,9 +56,9 @@ class TrainStep:
 
     def __init__(self, stage: int, preset: str, checkpointing: bool, batch: int,
                  device: torch.device, dtype: torch.dtype, compile_backend: str | None = None):
+        from cxraug.core.training import ema_model
         from cxraug.diffusion.config import TrainConfig
         from cxraug.diffusion.denoiser import Condition, Denoiser
-        from cxraug.diffusion.denoiser_training import ema_model
         from cxraug.diffusion.loss import DiffusionLoss
 
         self.stage, self.batch, self.device, self.dtype = stage, batch, device, dtype
