@@ -1,5 +1,6 @@
 """``cxraug eval``: FID / KID / precision-recall / density-coverage / SSIM diversity / two-sample AUC
-of a cohort, each next to its real-vs-real floor."""
+of a cohort, and its image statistics (power spectrum per band, detail, contrast, percentiles),
+each next to its real-vs-real floor."""
 
 from __future__ import annotations
 

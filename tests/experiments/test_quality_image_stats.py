@@ -64,6 +64,7 @@ def test_stats_rows_and_markdown_show_every_statistic_beside_its_floor():
     assert md.count("| statistic | real | synthetic | ratio | AUC | floor ratio | floor AUC |") == 2
     assert "### generator: 20 images vs 40 real" in md and "floor: 20 vs 20 disjoint real images" in md
     assert f"| laplacian_var | {rows[0][1]} |" in md
+    assert "p1: 1st percentile of intensity (deepest blacks)" in md
 
 
 def _pngs(folder, images):

@@ -84,4 +84,6 @@ def stats_markdown(sections: dict[str, dict]) -> str:
                 "", "| " + " | ".join(STATS_COLUMNS) + " |", "|" + "---|" * len(STATS_COLUMNS)]
         out += ["| " + " | ".join(map(str, r)) + " |" for r in stats_rows(sec)]
         out.append("")
-    return "\n".join(out)
+    legend = "; ".join(f"{k}: {v}" for k, v in S.DESCRIPTIONS.items())
+    return "\n".join([*out, f"{legend}; power_LO-HI: mean spectral power (Hann-windowed) at LO to HI "
+                             "cycles per image.", ""])
