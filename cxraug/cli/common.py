@@ -68,6 +68,18 @@ def writable_out(path: Path, option: str = "--out", folder: bool = True) -> Path
     return path
 
 
+def run_lock(out: Path, what: str = "run"):
+    """One writer per output folder (:func:`cxraug.core.locks.folder_lock`); under
+    ``accelerate launch`` only the main process (rank 0) takes it, the others write through it."""
+    import contextlib
+
+    from cxraug.core.locks import folder_lock
+
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return contextlib.nullcontext()
+    return folder_lock(out, what)
+
+
 def classifier_folder(path: Path | None) -> Path | None:
     """``--classifier DIR``: a Classifier folder, or a ``cxraug train classifier`` run folder
     (whose classifier is ``DIR/model``)."""

@@ -27,7 +27,7 @@ app = typer.Typer(
 )
 
 # Command modules, in the order their commands appear in --help.
-COMMAND_MODULES = ("data", "label", "train", "export", "filter", "synth", "bench", "eval", "quickstart")
+COMMAND_MODULES = ("data", "label", "train", "generate", "export", "filter", "synth", "bench", "eval", "quickstart")
 
 
 def _version(value: bool) -> None:

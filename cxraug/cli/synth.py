@@ -43,14 +43,11 @@ def synth(model: str = typer.Option("kermany-128", "--model", "-m", help="Shippe
     (0.01), gate.top_k (5), gate.thresholds ({pneumonia: 0.6}), max_attempts (3), precision
     (auto, fp32, bf16).
     """
-    if not dry_run:  # check the output before any model or data is loaded
-        if out is None:
-            out = Path("cohorts") / default_folder_name(labels, n)
-            console.print(f"cohort folder: {out}")
+    if out is not None:  # check the output before any model or data is loaded (--dry-run too)
         writable_out(out)
     from cxraug.cohorts.config import SynthConfig, parse_shard
     from cxraug.cohorts.gates import parse_gates
-    from cxraug.cohorts.generate import preview, synthesize
+    from cxraug.cohorts.generate import check_config, preview, synthesize
     from cxraug.cohorts.plan import plan_summary
     from cxraug.core import config as C
     from cxraug.data.labels import parse_label_list
@@ -63,6 +60,7 @@ def synth(model: str = typer.Option("kermany-128", "--model", "-m", help="Shippe
             "until_accepted": until_accepted, "format": fmt}
     cfg = C.from_dict(SynthConfig, C.apply_overrides(C.to_dict(SynthConfig()) | data, list(overrides or [])))
     where = parse_shard(shard)
+    check_config(cfg)
 
     def show(plan) -> None:
         rows = plan_summary(plan).values.tolist()
@@ -71,6 +69,9 @@ def synth(model: str = typer.Option("kermany-128", "--model", "-m", help="Shippe
     if dry_run:
         show(preview(cfg, model))
         return
+    if out is None:
+        out = writable_out(Path("cohorts") / default_folder_name(labels, n))
+        console.print(f"cohort folder: {out}")
     s = synthesize(cfg, model, out, where, overwrite, on_plan=show)
     if s["complete"]:
         console.print(f"[bold green]done[/]: {s['generated']} generated, {s['accepted']} accepted, "

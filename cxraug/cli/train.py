@@ -1,5 +1,5 @@
-"""``cxraug train`` and ``cxraug generate``: Diff-CXR training and sampling, and ``cxraug train
-classifier`` (a real-data classifier for the fidelity gate and ``cxraug eval``)."""
+"""``cxraug train``: Diff-CXR training, and ``cxraug train classifier`` (a real-data classifier for
+the fidelity gate and ``cxraug eval``). Sampling is ``cxraug generate`` (:mod:`cxraug.cli.generate`)."""
 
 from __future__ import annotations
 
@@ -92,9 +92,11 @@ def train(component: Component = typer.Argument(
     if dry_run:
         console.print(C.dump(cfg))
         return
+    from cxraug.cli.common import run_lock
     from cxraug.diffusion.stages import train_run
 
-    run = train_run(cfg, out, stages, overwrite)
+    with run_lock(out):
+        run = train_run(cfg, out, stages, overwrite)
     console.print(f"[bold green]done[/]: {run.root} (model card: {run.root / 'README.md'})")
 
 
@@ -104,7 +106,7 @@ def _train_classifier(recipe: Path | None, overrides: list[str], data: str | Non
     ``options``: labels, arch, image_size, epochs, seed, splits (None: the config's)."""
     import filecmp
 
-    from cxraug.cli.common import out_dir_ok, writable_out
+    from cxraug.cli.common import out_dir_ok, run_lock, writable_out
     from cxraug.core import config as C
     from cxraug.core.errors import CxraugError
 
@@ -131,13 +133,14 @@ def _train_classifier(recipe: Path | None, overrides: list[str], data: str | Non
     if dry_run:
         console.print(C.dump(cfg))
         return
-    if overwrite:
-        (out / "splits.csv").unlink(missing_ok=True)  # remade for this --data
-    if splits is not None and (out / "splits.csv").is_file() \
-            and not filecmp.cmp(out / "splits.csv", splits, shallow=False):
-        raise CxraugError(f"--splits {splits}: {out} already has other splits (its splits.csv); "
-                          "pass --overwrite or a new --out")
-    m = train_on_dataset(cfg, out, splits=splits)
+    with run_lock(out, "classifier run"):
+        if overwrite:
+            (out / "splits.csv").unlink(missing_ok=True)  # remade for this --data
+        if splits is not None and (out / "splits.csv").is_file() \
+                and not filecmp.cmp(out / "splits.csv", splits, shallow=False):
+            raise CxraugError(f"--splits {splits}: {out} already has other splits (its splits.csv); "
+                              "pass --overwrite or a new --out")
+        m = train_on_dataset(cfg, out, splits=splits)
 
     def auc(x) -> str:
         return "-" if x is None else f"{x:.3f}"
@@ -149,69 +152,5 @@ def _train_classifier(recipe: Path | None, overrides: list[str], data: str | Non
                   f"{out / 'metrics.json'})")
 
 
-def generate(model: str = typer.Option("kermany-128", "--model", "-m", help="Shipped model name (kermany-128), run folder from cxraug train, or Hugging Face Hub id."),
-             report: Optional[list[str]] = typer.Option(None, "--report", help="Report text (repeatable)."),
-             labels: Optional[str] = typer.Option(None, "--labels", help="Target observations, e.g. pneumonia,effusion."),
-             n: int = typer.Option(8, "--n", help="Images per report."),
-             out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: generated/<labels or report>-<n>)."),
-             seed: int = typer.Option(0, help="First seed; image i uses seed + i."),
-             steps: Optional[int] = typer.Option(None, help="Sampler steps (default: the run's)."),
-             guidance: Optional[float] = typer.Option(None, help="Guidance weight (1 = none)."),
-             sampler: Optional[str] = typer.Option(None, help="dpm++ or ddim."),
-             overwrite: bool = typer.Option(False, "--overwrite")) -> None:
-    """Generate chest X-rays from report text and/or target labels."""
-    import math
-
-    import numpy as np
-    from PIL import Image
-
-    from cxraug.cli.common import check_model_labels, default_folder_name, out_dir_ok, writable_out
-    from cxraug.core.errors import CxraugError
-    from cxraug.data import labels as L
-
-    if n <= 0:
-        raise CxraugError(f"--n {n}: must be a positive number of images")
-    if seed < 0:
-        raise CxraugError(f"--seed {seed}: must be >= 0")
-    if steps is not None and not 1 <= steps <= 1000:
-        raise CxraugError(f"--steps {steps}: must be between 1 and 1000")
-    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
-        raise CxraugError(f"--guidance {guidance}: must be a finite number >= 0 (1 = no guidance)")
-    if sampler is not None and sampler not in ("dpm++", "ddim"):
-        raise CxraugError(f"--sampler {sampler}: choose dpm++ or ddim")
-    vec = L.vector(positive=L.parse_label_list(labels)) if labels else None
-    texts = list(report or [])
-    if not texts:
-        if vec is None:
-            raise CxraugError("give --report TEXT and/or --labels NAMES")
-        from cxraug.data.templates import PromptBuilder
-
-        texts = [PromptBuilder("mined").build(vec, seed=seed)]
-    if out is None:
-        out = Path("generated") / default_folder_name(labels or "report", n * len(texts))
-        console.print(f"output folder: {out}")
-    writable_out(out)
-    out_dir_ok(out, overwrite)
-    from cxraug.core.precision import default_device
-    from cxraug.diffusion.pipeline import DiffCXRPipeline
-
-    pipe = DiffCXRPipeline.from_pretrained(model, device=default_device())
-    if vec is not None:
-        check_model_labels(pipe, model, vec)
-    reports = [t for t in texts for _ in range(n)]
-    seeds = [seed + i for i in range(len(reports))]
-    lab = None if vec is None else np.stack([vec] * len(reports))
-    images = pipe(reports, seeds=seeds, labels=lab, steps=steps, guidance=guidance, sampler=sampler)
-    out.mkdir(parents=True, exist_ok=True)
-    lines = ["file,seed,report"]
-    for i, (img, s, r) in enumerate(zip(images, seeds, reports)):
-        Image.fromarray(img).save(out / f"{i:05d}.png")
-        lines.append(f"{i:05d}.png,{s},\"{r.replace(chr(34), chr(39))}\"")
-    (out / "generated.csv").write_text("\n".join(lines) + "\n")
-    adapter = "with DKIM adapter" if pipe.has_adapter else "stage 1 only"
-    console.print(f"[bold green]{len(images)} images[/] -> {out} ({adapter})")
-
-
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
-    app.command("generate")(generate)

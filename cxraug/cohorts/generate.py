@@ -15,6 +15,9 @@ An output folder holds::
     manifest.csv          all rows sorted by index, assembled when every planned image is done
     cohort.json, README.md, grids/   the dataset card and a sample grid per target
 
+One process writes a folder (or one shard of it) at a time: a lock file beside the folder
+(``cohorts/.pneumonia-300.lock``, see :mod:`cxraug.core.locks`) stops a second one at once.
+
 Every image has its own seed (``plan.image_seed``), so its pixels do not depend on the batch
 size or on how the cohort is split across processes (``shard=(i, N)`` takes the indices with
 ``index % N == i``). An image file is written to a temporary name and renamed; its manifest row
@@ -64,21 +67,43 @@ from cxraug.cohorts.store import (
     write_image,
 )
 from cxraug.core.errors import CxraugError
+from cxraug.core.locks import folder_lock
 from cxraug.core.precision import default_device
 from cxraug.core.progress import job_progress
 from cxraug.data import labels as L
-from cxraug.diffusion.pipeline import DiffCXRPipeline
 
 OBS = list(L.OBSERVATIONS)
 
 
+#: The most images one cohort may plan. The plan is held in memory (about 1 KB an image) and
+#: written as one plan.csv and manifest.csv; a larger set is several cohorts (another --seed).
+MAX_IMAGES = 1_000_000
+MAX_SEED = 2**63 - 1
+
+
+def check_config(cfg: SynthConfig) -> None:
+    """Every argument of a cohort, before any model, data or file is touched (also for
+    ``--dry-run``): one line naming the option."""
+    cfg.validate()
+    if cfg.n > MAX_IMAGES:
+        raise CxraugError(f"--n {cfg.n}: at most {MAX_IMAGES:,} images per cohort (the plan is "
+                          "held in memory); make a larger set as several cohorts with other --seed")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise CxraugError(f"--seed {cfg.seed}: must be between 0 and {MAX_SEED}")
+    if not math.isfinite(cfg.max_attempts):
+        raise CxraugError(f"max_attempts {cfg.max_attempts}: must be a finite number >= 1")
+    if cfg.until_accepted and cfg.max_attempts * cfg.n > MAX_IMAGES:
+        raise CxraugError(f"max_attempts {cfg.max_attempts} x --n {cfg.n}: --until-accepted may "
+                          f"plan at most {MAX_IMAGES:,} images; lower max_attempts or --n")
+
+
 def preview(cfg: SynthConfig, run_dir: str | Path) -> pd.DataFrame:
     """The plan ``synthesize`` would follow (for ``--dry-run``); writes nothing."""
-    cfg.validate()
+    check_config(cfg)
     gen = LoadedGenerator.open(run_dir)
     train_labels = gen.training_set().labels
     gen.check_labels(cfg.labels, train_labels)
-    return build_plan(cfg, train_labels, gen.has_adapter)
+    return build_plan(cfg.spec(), cfg.prompts, train_labels, gen.has_adapter)
 
 
 def synthesize(cfg: SynthConfig, run_dir: str | Path, out_dir: str | Path,
@@ -93,13 +118,23 @@ def synthesize(cfg: SynthConfig, run_dir: str | Path, out_dir: str | Path,
     ``max_attempts * n`` images exist. Rounds depend on every earlier image's gate result, so
     they run in one process only (``shard`` must be ``(0, 1)``).
     """
-    # 1. The generator, the resolved sampling settings and the plan; the output folder.
+    # 1. The generator, the resolved sampling settings and the plan; the output folder (one
+    # writer per folder and shard: a second process on the same --out stops at once).
     _check_arguments(cfg, shard, overwrite)
+    part = "" if shard[1] == 1 else f"shard-{shard[0]}-of-{shard[1]}"
+    with folder_lock(Path(out_dir), "cohort", part):
+        return _synthesize(cfg, run_dir, out_dir, shard, overwrite, progress, on_plan)
+
+
+def _synthesize(cfg: SynthConfig, run_dir: str | Path, out_dir: str | Path,
+                shard: tuple[int, int], overwrite: bool, progress: bool, on_plan) -> dict:
+    """:func:`synthesize` once the arguments are checked and the folder is locked."""
     cohort = _open_cohort(cfg, run_dir, out_dir, on_plan)
     open_output(cohort.out, cohort.settings, cohort.plan, overwrite)
 
     # 2. Gates (calibrated once, on real val images) and the pipeline.
-    gates, gate_info = build_gates(cfg, cohort.gen, cohort.out, cohort.train_ds)
+    gates, gate_info = build_gates(cfg.gates, cfg.gate, cfg.labels, cfg.classifier, cohort.gen,
+                                   cohort.out, cohort.train_ds)
     pipe = _load_pipeline(cohort.gen, cohort.settings["precision"])
 
     # 3. Resume: rows already written (any shard), orphans of this shard removed.
@@ -137,7 +172,7 @@ class _Cohort:
 
 
 def _check_arguments(cfg: SynthConfig, shard: tuple[int, int], overwrite: bool) -> None:
-    cfg.validate()
+    check_config(cfg)
     if overwrite and shard[1] != 1:
         raise CxraugError("--overwrite with --shard: every shard would delete the others' images; "
                           "delete the folder once, then start the shards without --overwrite")
@@ -155,7 +190,7 @@ def _open_cohort(cfg: SynthConfig, run_dir: str | Path, out_dir: str | Path,
     guidance = gen.cfg.sample.guidance if cfg.guidance is None else cfg.guidance
     train_ds = gen.training_set()
     gen.check_labels(cfg.labels, train_ds.labels)
-    plan = build_plan(cfg, train_ds.labels, gen.has_adapter)
+    plan = build_plan(cfg.spec(), cfg.prompts, train_ds.labels, gen.has_adapter)
     if on_plan:
         on_plan(plan)
     out = CohortDir(Path(out_dir))
@@ -167,7 +202,7 @@ def _open_cohort(cfg: SynthConfig, run_dir: str | Path, out_dir: str | Path,
 def _load_pipeline(gen: LoadedGenerator, precision: str):
     """The generator's sampling pipeline; bf16 runs its denoiser under autocast."""
 
-    pipe = DiffCXRPipeline.from_pretrained(gen.run.root, device=default_device())
+    pipe = gen.pipeline(default_device())  # the folder and config it has opened
     if precision == "bf16":
         pipe.model = Autocast(pipe.model, pipe.device.type)
     return pipe
@@ -266,8 +301,8 @@ def _topup_plan(cohort: _Cohort, plans: list[pd.DataFrame],
     targets = _round_robin(missing, budget - n_planned)
     if not targets:
         return None
-    return build_plan(cfg, cohort.train_ds.labels, cohort.gen.has_adapter, n_planned, targets,
-                      len(plans))
+    return build_plan(cfg.spec(), cfg.prompts, cohort.train_ds.labels, cohort.gen.has_adapter,
+                      n_planned, targets, len(plans))
 
 
 def _round_robin(missing: dict[str, int], budget: int) -> list[str]:
