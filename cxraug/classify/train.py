@@ -4,7 +4,10 @@ Data comes in as an :class:`~cxraug.classify.data.ArraySet`; batches are read as
 converted to float and augmented on the fly in torch, one batch at a time.
 
 Model selection and early stopping look at the validation mAUC only; the test set never enters
-this module. The weights of the best validation evaluation are restored before returning.
+this module. The weights of the best validation evaluation are restored before returning. Without
+a validation set (``val=None``) the run is a fixed schedule: exactly ``total`` optimiser steps,
+no validation, and the final weights are returned (``selection: "final"`` in the history) -- what
+the limited-data bench uses, so that no image outside the training data chooses a model.
 
 Augmentation (:mod:`cxraug.classify.augment`) is a small random affine plus brightness/contrast
 per image, never a flip.
@@ -36,6 +39,7 @@ from cxraug.classify.data import ArraySet, BatchReader, EpochSampler
 from cxraug.classify.model import Classifier, to_model_range
 from cxraug.core import config as cfgio
 from cxraug.core.errors import CxraugError, DataError
+from cxraug.core.precision import resolve_precision
 from cxraug.core.progress import MetricsLog, job_progress
 from cxraug.core.seeds import subseed
 from cxraug.data import transforms
@@ -69,6 +73,7 @@ class ClassifierConfig:
     in_memory: bool = False  # load all images as one tensor first (to time data loading)
     channels_last: bool = True
     device: str = "cpu"
+    precision: str = "fp32"  # training forward/backward: fp32, bf16, or auto (bf16 where it is fast)
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -81,6 +86,8 @@ class ClassifierConfig:
                 raise cfgio.ConfigError(f"{name}: must be >= 0")
         if not self.lr > 0:
             raise cfgio.ConfigError("lr: must be > 0")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise cfgio.ConfigError(f"precision {self.precision!r}: choose fp32, bf16 or auto")
         self.augment.validate()
 
 
@@ -139,6 +146,7 @@ class _Training:
     augment_rng: torch.Generator
     total_steps: int
     eval_every: int
+    bf16: bool = False  # autocast the training step to bf16
 
 
 @dataclass
@@ -156,7 +164,7 @@ class _Progress:
     t_train: float = 0.0  # augmentation, forward, backward, step
 
 
-def train_classifier(train: ArraySet, val: ArraySet, config: ClassifierConfig,
+def train_classifier(train: ArraySet, val: ArraySet | None, config: ClassifierConfig,
                      out_dir: str | Path | None = None, progress: bool = True,
                      init_from: Classifier | None = None, *,
                      label_names: Sequence[str] | None = None,
@@ -164,7 +172,8 @@ def train_classifier(train: ArraySet, val: ArraySet, config: ClassifierConfig,
     """Train on ``train``, select and stop early on ``val`` mAUC, return the best model.
 
     Args:
-        train, val: row-aligned sets with the same label columns (``val`` is only evaluated).
+        train, val: row-aligned sets with the same label columns (``val`` is only evaluated);
+            ``val`` None: no validation, a fixed schedule whose final weights are returned.
         config: hyper-parameters; ``arch``/``image_size``/``pretrained`` are ignored when
             ``init_from`` is given.
         out_dir: if set, receives ``config.yaml`` (before training), ``model/`` (best
@@ -214,10 +223,10 @@ def _checked_label_names(train: ArraySet, val: ArraySet, config: ClassifierConfi
         if init_from is None:
             raise CxraugError("train_classifier: pass label_names (one per target column)")
         label_names = init_from.label_names
-    if not (len(label_names) == train.n_labels == val.n_labels):
+    if len(label_names) != train.n_labels or (val is not None and val.n_labels != train.n_labels):
         raise DataError(f"{len(label_names)} label names, but train has {train.n_labels} and val "
-                        f"{val.n_labels} target columns")
-    if not has_both_classes(val.targets).any():
+                        f"{val.n_labels if val is not None else '-'} target columns")
+    if val is not None and not has_both_classes(val.targets).any():
         raise DataError("validation targets: no label has both a positive and a negative, so val "
                         "mAUC (used for model selection) is undefined; enlarge the val split")
     if len(train) < 2:
@@ -250,11 +259,12 @@ def _set_up(train: ArraySet, config: ClassifierConfig, init_from: Classifier | N
     pos_weight = (torch.from_numpy(balanced_pos_weight(train.targets)).to(device)
                   if config.pos_weight else None)
     augment_rng = torch.Generator().manual_seed(subseed(config.seed, "augment"))
+    bf16 = resolve_precision(config.precision, device.type) == "bf16"
     return _Training(model, device, memory_format, sampler, loader, opt, sched, pos_weight,
-                     augment_rng, total, config.eval_every or len(sampler))
+                     augment_rng, total, config.eval_every or len(sampler), bf16)
 
 
-def _train_loop(run: _Training, val: ArraySet, config: ClassifierConfig, progress: bool,
+def _train_loop(run: _Training, val: ArraySet | None, config: ClassifierConfig, progress: bool,
                 log: MetricsLog | None) -> _Progress:
     """Epochs of steps until ``total_steps`` or early stopping; validate every ``eval_every``."""
     done = _Progress()
@@ -272,7 +282,8 @@ def _train_loop(run: _Training, val: ArraySet, config: ClassifierConfig, progres
                 done.t_train += t0 - t1
                 bar.update(task, advance=1, loss=float(np.mean(done.losses[-20:])))
 
-                if done.step % run.eval_every == 0 or done.step == run.total_steps:
+                if val is not None and (done.step % run.eval_every == 0
+                                        or done.step == run.total_steps):
                     mauc = _validate(run, done, val, config, log)
                     bar.update(task, mauc=f"{mauc:.4f} (best {done.best['mauc']:.4f})")
                     t0 = time.perf_counter()  # validation time is not data time
@@ -288,7 +299,9 @@ def _train_step(run: _Training, config: ClassifierConfig, images: torch.Tensor,
     model.train()
     x = augment_batch(to_model_range(images, model.image_size), config.augment, run.augment_rng)
     x = transforms.model_to_classifier(x).to(run.device, memory_format=run.memory_format)
-    loss = masked_bce_with_logits(model(x), targets.to(run.device), run.pos_weight)
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.bf16):
+        logits = model(x)
+    loss = masked_bce_with_logits(logits.float(), targets.to(run.device), run.pos_weight)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     run.opt.step()
@@ -331,7 +344,8 @@ def _history(run: _Training, done: _Progress, train: ArraySet, config: Classifie
     """The validations and the run summary (what ``history.json`` holds)."""
     return {
         "evals": done.evals,
-        "best_step": done.best["step"],
+        "selection": "best-val" if done.evals else "final",
+        "best_step": done.best["step"] if done.evals else done.step,
         "best_val_mauc": done.best["mauc"] if done.best["state"] is not None else None,
         "stopped_early": done.stopped_early,
         "steps": done.step,

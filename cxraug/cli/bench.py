@@ -1,8 +1,10 @@
 """``cxraug bench``: the limited-data experiment (real / real+dup / real+synth / synth->real /
-gen-data->real / synth), optionally scored on external test sets too (``--test-data``)."""
+shuffled-synth->real / gen-data->real / synth) at equal compute, optionally scored on external
+test sets too (``--test-data``)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -49,13 +51,16 @@ def _real_fracs(text: str) -> str:
 def bench(data: Optional[str] = DataOpt, kind: str = KindOpt,
           real_frac: str = typer.Option("0.01,1.0", "--real-frac", help="Real fractions, e.g. 0.01,0.05,0.1,0.25,1.0"),
           arms: str = typer.Option("real,real+dup,real+synth", "--arms",
-                                   help="Any of real, real+dup, real+synth, synth->real, gen-data->real (pre-trained on the generator's own real training images; needs --model), synth."),
+                                   help="Any of real, real+dup, real+synth, synth->real, shuffled-synth->real (the cohort with permuted labels), gen-data->real (pre-trained on the generator's own real training images; needs --model), synth."),
           labels: Optional[str] = typer.Option(None, "--labels", help="Observations to evaluate (default: all with enough positives)."),
           synth: Optional[Path] = typer.Option(None, "--synth", help="Cohort folder from cxraug synth."),
           model: Optional[str] = typer.Option(None, "--model", help="Generator (shipped name, run folder or hub id) to synthesise the cohort on the fly; default kermany-128 when the arms need synthetic data and no --synth is given."),
           n_synth: int = typer.Option(0, "--n-synth", help="Cohort size generated with --model (default: as many as the training split)."),
           synth_ratio: Optional[float] = typer.Option(None, "--synth-ratio", help="Synthetic:real count in real+synth (default 1)."),
-          seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per cell (default 1)."),
+          seeds: Optional[int] = typer.Option(None, "--seeds", help="Training seeds per subset draw (default 1)."),
+          subsets: Optional[int] = typer.Option(None, "--subsets", help="Independent patient-level draws of each real fraction (default 1)."),
+          steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps every arm trains, pre-training included (default 200)."),
+          primary: Optional[str] = typer.Option(None, "--primary", help="The comparison against real+dup declared before the run, FRAC:ARM (default: the smallest fraction's first synthetic arm)."),
           arch: Optional[str] = typer.Option(None, "--arch", help="timm model name (default resnet18)."),
           image_size: Optional[int] = typer.Option(None, "--image-size"),
           strict: bool = typer.Option(False, "--strict", help="Per real fraction, train a generator like --model RUN on that real subset only and synthesise from it."),
@@ -73,11 +78,18 @@ def bench(data: Optional[str] = DataOpt, kind: str = KindOpt,
     from cxraug.core.errors import CxraugError
     from cxraug.experiments import bench as B
 
+    for flag, val, low in (("--n-synth", n_synth, 0), ("--seeds", seeds, 1), ("--subsets", subsets, 1),
+                           ("--steps", steps, 2)):
+        if val is not None and val < low:
+            raise typer.BadParameter(f"{val}: must be >= {low}", param_hint=f"'{flag}'")
+    if synth_ratio is not None and not (math.isfinite(synth_ratio) and synth_ratio > 0):
+        raise typer.BadParameter(f"{synth_ratio}: must be a finite number > 0", param_hint="'--synth-ratio'")
     sets = list(overrides or [])
     sets.append(f"real_fracs=[{_real_fracs(real_frac)}]")
     sets.append(f"arms=[{arms}]")
     for key, val in (("data", data), ("dataset", kind if kind != "auto" else None),
-                     ("synth_ratio", synth_ratio), ("seeds", seeds), ("classifier.arch", arch),
+                     ("synth_ratio", synth_ratio), ("seeds", seeds), ("subsets", subsets),
+                     ("steps", steps), ("primary", primary), ("classifier.arch", arch),
                      ("image_size", image_size)):
         if val is not None:
             sets.append(f"{key}={val}")
@@ -119,57 +131,49 @@ def bench(data: Optional[str] = DataOpt, kind: str = KindOpt,
     print_report(report, out)
 
 
-def _ci_text(mauc: float | None, ci: list[float]) -> str:
-    return "-" if mauc is None else f"{mauc:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+def _est(stat: dict | None, sign: str = "") -> str:
+    if not stat:
+        return "-"
+    lo, hi = stat["ci"]
+    return f"{stat['estimate']:{sign}.3f} [{lo:{sign}.3f}, {hi:{sign}.3f}]"
 
 
 def print_report(report: dict, out: Path) -> None:
     tests = report.get("test_sets", {})
-    rows = [[f"{c['frac']:g}", c["arm"], f"{c['mauc_mean']:.3f}" + (f" ± {c['mauc_sd']:.3f}" if c["seeds"] > 1 else ""),
-             f"[{c['ci_mean'][0]:.3f}, {c['ci_mean'][1]:.3f}]",
-             f"{c['diff_vs_real_mean']:+.3f} [{c['diff_ci_mean'][0]:+.3f}, {c['diff_ci_mean'][1]:+.3f}]"
-             if "diff_vs_real_mean" in c else "-",
-             *(_ci_text(c["external"][t]["mauc_mean"], c["external"][t]["ci_mean"]) for t in tests)]
+    st = report.get("statistics", {})
+    rows = [[f"{c['frac']:g}", c["arm"], f"{c['draws']}x{c['seeds']}", ",".join(map(str, c["optimizer_steps"])),
+             _est(c), _est(c.get("vs_real"), "+"), _est(c.get("vs_dup"), "+"),
+             *(_est(c["external"][t]) for t in tests)]
             for c in report["cells"]]
-    console.print(table(f"test mAUC ({report['test']['n_images']} images, labels: {', '.join(report['labels'])})",
-                        ["real frac", "arm", "mAUC", "95% CI", "vs real (paired)",
-                         *(f"{t} mAUC [95% CI]" for t in tests)], rows))
-    vs_dup = [c for c in report["cells"] if "diff_vs_dup_mean" in c]
-    if vs_dup:
-        console.print("vs real+dup (paired patient bootstrap; above 0 = the synthetic images add more "
-                      "than the same number of duplicated real ones):", highlight=False)
-        for c in vs_dup:
-            lo, hi = c["diff_vs_dup_ci_mean"]
-            console.print(f"  real frac {c['frac']:g} {c['arm']}: {c['diff_vs_dup_mean']:+.3f} "
-                          f"[{lo:+.3f}, {hi:+.3f}]", highlight=False)
-    print_transfer(report.get("transfer_efficiency", []), report.get("config", {}).get("arms", []))
+    console.print(table(f"test mAUC ({report['test']['n_images']} images, labels: {', '.join(report['labels'])}); "
+                        f"95% hierarchical bootstrap (draws, seeds, patients)",
+                        ["real frac", "arm", "draws x seeds", "steps", "mAUC", "vs real", "vs real+dup",
+                         *(f"{t} mAUC" for t in tests)], rows))
+    p = report.get("primary")
+    if p:
+        verdict = ("synthetic data helped" if p["ci"][0] > 0 else
+                   "synthetic data hurt" if p["ci"][1] < 0 else "no difference shown")
+        console.print(f"primary comparison (declared before the run): real frac {p['frac']:g}, {p['arm']} - "
+                      f"real+dup = {_est(p, '+')}, p = {p['p_value']:.3f}: {verdict}", highlight=False)
+    for c in report.get("family", []):
+        console.print(f"  also: real frac {c['frac']:g}, {c['arm']} - real+dup = {_est(c, '+')}, "
+                      f"Holm-adjusted p = {c['p_holm']:.3f}", highlight=False)
+    for t in report.get("transfer_efficiency", []):
+        text = (f"{t['value']:.2f} [{t['ci'][0]:.2f}, {t['ci'][1]:.2f}]" if t["value"] is not None
+                else f"undefined ({t['reason']})")
+        console.print(f"transfer efficiency (synth->real - real) / (gen-data->real - real), real frac "
+                      f"{t['frac']:g}: {text}", highlight=False)
     for name, t in tests.items():
         skipped = "; ".join(f"{k} ({v})" for k, v in t["skipped"].items())
         console.print(f"test set {name}: {t['data']}, {t['n_images']} images, labels "
                       f"{', '.join(t['labels'])}" + (f"; skipped: {skipped}" if skipped else ""),
                       highlight=False)
-    console.print(f"classifier init: {report.get('init', 'random')}", highlight=False)
+    console.print(f"every arm: {st.get('steps')} optimiser steps ({st.get('pretrain_steps')} of them "
+                  f"pre-training where an arm pre-trains), selection: {st.get('selection')}; "
+                  f"classifier init: {report.get('init', 'random')}", highlight=False)
     for w in report.get("warnings", []):
         console.print(f"[yellow]warning[/]: {w}", highlight=False)
     console.print(f"results: {out / 'results.json'}, plot: {out / 'mauc.png'}")
-
-
-def print_transfer(cells: list[dict], arms: list[str]) -> None:
-    """Transfer efficiency per real fraction, under the table, when both of its arms ran; a hint
-    when only ``synth->real`` did."""
-    both = {"synth->real", "gen-data->real"}
-    if not cells or not both & set(arms):
-        return
-    if not both <= set(arms):
-        console.print("transfer efficiency: needs both synth->real and gen-data->real (add them to "
-                      "--arms; gen-data->real needs --model)", highlight=False)
-        return
-    console.print("transfer efficiency (synth->real - real) / (gen-data->real - real), "
-                  "paired patient bootstrap:", highlight=False)
-    for c in cells:
-        text = (f"{c['value']:.2f} [{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]" if c["value"] is not None
-                else f"undefined ({c['reason']})")
-        console.print(f"  real frac {c['frac']:g}: {text}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

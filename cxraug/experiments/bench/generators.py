@@ -31,49 +31,99 @@ def cohort_for_bench(model: Path, labels: list[str], n: int, out: Path, seed: in
     return out
 
 
-def generator_config(model: Path, frac: float, cfg: BenchConfig, overrides: list[str] | None = None):
-    """The config of ``model`` retargeted to the real subset ``frac`` of the same splits."""
+#: Stage step counts a strict generator's recipe scales with its subset's size.
+SCALED_STEPS = ("vae.steps", "decoder.steps", "text.max_steps", "train.steps", "adapter.steps")
+#: The smallest share of the given recipe's steps a strict generator trains (tiny subsets).
+MIN_SHARE = 0.1
+
+
+def _get(cfg: Any, key: str) -> Any:
+    obj = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def scaled_steps(own: Any, n_images: int, n_model_images: int | None) -> list[str]:
+    """Overrides giving each stage ``share = clip(n_images / n_model_images, MIN_SHARE, 1)`` of
+    the recipe's steps: a strict generator's cost scales with its subset's size."""
+    if not n_model_images:
+        return []
+    share = min(1.0, max(MIN_SHARE, n_images / n_model_images))
+    out = []
+    for key in SCALED_STEPS:
+        v = _get(own, key)
+        if isinstance(v, int) and v > 0:
+            out.append(f"{key}={max(1, round(v * share))}")
+    return out
+
+
+def model_images(model: Path) -> int | None:
+    """How many real images ``model`` was trained on (its reference list, else its denoiser's
+    record), or None when unknown."""
+    if (model / REFERENCE_NAME).is_file():
+        with np.load(model / REFERENCE_NAME, allow_pickle=False) as z:
+            return int(len(z["train_ids"]))
+    return _denoiser_meta(model).get("n_train_images")
+
+
+def generator_config(model: Path, frac: float, cfg: BenchConfig, overrides: list[str] | None = None,
+                     draw: int = 0, n_images: int | None = None):
+    """The recipe of ``model`` retargeted to draw ``draw`` of the real subset ``frac`` of the
+    bench's own data (``cfg.data``, never the path the model recorded) and the bench's splits;
+    with ``n_images`` (the subset's size) its stages' steps scale with it (:func:`scaled_steps`);
+    ``overrides`` come last."""
     if not (model / "config.yaml").is_file():
         raise CxraugError(f"{model}: no config.yaml; --strict needs a run folder written by cxraug train")
-    sets = [f"data.real_frac={frac}", f"data.split_seed={cfg.split_seed}",
-            f"data.subset_seed={cfg.subset_seed}", *(overrides or [])]
+    own = C.load(DiffCXRConfig, model / "config.yaml")
+    scale = scaled_steps(own, n_images, model_images(model)) if n_images else []
+    sets = [f"data.data={cfg.data}", f"data.dataset={cfg.dataset}", f"data.real_frac={frac}",
+            f"data.split_seed={cfg.split_seed}", f"data.subset_seed={cfg.subset_seed + draw}",
+            *scale, *(overrides or [])]
     return C.load(DiffCXRConfig, model / "config.yaml", sets)
 
 
 def _strict_is_model(model: Path, frac: float, cfg: BenchConfig,
-                     overrides: list[str] | None = None) -> bool:
-    """Whether ``model`` already is the strict generator of fraction ``frac``."""
+                     overrides: list[str] | None = None, draw: int = 0) -> bool:
+    """Whether ``model`` already is the strict generator of draw ``draw`` of fraction ``frac``."""
     own = C.load(DiffCXRConfig, model / "config.yaml")
-    return not overrides and own.data.real_frac == frac and own.data.subset_seed == cfg.subset_seed
+    return (not overrides and own.data.real_frac == frac
+            and own.data.subset_seed == cfg.subset_seed + draw
+            and Path(str(own.data.data)).resolve() == Path(str(cfg.data)).resolve())
 
 
 def generator_source(model: Path, frac: float | None, cfg: BenchConfig, out: Path,
-                     overrides: list[str] | None = None) -> tuple[Path, Any]:
+                     overrides: list[str] | None = None, draw: int = 0,
+                     n_images: int | None = None) -> tuple[Path, Any]:
     """``(folder, recipe)`` of the generator whose training images ``gen-data->real`` uses: the
     given run under the paper's protocol (``frac`` None), else the strict generator of ``frac``
     (its recipe is known before it is trained)."""
     if not (model / "config.yaml").is_file():
         raise CxraugError(f"{model}: no config.yaml; arm gen-data->real needs a generator run "
                           "folder written by cxraug train, or an exported model")
-    if frac is None or _strict_is_model(model, frac, cfg, overrides):
+    if frac is None or _strict_is_model(model, frac, cfg, overrides, draw):
         if not any((model / n).is_file() for n in ("splits.csv", REFERENCE_NAME)):
             raise CxraugError(f"{model}: has neither splits.csv nor {REFERENCE_NAME}, so which "
                               "real images the generator saw is unknown; arm gen-data->real "
                               "needs a run folder from cxraug train or an exported model")
         return model, C.load(DiffCXRConfig, model / "config.yaml")
-    return out / "generators" / f"frac{frac:g}", generator_config(model, frac, cfg, overrides)
+    return (out / "generators" / f"frac{frac:g}_draw{draw}",
+            generator_config(model, frac, cfg, overrides, draw, n_images))
 
 
 def strict_generator(model: Path, frac: float, cfg: BenchConfig, out: Path,
-                     overrides: list[str] | None = None, progress: bool = True) -> Path:
-    """A generator trained like ``model`` (its recipe, same splits) on the real subset ``frac``
-    only; ``model`` itself when it already is one. Trained once into ``out`` and resumable."""
-    gen_cfg = generator_config(model, frac, cfg, overrides)
-    if _strict_is_model(model, frac, cfg, overrides):
+                     overrides: list[str] | None = None, progress: bool = True, draw: int = 0,
+                     n_images: int | None = None, splits: Path | None = None) -> Path:
+    """A generator trained like ``model`` (its recipe scaled to the subset, the bench's data and
+    splits) on draw ``draw`` of the real subset ``frac`` only; ``model`` itself when it already
+    is one. Trained once into ``out`` and resumable."""
+    gen_cfg = generator_config(model, frac, cfg, overrides, draw, n_images)
+    if _strict_is_model(model, frac, cfg, overrides, draw):
         return model
     out.mkdir(parents=True, exist_ok=True)
-    if (model / "splits.csv").is_file() and not (out / "splits.csv").is_file():
-        shutil.copyfile(model / "splits.csv", out / "splits.csv")
+    splits = splits if splits is not None else model / "splits.csv"  # the bench's splits
+    if splits.is_file() and not (out / "splits.csv").is_file():
+        shutil.copyfile(splits, out / "splits.csv")
     stage = "2" if (model / "adapter" / "config.json").is_file() else "1"
     train_run(gen_cfg, out, [stage], progress=progress)
     return out

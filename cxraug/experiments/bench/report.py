@@ -1,5 +1,6 @@
-"""The bench's report: bootstrap statistics per job, paired differences against ``real``, the
-transfer efficiency, the external test sets' mAUC, the generator card, versions and the plot."""
+"""The bench's report: every arm's mAUC and paired differences with hierarchical bootstrap
+intervals, the declared primary comparison, the Holm-adjusted family, the transfer efficiency,
+the headroom, the external test sets, the generator card, versions and the plot."""
 
 from __future__ import annotations
 
@@ -14,120 +15,121 @@ from cxraug.classify.real import RealData
 from cxraug.core.errors import CxraugError
 from cxraug.core.precision import cpu_info
 from cxraug.experiments.bench.arms import saved_external_scores
-from cxraug.experiments.bench.config import (
-    DUP,
-    GEN_ARMS,
-    GEN_DATA,
-    SYNTH_ARMS,
-    BenchConfig,
-    job_dir,
-)
+from cxraug.experiments.bench.config import ARMS, DUP, GEN_ARMS, GEN_DATA, BenchConfig, job_dir
 from cxraug.experiments.bench.inputs import TestSet
-from cxraug.metrics.bootstrap import bootstrap_auc, paired_difference, paired_ratio
+from cxraug.metrics import hierarchical as H
 
 
-def _external_stats(cfg: BenchConfig, r: dict, out: Path, tests: list[TestSet]) -> dict:
-    """mAUC with a patient-bootstrap CI per external test set, for one job."""
-    folder, stats = job_dir(out, r["frac"], r["arm"], r["seed"]), {}
-    for t in tests:
-        s = saved_external_scores(folder, t)
-        if s is None:
-            raise CxraugError(f"{folder}: no scores on test set {t.name}; rerun the bench to add them")
-        b = bootstrap_auc(t.data.targets, s, t.data.patient_ids, cfg.n_boot, seed=r["seed"],
-                          label_names=t.columns)
-        stats[t.name] = {"mauc": b["mauc"], "ci": list(b["ci"]),
-                         "per_label": {k: (v["auc"] if v else None) for k, v in b["per_label"].items()}}
+def _scores(out: Path, r: dict, test: TestSet | None) -> np.ndarray:
+    folder = job_dir(out, r["frac"], r["draw"], r["arm"], r["seed"])
+    if test is None:
+        return np.load(folder / "test_scores.npy")
+    s = saved_external_scores(folder, test)
+    if s is None:
+        raise CxraugError(f"{folder}: no scores on test set {test.name}; rerun the bench to add them")
+    return s
+
+
+def _grid(results: list[dict], frac: float) -> tuple[dict[str, list[dict]], int, int]:
+    """The jobs of ``frac`` by arm, each as a draws x seeds list (row-major), and D, S."""
+    mine = [r for r in results if r["frac"] == frac]
+    draws = sorted({r["draw"] for r in mine})
+    seeds = sorted({r["seed"] for r in mine})
+    by_arm: dict[str, list[dict]] = {}
+    index = {(r["arm"], r["draw"], r["seed"]): r for r in mine}
+    for arm in sorted({r["arm"] for r in mine}, key=ARMS.index):
+        grid = [index.get((arm, d, s)) for d in draws for s in seeds]
+        if any(g is None for g in grid):
+            raise CxraugError(f"real fraction {frac:g}, arm {arm}: not every draw x seed job ran")
+        by_arm[arm] = grid
+    return by_arm, len(draws), len(seeds)
+
+
+def _fraction_stats(cfg: BenchConfig, out: Path, results: list[dict], frac: float,
+                    y: np.ndarray, patient_ids: np.ndarray, test: TestSet | None) -> dict:
+    """Per arm of one fraction on one test set: (point [D, S], boot [D, S, B]) of the mAUC."""
+    by_arm, n_d, n_s = _grid(results, frac)
+    flat = [(arm, r) for arm, grid in by_arm.items() for r in grid]
+    point, boot = H.job_resamples(y, [_scores(out, r, test) for _, r in flat], patient_ids,
+                                  cfg.n_boot, seed=0)
+    stats, k = {}, 0
+    for arm, grid in by_arm.items():
+        n = len(grid)
+        stats[arm] = (point[k:k + n].reshape(n_d, n_s), boot[k:k + n].reshape(n_d, n_s, -1))
+        k += n
     return stats
 
 
-def _transfer(cfg: BenchConfig, real: RealData, out: Path, fracs: list[float],
-              results: list[dict]) -> list[dict]:
-    """Per real fraction: ``(synth->real - real) / (gen-data->real - real)`` per seed on the
-    paired differences' resamples, and the cell value from the seeds' mean differences."""
-    have = {(r["frac"], r["arm"], r["seed"]) for r in results}
-    test, cells = real.test, []
-    for frac in fracs:
-        seeds = sorted({r["seed"] for r in results if r["frac"] == frac})
-        both = [s for s in seeds if {(frac, "synth->real", s), (frac, GEN_DATA, s)} <= have]
-        cell: dict[str, Any] = {"frac": frac, "value": None, "ci": None, "per_seed": []}
-        if not both or len(both) < len(seeds):
-            cell["reason"] = "needs arms synth->real and gen-data->real (--arms)"
-            cells.append(cell)
+def _diff(a: tuple, b: tuple) -> tuple[np.ndarray, np.ndarray]:
+    return a[0] - b[0], a[1] - b[1]
+
+
+def _comparisons(cfg: BenchConfig, stats: dict[float, dict]) -> tuple[dict | None, list[dict]]:
+    """The declared primary comparison and the Holm-adjusted family (every other synthetic or
+    generator arm against ``real+dup``, at every fraction)."""
+    primary_key = cfg.primary_comparison()
+    primary, family = None, []
+    for frac, arms in stats.items():
+        if DUP not in arms:
             continue
-        for seed in both:
-            s = {a: np.load(job_dir(out, frac, a, seed) / "test_scores.npy")
-                 for a in ("synth->real", GEN_DATA, "real")}
-            q = paired_ratio(test.targets, s["synth->real"], s[GEN_DATA], s["real"],
-                             test.patient_ids, cfg.n_boot, seed=seed, label_names=real.labels)
-            cell["per_seed"].append({"seed": seed, "value": q["ratio"],
-                                     "ci": list(q["ci"]) if q["ci"] else None,
-                                     "numerator": q["numerator"], "numerator_ci": list(q["numerator_ci"]),
-                                     "denominator": q["denominator"],
-                                     "denominator_ci": list(q["denominator_ci"]), "reason": q["reason"]})
-        bad = next((p for p in cell["per_seed"] if p["value"] is None), None)
-        if bad is not None:
-            cell["reason"] = f"seed {bad['seed']}: gen-data->real - real: {bad['reason']}"
-        else:
-            ps = cell["per_seed"]
-            cell["value"] = float(np.mean([p["numerator"] for p in ps]) / np.mean([p["denominator"] for p in ps]))
-            cell["ci"] = [float(np.mean([p["ci"][0] for p in ps])), float(np.mean([p["ci"][1] for p in ps]))]
-            cell["reason"] = None
-        cells.append(cell)
-    return cells
+        for arm in arms:
+            if arm not in GEN_ARMS:
+                continue
+            rec = {"frac": frac, "arm": arm, "reference": DUP,
+                   **H.summarise(*_diff(arms[arm], arms[DUP]))}
+            if primary_key == (frac, arm):
+                primary = rec | {"declared": cfg.primary or "default: smallest fraction, first synthetic arm"}
+            else:
+                family.append(rec)
+    for rec, adj in zip(family, H.holm([r["p_value"] for r in family])):
+        rec["p_holm"] = adj
+    return primary, family
 
 
 def summarise(cfg: BenchConfig, real: RealData, results: list[dict], out: Path,
               tests: list[TestSet] | None = None) -> dict:
-    """Bootstrap CIs per job, paired differences vs ``real`` (and, for the synthetic arms, vs the
-    count-matched ``real+dup`` control when it ran), mean/spread across seeds, the transfer
-    efficiency per fraction and the external test sets' mAUC."""
-    test, tests = real.test, tests or []
-    rows = []
-    for r in results:
-        s = np.load(job_dir(out, r["frac"], r["arm"], r["seed"]) / "test_scores.npy")
-        b = bootstrap_auc(test.targets, s, test.patient_ids, cfg.n_boot, seed=r["seed"],
-                          label_names=real.labels)
-        rec = dict(r, mauc=b["mauc"], ci=list(b["ci"]),
-                   per_label={k: (v["auc"] if v else None) for k, v in b["per_label"].items()})
-        refs = {"real": r["arm"] != "real", "dup": r["arm"] in SYNTH_ARMS and DUP in cfg.arms}
-        for key, arm in (("real", "real"), ("dup", DUP)):
-            if refs[key]:
-                ref = np.load(job_dir(out, r["frac"], arm, r["seed"]) / "test_scores.npy")
-                d = paired_difference(test.targets, s, ref, test.patient_ids, cfg.n_boot,
-                                      seed=r["seed"], label_names=real.labels)
-                rec[f"diff_vs_{key}"] = {"diff": d["diff"], "ci": list(d["ci"]), "p_value": d["p_value"]}
-        if tests:
-            rec["external"] = _external_stats(cfg, r, out, tests)
-        rows.append(rec)
-    cells = {}
-    for (frac, arm), grp in pd.DataFrame(rows).groupby(["frac", "arm"], sort=False):
-        m = grp["mauc"].astype(float)
-        cell = {"frac": frac, "arm": arm, "seeds": len(grp), "mauc_mean": float(m.mean()),
-                "mauc_sd": float(m.std(ddof=1)) if len(m) > 1 else 0.0,
-                "ci_mean": [float(np.mean([c[0] for c in grp["ci"]])), float(np.mean([c[1] for c in grp["ci"]]))]}
-        if arm != "real":
-            diffs = [d["diff"] for d in grp["diff_vs_real"]]
-            cell["diff_vs_real_mean"] = float(np.mean(diffs))
-            cell["diff_ci_mean"] = [float(np.mean([d["ci"][0] for d in grp["diff_vs_real"]])),
-                                    float(np.mean([d["ci"][1] for d in grp["diff_vs_real"]]))]
-        if "diff_vs_dup" in grp and grp["diff_vs_dup"].notna().all():
-            dup = list(grp["diff_vs_dup"])
-            cell["diff_vs_dup_mean"] = float(np.mean([d["diff"] for d in dup]))
-            cell["diff_vs_dup_ci_mean"] = [float(np.mean([d["ci"][0] for d in dup])),
-                                           float(np.mean([d["ci"][1] for d in dup]))]
-        if tests:
-            cell["external"] = {t.name: _mean_stats([e[t.name] for e in grp["external"]]) for t in tests}
-        cells[f"{frac:g}|{arm}"] = cell
-    return {"jobs": rows, "cells": list(cells.values()),
-            "transfer_efficiency": _transfer(cfg, real, out, list(cfg.real_fracs), results)}
-
-
-def _mean_stats(stats: list[dict]) -> dict:
-    """Mean/spread of one test set's mAUC across seeds, and the mean per-seed CI."""
-    m = np.array([s["mauc"] if s["mauc"] is not None else np.nan for s in stats], float)
-    return {"mauc_mean": float(np.nanmean(m)) if np.isfinite(m).any() else None,
-            "mauc_sd": float(np.nanstd(m, ddof=1)) if np.isfinite(m).sum() > 1 else 0.0,
-            "ci_mean": [float(np.mean([s["ci"][0] for s in stats])), float(np.mean([s["ci"][1] for s in stats]))]}
+    """Every arm's mAUC and every paired difference with hierarchical bootstrap intervals
+    (subset draws, seeds, test patients: :mod:`cxraug.metrics.hierarchical`), the primary
+    comparison, the Holm-adjusted family, the transfer efficiency and the headroom."""
+    tests = tests or []
+    fracs = sorted({r["frac"] for r in results})
+    sets = [("test", real.test.targets, real.test.patient_ids, None)]
+    sets += [(t.name, t.data.targets, t.data.patient_ids, t) for t in tests]
+    stats = {name: {f: _fraction_stats(cfg, out, results, f, y, pids, t) for f in fracs}
+             for name, y, pids, t in sets}
+    cells = []
+    for frac in fracs:
+        for arm, (point, boot) in stats["test"][frac].items():
+            jobs_here = [r for r in results if r["frac"] == frac and r["arm"] == arm]
+            cell = {"frac": frac, "arm": arm, **H.summarise(point, boot),
+                    "optimizer_steps": sorted({r["optimizer_steps"] for r in jobs_here}),
+                    "n_real_images": [r["n_real"] for r in jobs_here if r["seed"] == jobs_here[0]["seed"]]}
+            refs = stats["test"][frac]
+            for key, ref in (("vs_real", "real"), ("vs_dup", DUP)):
+                if arm != ref and ref in refs and (key == "vs_real" or arm in GEN_ARMS):
+                    cell[key] = H.summarise(*_diff((point, boot), refs[ref]))
+            if tests:
+                cell["external"] = {t.name: H.summarise(*stats[t.name][frac][arm]) for t in tests}
+            cells.append(cell)
+    primary, family = _comparisons(cfg, stats["test"])
+    transfer = []
+    for frac in fracs:
+        arms = stats["test"][frac]
+        if {"synth->real", GEN_DATA, "real"} <= set(arms):
+            q = H.ratio(_diff(arms["synth->real"], arms["real"]), _diff(arms[GEN_DATA], arms["real"]))
+            transfer.append({"frac": frac, **q})
+    headroom = []
+    if 1.0 in fracs:
+        top = stats["test"][1.0]["real"][0].mean()
+        headroom = [{"frac": f, "real_100": float(top), "real": float(stats["test"][f]["real"][0].mean()),
+                     "headroom": float(top - stats["test"][f]["real"][0].mean())} for f in fracs if f < 1]
+    return {"jobs": results, "cells": cells, "primary": primary, "family": family,
+            "transfer_efficiency": transfer, "headroom": headroom,
+            "statistics": {"method": "hierarchical paired bootstrap: subset draws, then seeds, then "
+                           "test patients (draw and seed spread widened by sqrt(n/(n-1)))",
+                           "level": H.LEVEL, "n_boot": cfg.n_boot, "family_correction": "holm",
+                           "selection": "final weights of a fixed schedule (no validation data)",
+                           "steps": cfg.steps, "pretrain_steps": cfg.split_steps()[0]}}
 
 
 def test_summary(real: RealData) -> dict:
@@ -150,7 +152,7 @@ def versions() -> dict:
 
 
 def plot(summary: dict, path: Path, title: str) -> Path:
-    """mAUC vs real fraction per arm, with the mean per-seed 95% CI as a band."""
+    """mAUC vs real fraction per arm, with the hierarchical 95% interval as a band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,12 +162,11 @@ def plot(summary: dict, path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     for arm, grp in cells.groupby("arm", sort=False):
         grp = grp.sort_values("frac")
-        ax.plot(grp["frac"], grp["mauc_mean"], marker="o", label=arm)
-        ax.fill_between(grp["frac"], [c[0] for c in grp["ci_mean"]], [c[1] for c in grp["ci_mean"]],
-                        alpha=0.15)
+        ax.plot(grp["frac"], grp["estimate"], marker="o", label=arm)
+        ax.fill_between(grp["frac"], [c[0] for c in grp["ci"]], [c[1] for c in grp["ci"]], alpha=0.15)
     ax.set_xscale("log")
     ax.set_xlabel("fraction of real training patients")
-    ax.set_ylabel("test mAUC (95% patient-bootstrap CI)")
+    ax.set_ylabel("test mAUC (95% hierarchical bootstrap)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

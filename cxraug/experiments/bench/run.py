@@ -1,43 +1,41 @@
 """The limited-data experiment: does synthetic data help a classifier trained on little real data?
 
-For each real fraction (nested, patient-level subsets of the training split), each arm and each
-seed, one classifier is trained and scored on the real test split:
+For each real fraction (patient-level subsets of the training split), each of ``subsets``
+independent draws of it, each arm and each seed, one classifier is trained and scored on the real
+test split:
 
 * ``real``        the real subset only;
-* ``real+dup``    the real subset repeated to the size of ``real+synth`` (the control that
-                  synthetic data must beat: more rows per epoch alone can help);
+* ``real+dup``    the real subset plus as many duplicated real rows as ``real+synth`` adds
+                  synthetic ones: the control every synthetic arm must beat;
 * ``real+synth``  the real subset plus ``synth_ratio`` x as many synthetic images;
-* ``synth->real`` pre-trained on the whole synthetic cohort, fine-tuned on the real subset;
-* ``gen-data->real`` pre-trained on the generator's own real training images (with their
-                  labels), fine-tuned on the real subset, on the same schedule as ``synth->real``:
-                  its control (is the synthetic data worth more, or less, than the real images
-                  the generator was made from?);
+* ``synth->real`` pre-trained on the synthetic cohort, fine-tuned on the real subset;
+* ``shuffled-synth->real`` the same, with the cohort's labels permuted across its images: how
+                  much of a pre-training gain comes from chest-X-ray-like pixels alone;
+* ``gen-data->real`` pre-trained on the generator's own real training images, fine-tuned on the
+                  real subset: is the synthetic data worth more, or less, than its source?
 * ``synth``       the synthetic cohort only.
 
+Equal compute: every job trains exactly ``cfg.steps`` optimiser steps of the same batch size;
+pre-training arms split them (``cfg.split_steps()``: pre-training, then fine-tuning). No
+selection: every classifier is the final weights of its fixed schedule, so no validation image
+(none belongs to a limited-data user) chooses a model or an epoch. Each job records its
+``optimizer_steps``, ``images_seen`` and ``selection``.
+
 Generator protocols: the paper's (one generator, trained on the whole training split, for every
-real fraction) and, with ``strict``, a generator per fraction trained like the given one but only
-on that fraction's real subset (the classifier's own images), so that no real image outside the
-subset reaches the classifier through the synthetic data. Each job records the
-``generator_real_frac`` and ``generator_real_images`` of the generator involved. The images
-``gen-data->real`` pre-trains on are those the generator was trained on: under the paper's
-protocol the generator run's training split (its ``splits.csv`` is the bench's, or its exported
-``reference.npz`` lists them), under ``strict`` the real subset of the generator's fraction.
-Per real fraction, the transfer efficiency ``(synth->real - real) / (gen-data->real - real)``
-says how much of what the generator's training images give a classifier its synthetic images
-give; it is computed on the same patient-bootstrap resamples as the paired differences and is
-undefined (None, with the reason) when the denominator's interval includes 0.
+real fraction) and, with ``strict``, a generator per fraction and draw trained with the given
+run's recipe, its steps scaled to the subset (:func:`~cxraug.experiments.bench.generators.
+scaled_steps`), on the bench's own data (``--data``) and that draw's real subset only, so no real
+image outside the subset reaches the classifier through the synthetic data.
 
-Model selection and early stopping use the real validation split only; the test split is used
-once per job. Each job writes its test scores, so an interrupted bench resumes, and ``--job i/N``
-runs a disjoint share of the jobs for any scheduler. Statistics: per-label AUC and mAUC with
-95% patient-bootstrap intervals, and every arm's paired difference against ``real`` on the
-same seed (same resamples), then mean and spread across seeds.
+Statistics (:mod:`cxraug.experiments.bench.report`): a hierarchical paired bootstrap over subset
+draws, seeds and test patients for every arm and difference; the primary comparison declared in
+the config before the run; the other comparisons against ``real+dup`` as a Holm-adjusted family.
 
-External test sets (``test_data``): every classifier is also scored on other datasets (any
-layout the adapters read; all their images), on the labels they have both classes of (the
-others are skipped and listed). Each job saves its classifier (``model/``) and its scores per
-external set (``external/<name>.npz`` with the image ids), so a test set added later is scored
-from the saved classifiers without retraining.
+The test split is used once per job. Each job writes its test scores, so an interrupted bench
+resumes, and ``--job i/N`` runs a disjoint share of the jobs for any scheduler. External test sets
+(``test_data``): every classifier is also scored on other datasets (any layout the adapters
+read; all their images), on the labels they have both classes of; each job saves its classifier
+so a test set added later is scored without retraining.
 """
 
 from __future__ import annotations
@@ -53,6 +51,7 @@ from cxraug.classify.real import load_real_splits
 from cxraug.core import config as C
 from cxraug.core.errors import CxraugError
 from cxraug.experiments.bench.arms import (
+    real_subset_set,
     run_job,
     saved_classifier,
     saved_external_scores,
@@ -81,7 +80,7 @@ from cxraug.experiments.bench.report import generator_card, plot, summarise, tes
 from cxraug.models.zoo import resolve_model
 
 
-def _check_resumable(out: Path, todo: list[tuple[float, str, int]], tests: list[TestSet]) -> None:
+def _check_resumable(out: Path, todo: list[tuple], tests: list[TestSet]) -> None:
     """Fail before any work if a finished job lacks scores on a test set and has no saved
     classifier to compute them with."""
     for j in todo:
@@ -93,7 +92,7 @@ def _check_resumable(out: Path, todo: list[tuple[float, str, int]], tests: list[
 
 # What may change when a bench is resumed into the same folder: more fractions, arms or seeds
 # (new jobs), and how the classifiers run (not what they compute).
-RESUMABLE_CHANGES = {"real_fracs", "arms", "seeds", "classifier.device", "classifier.num_workers",
+RESUMABLE_CHANGES = {"real_fracs", "arms", "seeds", "subsets", "primary", "classifier.device", "classifier.num_workers",
                      "classifier.eval_batch_size", "classifier.in_memory"}
 
 
@@ -171,25 +170,30 @@ def run_bench(cfg: BenchConfig, out: Path, synth: Path | None = None, model: Pat
     needs_synth = any(a in SYNTH_ARMS for a in cfg.arms)
     if needs_synth and synth is None and model is None:
         raise CxraugError("arms with synthetic data need --synth DIR or --model RUN")
+    def n_subset(frac: float, draw: int) -> int:
+        return len(real_subset_set(real, frac, cfg, draw))
+
     if strict:
         for frac in cfg.real_fracs:  # fail before any training if a setting is wrong
-            generator_config(model, frac, cfg, generator_overrides)
+            generator_config(model, frac, cfg, generator_overrides, 0, n_subset(frac, 0))
     if GEN_DATA in cfg.arms and not strict:
         generator_source(model, None, cfg, out, generator_overrides)
-    cohorts: dict[float, tuple[ArraySet, dict, Path]] = {}
-    gen_sets: dict[float, tuple[ArraySet, dict]] = {}
+    cohorts: dict[tuple, tuple[ArraySet, dict, Path]] = {}
+    gen_sets: dict[tuple, tuple[ArraySet, dict]] = {}
 
-    def cohort_for(frac: float) -> tuple[ArraySet | None, dict, Path | None]:
+    def cohort_for(frac: float, draw: int) -> tuple[ArraySet | None, dict, Path | None]:
         if not needs_synth:
             return None, {}, None
-        key = frac if strict else -1.0
+        key = (frac, draw) if strict else (-1.0, 0)
         if key not in cohorts:
             folder = synth
             if strict:
-                gen = strict_generator(model, frac, cfg, out / "generators" / f"frac{frac:g}",
-                                       generator_overrides, progress)
+                name = f"frac{frac:g}_draw{draw}"
+                gen = strict_generator(model, frac, cfg, out / "generators" / name,
+                                       generator_overrides, progress, draw, n_subset(frac, draw),
+                                       splits=splits)
                 folder = cohort_for_bench(gen, real.labels, n_synth or len(real.train),
-                                          out / "cohorts" / f"frac{frac:g}", progress=progress)
+                                          out / "cohorts" / name, progress=progress)
             elif folder is None:
                 folder = cohort_for_bench(model_ref, real.labels, n_synth or len(real.train),
                                           out / "cohort", progress=progress)
@@ -197,12 +201,13 @@ def run_bench(cfg: BenchConfig, out: Path, synth: Path | None = None, model: Pat
             cohorts[key] = (arrays, card, folder)
         return cohorts[key]
 
-    def gen_data_for(frac: float) -> tuple[ArraySet, dict]:
+    def gen_data_for(frac: float, draw: int) -> tuple[ArraySet, dict]:
         """The generator's real training images (shared by the fractions of one generator)."""
-        key = frac if strict else -1.0
+        key = (frac, draw) if strict else (-1.0, 0)
         if key not in gen_sets:
             folder, gen_cfg = generator_source(model, frac if strict else None, cfg, out,
-                                               generator_overrides)
+                                               generator_overrides, draw,
+                                               n_subset(frac, draw) if strict else None)
             rows = generator_images(real, folder, gen_cfg)
             gen_sets[key] = (train_rows_set(real, rows, cfg.policy),
                              {"real_frac": gen_cfg.data.real_frac, "images": len(rows)})
@@ -211,16 +216,18 @@ def run_bench(cfg: BenchConfig, out: Path, synth: Path | None = None, model: Pat
     i, n = job
     todo = jobs(cfg)
     _check_resumable(out, todo, tests)
-    for k, (frac, arm, seed) in enumerate(todo):
+    for k, (frac, draw, arm, seed) in enumerate(todo):
         if k % n != i:
             continue
-        if (job_dir(out, frac, arm, seed) / "result.json").is_file():
-            score_external(job_dir(out, frac, arm, seed), tests, cfg)
+        folder = job_dir(out, frac, draw, arm, seed)
+        if (folder / "result.json").is_file():
+            score_external(folder, tests, cfg)
             continue
-        arrays, card, _ = cohort_for(frac) if arm in SYNTH_ARMS else (None, {}, None)
-        gen_set, gen = gen_data_for(frac) if arm == GEN_DATA else (None, generator_trained_on(card))
-        run_job(frac, arm, seed, real, arrays, cfg, out, progress,
-                cohort_key=f"frac{frac:g}" if strict else "cohort",
+        arrays, card, _ = cohort_for(frac, draw) if arm in SYNTH_ARMS else (None, {}, None)
+        gen_set, gen = (gen_data_for(frac, draw) if arm == GEN_DATA
+                        else (None, generator_trained_on(card)))
+        run_job(frac, draw, arm, seed, real, arrays, cfg, out, progress,
+                cohort_key=f"frac{frac:g}_draw{draw}" if strict else "cohort",
                 generator_real_frac=gen.get("real_frac"), gen_data=gen_set,
                 generator_real_images=gen.get("images"), tests=tests, init=init)
     if not all((job_dir(out, *j) / "result.json").is_file() for j in todo):
@@ -229,8 +236,10 @@ def run_bench(cfg: BenchConfig, out: Path, synth: Path | None = None, model: Pat
         score_external(job_dir(out, *j), tests, cfg)
     results = [json.loads((job_dir(out, *j) / "result.json").read_text()) for j in todo]
     summary = summarise(cfg, real, results, out, tests)
-    used = sorted({f for f in cfg.real_fracs}) if needs_synth else []
-    cards = {f"{f:g}": cohort_for(f) for f in used} if strict else ({"all": cohort_for(-1)} if needs_synth else {})
+    if strict and needs_synth:
+        cards = {f"{f:g}_draw{d}": cohort_for(f, d) for f in cfg.real_fracs for d in range(cfg.subsets)}
+    else:
+        cards = {"all": cohort_for(-1.0, 0)} if needs_synth else {}
     report = {"config": C.to_dict(cfg), "versions": versions(), "labels": real.labels,
               "warnings": warnings,
               "protocol": "strict" if strict else "paper",
