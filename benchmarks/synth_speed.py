@@ -166,7 +166,8 @@ def main() -> None:
             fcfg = C.from_dict(SynthConfig, {"labels": a.labels.split(","), "n": a.n,
                                              "classifier": a.classifier, "gates": ["fidelity"]})
             gen = LoadedGenerator.open(a.model)
-            gates, info = build_gates(fcfg, gen, None, gen.training_set())
+            gates, info = build_gates(fcfg.gates, fcfg.gate, fcfg.labels, fcfg.classifier, gen, None,
+                                      gen.training_set())
             targets = plan["target"].tolist()
             result["fidelity"] = {
                 "thresholds": info["fidelity"]["thresholds"],

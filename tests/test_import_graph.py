@@ -2,8 +2,9 @@
 
     core < data < models < text < metrics < classify < diffusion < cohorts < experiments < cli
 
-A package imports only packages to its left, so there is no cycle; ``cxraug --help`` imports no
-torch."""
+A package imports only packages to its left, so there is no cycle between packages; inside a
+package no two files import each other either (directly or through others, lazy imports
+included); ``cxraug --help`` imports no torch."""
 
 from __future__ import annotations
 
@@ -104,3 +105,97 @@ def test_function_level_imports_only_in_the_cli():
                             and "# lazy:" not in lines[sub.lineno - 2]):
                         hidden.append(f"{rel}:{sub.lineno}")
     assert not hidden, f"move these imports to the top of their module: {hidden}"
+
+
+# ------------------------------------------------------------------ file-level import circles
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_edges(root: Path = PKG) -> dict[str, dict[str, int]]:
+    """``module -> {imported cxraug module: line}`` for every file under ``root``: imports at
+    module level, inside functions and under ``if TYPE_CHECKING`` all count. ``from pkg import
+    name`` is an edge to ``pkg.name`` when that is a module, else to ``pkg``."""
+    files = {_module_name(p, root): p for p in sorted(root.rglob("*.py"))}
+    edges: dict[str, dict[str, int]] = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        out = edges.setdefault(name, {})
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
+                                    + ([node.module] if node.module else []))
+                else:
+                    base = node.module or ""
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base
+                           for a in node.names]
+            for t in targets:
+                while t and t not in files:  # `import cxraug.data.labels as L` etc.
+                    t = t.rpartition(".")[0]
+                if t and t != name:
+                    out.setdefault(t, node.lineno)
+    return edges
+
+
+def import_cycles(edges: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in edges.get(v, {}):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_file_level_import_circle():
+    """No two cxraug modules import each other, directly or through others (a lazy or
+    TYPE_CHECKING import included): each file can be read knowing only the ones it imports."""
+    edges = module_edges()
+    cycles = import_cycles(edges)
+    where = [" -> ".join(f"{a}:{edges[a][b]}" for a, b in zip(c, c[1:] + c[:1]) if b in edges[a])
+             for c in cycles]
+    assert not cycles, f"import circles (module:line of the import): {where}"
+
+
+def test_cycle_check_sees_lazy_and_type_checking_imports(tmp_path):
+    root = tmp_path / "cxraug"
+    (root / "data").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "data" / "__init__.py").write_text("")
+    (root / "data" / "a.py").write_text("from cxraug.data.b import x\n")
+    (root / "data" / "b.py").write_text("def f():\n    from . import a\n")
+    (root / "data" / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                        "    from cxraug.data import d\n")
+    (root / "data" / "d.py").write_text("import cxraug.data.c as c\nfrom cxraug.data import a\n")
+    edges = module_edges(root)
+    assert edges["cxraug.data.b"] == {"cxraug.data.a": 2}
+    assert edges["cxraug.data.c"] == {"cxraug.data.d": 3}
+    assert import_cycles(edges) == [["cxraug.data.a", "cxraug.data.b"], ["cxraug.data.c", "cxraug.data.d"]]

@@ -1,7 +1,9 @@
 """Quality gates for synthetic images: label fidelity and memorisation.
 
 Both gates are calibrated on real images the generator never trained on (the run's ``val``
-split), so a threshold means "as good as / as far from the training data as real images are":
+split; a generator trained on a real subset, as in the bench's strict protocol, calibrates the
+memorisation gate leave-one-patient-out on that subset instead, since its user has no other real
+images), so a threshold means "as good as / as far from the training data as real images are":
 
 * **fidelity**: a classifier trained on real data only scores each image. Per label, the
   positive threshold is the score quantile that keeps ``recall`` of the real val positives
@@ -38,7 +40,6 @@ from cxraug.data import labels as L
 from cxraug.data.reference import downsample
 
 if TYPE_CHECKING:
-    from cxraug.cohorts.config import SynthConfig
     from cxraug.cohorts.generator import LoadedGenerator
 
 GATES = ("fidelity", "memorisation")
@@ -230,6 +231,26 @@ class MemorisationGate:
         return {"threshold": self.threshold, "n_val": len(best),
                 "val_ssim_median": float(np.median(best)), "val_ssim_max": float(best.max())}
 
+    def calibrate_within(self, patient_ids: np.ndarray) -> dict:
+        """Set the threshold leave-one-patient-out on the training images themselves: each
+        image's best SSIM among the ``top_k`` (by cosine) training images of *other* patients.
+        For a generator trained on a real subset (the bench's strict protocol), whose user has no
+        other real images to calibrate on."""
+        pids = np.asarray(patient_ids).astype(str)
+        if len(set(pids)) < 2:
+            raise CxraugError("memorisation gate: the generator's training images come from one "
+                              "patient; nothing to calibrate on (use --gates none)")
+        sims = self.ref_emb @ self.ref_emb.T
+        sims[pids[:, None] == pids[None, :]] = -np.inf
+        k = min(self.cfg.top_k, int((pids[:, None] != pids[None, :]).sum(axis=1).min()))
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        best = np.array([max(ssim(np.asarray(self.reference[i]), np.asarray(self.reference[j])) for j in cand)
+                         for i, cand in enumerate(top)])
+        self.threshold = float(np.quantile(best, 1 - self.cfg.alpha, method="higher"))
+        return {"threshold": self.threshold, "n_val": 0, "calibrated_on": "training images, "
+                "leave-one-patient-out", "n_calibration": len(best),
+                "val_ssim_median": float(np.median(best)), "val_ssim_max": float(best.max())}
+
     def check(self, images: np.ndarray) -> list[dict]:
         rows, cos, best = self.nearest(images)
         return [{"memorisation": PASS if s <= self.threshold else FAIL, "nn_id": self.ids[r],
@@ -267,38 +288,48 @@ class Gates:
 
 # ------------------------------------------------------------------------ a cohort's gates
 
-def build_gates(cfg: SynthConfig, gen: LoadedGenerator, out: CohortDir | None,
-                train_ds) -> tuple[Gates, dict]:
-    """Load the classifier, read real train/val images and calibrate (or reload) the gates."""
+def build_gates(gates: Sequence[str], settings: GateConfig, labels: list[str], classifier: str | None,
+                gen: LoadedGenerator, out: CohortDir | None, train_ds) -> tuple[Gates, dict]:
+    """Load the classifier, read real train/val images and calibrate (or reload) the ``gates``
+    (names from :data:`GATES`) for the requested ``labels``; ``classifier``: the real-data
+    classifier folder of the fidelity gate (and the embeddings), if any."""
     info: dict = {g: {"status": "not run"} for g in GATES}
-    if not cfg.gates:
+    if not gates:
         return Gates(), info
     saved = json.loads(out.gates.read_text()) if out is not None and out.gates.is_file() else None
-    clf = _gate_classifier(cfg.classifier)
-    if saved is None:  # calibrate on the real val split of the generator's data
+    clf = _gate_classifier(classifier)
+    # A generator trained on a real subset (the bench's strict protocol) calibrates on that
+    # subset alone: its user has no other real images.
+    subset = gen.cfg.data.real_frac < 1
+    if saved is None and subset and "fidelity" in gates and clf is not None:
+        raise CxraugError("fidelity gate: this generator was trained on a real subset "
+                          f"(data.real_frac={gen.cfg.data.real_frac:g}); its thresholds would be "
+                          "calibrated on real images outside it. Use --gates memorisation")
+    if saved is None and not subset:  # calibrate on the real val split of the generator's data
         val_images, val_ds = gen.images(gen.split("val"))
     fid = mem = None
-    if "fidelity" in cfg.gates and clf is None:
+    if "fidelity" in gates and clf is None:
         info["fidelity"] = {"status": "not run", "why": "no --classifier given"}
-    elif "fidelity" in cfg.gates and saved is not None:
+    elif "fidelity" in gates and saved is not None:
         fid = FidelityGate.from_thresholds(clf, saved["fidelity"]["thresholds"])
-    elif "fidelity" in cfg.gates:
-        fid = FidelityGate.calibrate(clf, cfg.labels, val_images, val_ds.labels, cfg.gate)
-        info["fidelity"] = {"status": "run", "classifier": str(Path(cfg.classifier).resolve()),
-                            "recall": cfg.gate.recall, "negative_keep": cfg.gate.negative_keep,
+    elif "fidelity" in gates:
+        fid = FidelityGate.calibrate(clf, labels, val_images, val_ds.labels, settings)
+        info["fidelity"] = {"status": "run", "classifier": str(Path(classifier).resolve()),
+                            "recall": settings.recall, "negative_keep": settings.negative_keep,
                             "n_val": len(val_ds), "thresholds": fid.thresholds()}
-    if "memorisation" in cfg.gates:
+    if "memorisation" in gates:
         ref, kept = gen.images(train_ds)
         embed, name = ((clf.embed, f"classifier {clf.args['arch']} features") if clf is not None
-                       else (pixel_embedding(cfg.gate.pixel_embed),
-                             f"pixels {cfg.gate.pixel_embed}x{cfg.gate.pixel_embed}"))
-        mem = MemorisationGate(ref, kept.ids, embed, name, cfg.gate)
+                       else (pixel_embedding(settings.pixel_embed),
+                             f"pixels {settings.pixel_embed}x{settings.pixel_embed}"))
+        mem = MemorisationGate(ref, kept.ids, embed, name, settings)
         if saved is not None:
             mem.threshold = saved["memorisation"]["threshold"]
         else:
-            info["memorisation"] = {"status": "run", "embedding": name, "alpha": cfg.gate.alpha,
-                                    "top_k": cfg.gate.top_k, "n_reference": len(kept),
-                                    **mem.calibrate(val_images)}
+            info["memorisation"] = {"status": "run", "embedding": name, "alpha": settings.alpha,
+                                    "top_k": settings.top_k, "n_reference": len(kept),
+                                    **(mem.calibrate_within(kept.patient_ids) if subset
+                                       else mem.calibrate(val_images))}
     if saved is not None:
         return Gates(fid, mem), saved
     if out is not None:

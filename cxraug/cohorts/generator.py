@@ -3,6 +3,7 @@ its config, its reference data (training and val images) and its identity (a has
 
     gen = LoadedGenerator.open("kermany-128")
     train = gen.training_set()
+    pipe = gen.pipeline("cuda")
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from cxraug.data.cache import cached_images
 from cxraug.data.reference import REFERENCE_NAME, Reference, Rows, check_known
 from cxraug.data.splits import splits_for
 from cxraug.diffusion.config import DiffCXRConfig
+from cxraug.diffusion.pipeline import DiffCXRPipeline
 from cxraug.diffusion.prepare import training_dataset
 from cxraug.models.zoo import SHIPPED, resolve_model
 
@@ -56,6 +58,11 @@ class LoadedGenerator:
         return cls(run, cfg, usable,
                    folder_hash(run.vae, run.text, run.denoiser, run.adapter), str(model),
                    Reference.load(ref) if ref.is_file() else None)
+
+    def pipeline(self, device: str = "cpu"):
+        """The generator's sampling pipeline, loaded from the folder and config opened here
+        (:meth:`~cxraug.diffusion.pipeline.DiffCXRPipeline.from_run`): one loader per synth run."""
+        return DiffCXRPipeline.from_run(self.run, self.cfg, device)
 
     def training_set(self):
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,9 +22,6 @@ from cxraug.core.errors import CxraugError
 from cxraug.core.seeds import image_seed, stable_seed
 from cxraug.data import labels as L
 from cxraug.data.templates import PromptBuilder, paper_hint
-
-if TYPE_CHECKING:
-    from cxraug.cohorts.config import SynthConfig
 
 NEGATIVE = "negative"
 COOCCURRENCE = ("empirical", "none")
@@ -118,19 +114,19 @@ def plan_cohort(spec: CohortSpec, train_labels: np.ndarray | None = None,
     return pd.DataFrame(rows)
 
 
-def build_plan(cfg: SynthConfig, train_labels: np.ndarray, has_adapter: bool, start_index: int = 0,
-               targets: list[str] | None = None, round_: int = 0) -> pd.DataFrame:
-    """The cohort plan (:func:`plan_cohort` of ``cfg``) with each image's round, prompt and DKIM
-    hint (both deterministic)."""
+def build_plan(spec: CohortSpec, prompts: str, train_labels: np.ndarray, has_adapter: bool,
+               start_index: int = 0, targets: list[str] | None = None, round_: int = 0) -> pd.DataFrame:
+    """The cohort plan (:func:`plan_cohort` of ``spec``) with each image's round, prompt and DKIM
+    hint (both deterministic). ``prompts``: the prompt source, ``mined`` or ``paper``."""
 
-    plan = plan_cohort(cfg.spec(), train_labels, start_index, targets)
-    builder = PromptBuilder(source=cfg.prompts)
+    plan = plan_cohort(spec, train_labels, start_index, targets)
+    builder = PromptBuilder(source=prompts)
     vecs = plan[list(L.OBSERVATIONS)].to_numpy(np.float32)
-    prompts = [builder.build(v, seed=stable_seed(cfg.seed, "prompt", i))
-               for v, i in zip(vecs, plan["index"])]
+    texts = [builder.build(v, seed=stable_seed(spec.seed, "prompt", i))
+             for v, i in zip(vecs, plan["index"])]
     hints = [paper_hint(v) if has_adapter else "" for v in vecs]
     plan.insert(1, "round", round_)
-    plan.insert(4, "prompt", prompts)
+    plan.insert(4, "prompt", texts)
     plan.insert(5, "hint", hints)
     return plan
 

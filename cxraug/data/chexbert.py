@@ -34,7 +34,7 @@ from torch import nn
 from cxraug.core.artifacts import CONFIG_NAME, WEIGHTS_NAME, Component, load_component, register
 from cxraug.core.errors import WeightsError
 from cxraug.data import labels as L
-from cxraug.data.labeler import text_problem
+from cxraug.data.labeler_vocab import text_problem
 from cxraug.data.reports import labeling_text
 
 #: bert-base-uncased's configuration (what the published chexbert.pth was trained with).
@@ -244,7 +244,7 @@ class CheXbert:
 
     def label(self, texts: Iterable[str | None]) -> np.ndarray:
         """Raw ``float32 [N, 14]``; empty reports and text that is not a report are left
-        unlabelled (all blank), as by the rule labeler (:func:`cxraug.data.labeler.text_problem`)."""
+        unlabelled (all blank), as by the rule labeler (:func:`cxraug.data.labeler_vocab.text_problem`)."""
 
         raw = list(texts)
         texts = [labeling_text(t or "") for t in raw]

@@ -81,14 +81,21 @@ class DiffCXRPipeline:
         if not (run.denoiser / "config.json").is_file():
             raise WeightsError(f"{run.root}: no trained denoiser (denoiser/config.json); pass a run "
                                "folder written by cxraug train --stage 1")
+        cfg = C.load(DiffCXRConfig, run.root / "config.yaml") if (run.root / "config.yaml").is_file() \
+            else DiffCXRConfig()
+        return cls.from_run(run, cfg, device, use_adapter)
+
+    @classmethod
+    def from_run(cls, run: RunDir, cfg: DiffCXRConfig, device: str = "cpu", use_adapter: bool = True):
+        """Load the components of a resolved run folder with its config (a cohort's
+        ``LoadedGenerator`` has read both already). A stale adapter is a warning and left out;
+        a damaged component file is named in one line before anything loads."""
         use_adapter = use_adapter and (run.adapter / "config.json").is_file()
         stale = run.stale_adapter() if use_adapter else None
         if stale:
-            warnings.warn(stale, CxraugWarning, stacklevel=2)
+            warnings.warn(stale, CxraugWarning, stacklevel=3)
             use_adapter = False
         check_run_files(run, ("vae", "text", "denoiser") + (("adapter",) if use_adapter else ()))
-        cfg = C.load(DiffCXRConfig, run.root / "config.yaml") if (run.root / "config.yaml").is_file() \
-            else DiffCXRConfig()
         space = LatentSpace.load(run.vae, device)
         encoder = ReportEncoder.from_pretrained(run.text, device)
         den = UViT.from_pretrained(run.denoiser, device)

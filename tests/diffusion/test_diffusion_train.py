@@ -33,6 +33,8 @@ def test_all_stages_write_components(tiny_run):
     assert len(_losses(run.metrics(1))) == 4 and len(_losses(run.metrics(2))) == 2
     assert all(np.isfinite(_losses(run.metrics(1))))
     assert sorted(p.name for p in (run.checkpoints(1)).iterdir()) == ["step_00000002", "step_00000004"]
+    # the frozen components' checkpoints served a resume after a kill only; gone once saved
+    assert sorted(p.name for p in (run.root / "checkpoints").iterdir()) == ["stage1", "stage2"]
 
 
 def test_pipeline_from_run_is_batch_invariant(tiny_run):
