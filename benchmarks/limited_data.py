@@ -32,6 +32,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
+import re
 import shlex
 import shutil
 import sys
@@ -119,16 +121,18 @@ def run_sweep(args, cfgs: dict[str, BenchConfig], share: tuple[int, int]) -> dic
 
 # ------------------------------------------------------------------------------ the report
 
-def _clean(obj, roots: list[str]):
-    """``obj`` with the work folder's absolute paths made relative (committed results hold none)."""
+_ABS = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)*[\w.+-]+")
+
+
+def _clean(obj):
+    """``obj`` with every absolute path made relative to the working folder (committed results
+    hold no machine paths)."""
     if isinstance(obj, dict):
-        return {k: _clean(v, roots) for k, v in obj.items()}
+        return {k: _clean(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_clean(v, roots) for v in obj]
+        return [_clean(v) for v in obj]
     if isinstance(obj, str):
-        for r in roots:
-            obj = obj.replace(r + "/", "").replace(r, ".")
-        return obj
+        return _ABS.sub(lambda m: os.path.relpath(m.group(0)), obj)
     return obj
 
 
@@ -165,7 +169,7 @@ def build_report(work: Path, names: list[str]) -> dict:
             "transfer_efficiency": {n: benches[n].get("transfer_efficiency", []) for n in ("paper", "strict") if n in benches},
             "generators": {n: benches[n].get("generator") for n in ("paper", "strict") if n in benches},
             "cohorts": {n: {k: {kk: vv for kk, vv in v.items() if kk != "card"} | {
-                "accepted": (v.get("card") or {}).get("accepted"), "rejected": (v.get("card") or {}).get("rejected")}
+                "counts": (v.get("card") or {}).get("counts")}
                 for k, v in benches[n].get("synthetic", {}).get("cohorts", {}).items()}
                 for n in ("paper", "strict") if n in benches},
             "config": {n: b["config"] for n, b in benches.items()},
@@ -274,7 +278,7 @@ def write_report(args, argv: list[str], seconds: dict) -> Path:
                seconds_this_call=seconds, n_synth=args.n_synth,
                strict_generator_overrides=args.strict_generator_set)
     rec["verdict"] = verdict(rec)
-    rec = _clean(rec, [str(args.work.resolve()), str(Path.cwd().resolve())])
+    rec = _clean(rec)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = args.out_dir / f"{args.name}.json"
     out.write_text(json.dumps(rec, indent=2, default=str) + "\n")
