@@ -7,7 +7,7 @@ with a digest of every artifact it writes.
 
 Run the old code from outside both checkouts (the CLI runs as ``python -c``, which puts the
 current folder first on the path). The old checkout needs ``cxraug.diffusion.config.TINY`` (from
-the #15 restructure on; before it, the same list lived in tests/conftest.py). Everything runs in
+version 0.2.0 on; before it, the same list lived in tests/conftest.py). Everything runs in
 one thread (``OMP_NUM_THREADS=1``) on a generated 48-image Kermany-layout folder, so two runs of
 the same code on the same machine give the same bytes. The digest holds sha256 of every weight
 file (tensors and sorted metadata), image, manifest and card, with wall-clock fields, paths and
