@@ -24,8 +24,8 @@ from cxraug.metrics.bootstrap import paired_difference, paired_ratio
 
 
 def _cfg(data, **kw):
-    cfg = B.BenchConfig(data=str(data), image_size=16, min_positive=1, n_boot=20, **kw)
-    cfg.classifier.arch, cfg.classifier.max_epochs = "resnet10t", 1
+    cfg = B.BenchConfig(data=str(data), image_size=16, min_positive=1, n_boot=20, steps=4, **kw)
+    cfg.classifier.arch = "resnet10t"
     return cfg
 
 
@@ -71,8 +71,9 @@ def test_paired_ratio_is_the_ratio_of_paired_differences_on_the_same_resamples()
 
 def test_gen_data_arm_pretrains_on_the_generator_images_paper(kermany_fixture, tmp_path):
     """Paper protocol: gen-data->real pre-trains on the whole training split (the generator's
-    real_frac is 1), once per seed; results record the generator, the init and the transfer
-    efficiency computed from the stored paired differences."""
+    real_frac is 1), once per seed; every arm trains the same number of optimiser steps; results
+    record the generator, the init and the transfer efficiency, computed from the same paired
+    differences as the cells' vs real."""
     run = generator_run(kermany_fixture, tmp_path / "gen")
     weights = tmp_path / "r10.safetensors"
     save_file(timm.create_model("resnet10t", pretrained=False).state_dict(), str(weights))
@@ -87,41 +88,66 @@ def test_gen_data_arm_pretrains_on_the_generator_images_paper(kermany_fixture, t
     assert gen["n_pretrain"] == gen["generator_real_images"] == len(real.train)
     assert gen["generator_real_frac"] == 1.0 and gen["n_real"] < len(real.train)
     assert jobs["synth->real"]["n_pretrain"] == 8 and jobs["real"]["generator_real_images"] is None
-    assert (out / "pretrain" / "gen-data_frac1_seed0" / "model.safetensors").is_file()
+    pre_steps = cfg.split_steps()[0]
+    assert (out / "pretrain" / f"gen-data_frac1_steps{pre_steps}_seed0" / "model.safetensors").is_file()
     assert report["generator"]["generators"]["all"]["images"] == len(real.train)
     assert report["protocol"] == "paper"
 
+    # equal compute: every arm trains cfg.steps optimiser steps, pre-training arms split them
+    bs = cfg.classifier.batch_size
+    for arm, j in jobs.items():
+        pre = pre_steps if arm in B.PRETRAIN_ARMS else 0
+        assert (j["optimizer_steps"], j["pretrain_steps"], j["finetune_steps"]) == (cfg.steps, pre, cfg.steps - pre)
+        assert j["images_seen"] == cfg.steps * bs and j["selection"] == "final"
+        assert (j["draw"], j["subset_seed"]) == (0, cfg.subset_seed)
+    assert {c["arm"]: c["optimizer_steps"] for c in report["cells"]} == {a: [cfg.steps] for a in jobs}
+    assert report["statistics"]["steps"] == cfg.steps and report["statistics"]["pretrain_steps"] == pre_steps
+
     init = _sha(weights)
     assert report["init"] == init and {j["init"] for j in report["jobs"]} == {init}
-    saved = Classifier.from_pretrained(B.job_dir(out, 0.5, "real", 0) / "model")
+    saved = Classifier.from_pretrained(B.job_dir(out, 0.5, 0, "real", 0) / "model")
     assert saved.meta["init"] == init
 
+    y = real.test.targets
+    mauc = {a: mean_auc(y, np.load(B.job_dir(out, 0.5, 0, a, 0) / "test_scores.npy")) for a in jobs}
+    cells = {c["arm"]: c for c in report["cells"]}
+    assert cells["real"]["estimate"] == pytest.approx(mauc["real"]) and "vs_real" not in cells["real"]
     te = report["transfer_efficiency"][0]
-    seed0 = te["per_seed"][0]
-    assert seed0["numerator"] == jobs["synth->real"]["diff_vs_real"]["diff"]
-    assert seed0["numerator_ci"] == jobs["synth->real"]["diff_vs_real"]["ci"]
-    assert seed0["denominator"] == jobs["gen-data->real"]["diff_vs_real"]["diff"]
-    assert seed0["denominator_ci"] == jobs["gen-data->real"]["diff_vs_real"]["ci"]
-    lo, hi = seed0["denominator_ci"]
+    assert te["frac"] == 0.5
+    assert te["numerator"] == pytest.approx(mauc["synth->real"] - mauc["real"])
+    assert te["numerator"] == pytest.approx(cells["synth->real"]["vs_real"]["estimate"])
+    assert te["denominator"] == pytest.approx(mauc["gen-data->real"] - mauc["real"])
+    assert te["denominator"] == pytest.approx(cells["gen-data->real"]["vs_real"]["estimate"])
+    assert te["denominator_ci"] == cells["gen-data->real"]["vs_real"]["ci"]  # same replicates
+    lo, hi = te["denominator_ci"]
     if lo <= 0 <= hi:
-        assert te["value"] is None and "includes 0" in te["reason"]
+        assert te["value"] is None and te["ci"] is None and "includes 0" in te["reason"]
     else:
-        assert te["value"] == pytest.approx(seed0["numerator"] / seed0["denominator"])
+        assert te["value"] == pytest.approx(te["numerator"] / te["denominator"])
+        assert te["reason"] is None and len(te["ci"]) == 2
 
 
 def test_gen_data_arm_strict_uses_the_fraction_subset(kermany_fixture, tmp_path):
+    """--strict: each subset draw's gen-data->real pre-trains on that draw's real subset only (its
+    own pre-trained classifier: another draw's subset holds images outside this one)."""
     run = generator_run(kermany_fixture, tmp_path / "gen")
-    cfg = _cfg(kermany_fixture, real_fracs=[0.5], arms=["real", "gen-data->real"])
-    report = B.run_bench(cfg, tmp_path / "b", model=run, strict=True, progress=False)
+    cfg = _cfg(kermany_fixture, real_fracs=[0.5], arms=["real", "gen-data->real"], subsets=2)
+    out = tmp_path / "b"
+    report = B.run_bench(cfg, out, model=run, strict=True, progress=False)
     real = B.load_real_splits(cfg, run / "splits.csv", cfg.image_size, cfg.split_seed)
-    subset = real_subset(real.train, 0.5, seed=cfg.subset_seed)
-    gen = next(j for j in report["jobs"] if j["arm"] == "gen-data->real")
-    assert gen["n_pretrain"] == gen["generator_real_images"] == len(subset) < len(real.train)
-    assert gen["generator_real_frac"] == 0.5
+    subsets = [real_subset(real.train, 0.5, seed=cfg.subset_seed + d) for d in range(2)]
+    assert set(subsets[0].ids) != set(subsets[1].ids)
+    pre_steps = cfg.split_steps()[0]
+    for d, subset in enumerate(subsets):
+        gen = next(j for j in report["jobs"] if j["arm"] == "gen-data->real" and j["draw"] == d)
+        assert gen["n_pretrain"] == gen["generator_real_images"] == len(subset) < len(real.train)
+        assert gen["generator_real_frac"] == 0.5 and gen["subset_seed"] == cfg.subset_seed + d
+        assert gen["pretrain_steps"] + gen["finetune_steps"] == gen["optimizer_steps"] == cfg.steps
+        assert (out / "pretrain" / f"gen-data_frac0.5_draw{d}_steps{pre_steps}_seed0" / "config.json").is_file()
+    assert len(list((out / "pretrain").iterdir())) == 2  # one pre-training per draw
     assert report["generator"] == {"protocol": "strict", "model": str(run),
-                                   "generators": {"0.5": {"real_frac": 0.5, "images": len(subset)}}}
-    assert report["transfer_efficiency"][0]["value"] is None
-    assert "synth->real" in report["transfer_efficiency"][0]["reason"]
+                                   "generators": {"0.5": {"real_frac": 0.5, "images": len(subsets[0])}}}
+    assert report["transfer_efficiency"] == []  # needs synth->real too
 
 
 def test_gen_data_arm_needs_agenerator_run(kermany_fixture, tmp_path, capsys):
@@ -145,26 +171,31 @@ def test_gen_data_arm_needs_agenerator_run(kermany_fixture, tmp_path, capsys):
 
 
 def test_test_data_scores_other_datasets_and_resume_adds_one(kermany_fixture, nih_fixture,
-                                                             tmp_path, capsys):
+                                                             tmp_path, capsys, monkeypatch):
+    from cxraug.cli.common import console
+
+    monkeypatch.setattr(console, "_width", 200)  # a wide terminal: the table's headers unwrapped
     hospital = _hospital(tmp_path / "hospital")
     out = tmp_path / "b"
     args = ["bench", "--data", str(kermany_fixture), "--labels", "Pneumonia,No Finding",
             "--arms", "real", "--real-frac", "1.0", "--arch", "resnet10t", "--image-size", "16",
-            "--set", "classifier.max_epochs=1", "--set", "n_boot=20", "--set", "min_positive=1",
+            "--steps", "4", "--set", "n_boot=20", "--set", "min_positive=1",
             "--out", str(out), "--test-data", str(hospital)]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "hospital mAUC" in printed and "skipped: No Finding (not labelled there)" in printed
+    assert "hospital mAUC" in printed
+    assert "skipped: No Finding (not labelled there)" in " ".join(printed.split())
     res = json.loads((out / "results.json").read_text())
     assert res["test_sets"]["hospital"]["labels"] == ["Pneumonia"]
     assert res["test_sets"]["hospital"]["skipped"] == {"No Finding": "not labelled there"}
-    job = B.job_dir(out, 1.0, "real", 0)
+    job = B.job_dir(out, 1.0, 0, "real", 0)
     with np.load(job / "external" / "hospital.npz") as z:
         scores = z["scores"]
     assert scores.shape == (10, 2)
     y = np.array([[i % 2] for i in range(10)], np.float32)
-    assert res["jobs"][0]["external"]["hospital"]["mauc"] == pytest.approx(mean_auc(y, scores[:, :1]))
-    assert res["cells"][0]["external"]["hospital"]["mauc_mean"] == res["jobs"][0]["external"]["hospital"]["mauc"]
+    ext = res["cells"][0]["external"]["hospital"]
+    assert ext["estimate"] == pytest.approx(mean_auc(y, scores[:, :1]))  # one job: its mAUC
+    assert (ext["draws"], ext["seeds"]) == (1, 1) and ext["ci"][0] <= ext["ci"][1]
 
     weights, result = job / "model" / "model.safetensors", job / "result.json"
     stamps = (weights.stat().st_mtime_ns, result.stat().st_mtime_ns)
@@ -179,7 +210,9 @@ def test_test_data_scores_other_datasets_and_resume_adds_one(kermany_fixture, ni
     t = B.load_test_sets([str(nih_fixture)], _cfg(kermany_fixture), ["Pneumonia", "No Finding"])[0]
     model = Classifier.from_pretrained(job / "model")
     assert np.allclose(nih_scores, model.predict_proba(t.data.images), atol=1e-6)
-    assert res2["jobs"][0]["external"]["hospital"] == res["jobs"][0]["external"]["hospital"]
+    assert res2["cells"][0]["external"]["hospital"] == res["cells"][0]["external"]["hospital"]
+    assert res2["cells"][0]["external"]["nih14"]["estimate"] == pytest.approx(
+        mean_auc(t.data.targets[:, :1], nih_scores[:, :1]))
 
 
 def test_test_data_errors_are_one_line(kermany_fixture, tmp_path, capsys):
@@ -237,13 +270,13 @@ def test_pretrained_name_offline_fails_in_one_line(tmp_path):
 
 
 def test_resume_with_other_settings_is_refused(kermany_fixture, tmp_path, capsys):
-    """A bench folder reuses finished jobs by (fraction, arm, seed) alone, so resuming it with other
-    classifier settings would mix two experiments in one table: one line, nothing overwritten.
-    More fractions, arms or seeds (new jobs) are a resume."""
+    """A bench folder reuses finished jobs by (fraction, draw, arm, seed) alone, so resuming it with
+    other classifier settings or another step budget would mix two experiments in one table: one
+    line, nothing overwritten. More fractions, arms, draws or seeds (new jobs) are a resume."""
     out = tmp_path / "b"
     args = ["bench", "--data", str(kermany_fixture), "--arms", "real", "--real-frac", "1.0",
             "--image-size", "16", "--set", "min_positive=1", "--set", "n_boot=20",
-            "--set", "classifier.max_epochs=1", "--arch", "resnet10t", "--out", str(out)]
+            "--steps", "4", "--arch", "resnet10t", "--out", str(out)]
     assert main(args) == 0
     saved = (out / "config.yaml").read_text()
     capsys.readouterr()
@@ -251,8 +284,14 @@ def test_resume_with_other_settings_is_refused(kermany_fixture, tmp_path, capsys
     err = capsys.readouterr().err
     assert "classifier.lr=0.001" in err and "new --out" in err and "Traceback" not in err
     assert (out / "config.yaml").read_text() == saved
-    assert main([*args[:-2], "--real-frac", "0.5,1.0", "--seeds", "2", "--out", str(out)]) == 0
-    assert len(list((out / "jobs").iterdir())) == 4
+    assert main([*args[:-2], "--steps", "6", "--out", str(out)]) == 2  # equal compute across jobs
+    err = capsys.readouterr().err
+    assert "steps=4" in err and "Traceback" not in err
+    assert (out / "config.yaml").read_text() == saved
+    assert main([*args[:-2], "--real-frac", "0.5,1.0", "--seeds", "2", "--subsets", "2",
+                 "--out", str(out)]) == 0
+    assert len(list((out / "jobs").iterdir())) == 2 * 2 * 2
+    assert (out / "jobs" / "frac0.5_draw1_real_seed1" / "result.json").is_file()
     (out / "config.yaml").write_text("[not: a, config")  # damaged: one line, not a traceback
     capsys.readouterr()
     assert main(args) == 2
@@ -280,25 +319,33 @@ def test_generator_trained_on_test_images_is_refused(kermany_fixture, tmp_path):
 
 def test_synthetic_arms_are_compared_with_the_duplicate_control(kermany_fixture, tmp_path, capsys):
     """The question that matters: does a synthetic arm beat count-matched duplicated real images?
-    Each synthetic job gets a paired difference vs real+dup of the same seed (same bootstrap as vs
-    real), cells its mean, and the CLI prints it under the table; real+dup itself gets none."""
+    Each synthetic cell gets a paired difference vs real+dup (same bootstrap as vs real), the
+    default primary comparison is the smallest fraction's first synthetic arm, and the CLI prints
+    it under the table; real and real+dup themselves get none."""
     cohort = write_cohort(tmp_path / "cohort")
     out = tmp_path / "b"
     assert main(["bench", "--data", str(kermany_fixture), "--arms", "real,real+dup,synth->real",
                  "--synth", str(cohort), "--real-frac", "0.5", "--image-size", "16", "--arch", "resnet10t",
-                 "--set", "min_positive=1", "--set", "n_boot=20", "--set", "classifier.max_epochs=1",
+                 "--set", "min_positive=1", "--set", "n_boot=20", "--steps", "4",
                  "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    printed = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
     report = json.loads((out / "results.json").read_text())
-    jobs = {j["arm"]: j for j in report["jobs"]}
-    assert "diff_vs_dup" not in jobs["real+dup"] and "diff_vs_dup" not in jobs["real"]
+    cells = {c["arm"]: c for c in report["cells"]}
+    assert "vs_dup" not in cells["real+dup"] and "vs_dup" not in cells["real"]
+    assert "vs_real" in cells["real+dup"] and "vs_real" not in cells["real"]
     real = B.load_real_splits(_cfg(kermany_fixture), out / "splits.csv", 16, 0)
-    scores = {a: np.load(B.job_dir(out, 0.5, a, 0) / "test_scores.npy") for a in ("synth->real", "real+dup")}
+    scores = {a: np.load(B.job_dir(out, 0.5, 0, a, 0) / "test_scores.npy") for a in ("synth->real", "real+dup")}
     d = paired_difference(real.test.targets, scores["synth->real"], scores["real+dup"],
                           real.test.patient_ids, 20, seed=0, label_names=real.labels)
-    assert jobs["synth->real"]["diff_vs_dup"]["diff"] == pytest.approx(d["diff"])
-    cell = next(c for c in report["cells"] if c["arm"] == "synth->real")
-    assert cell["diff_vs_dup_mean"] == pytest.approx(d["diff"]) and len(cell["diff_vs_dup_ci_mean"]) == 2
-    assert "vs real+dup" in printed and f"synth->real: {d['diff']:+.3f}" in printed
-    # without gen-data->real the transfer efficiency is one hint, not an "undefined" row per fraction
-    assert "needs both synth->real and gen-data->real" in printed and "undefined" not in printed
+    vs_dup = cells["synth->real"]["vs_dup"]
+    assert vs_dup["estimate"] == pytest.approx(d["diff"]) and len(vs_dup["ci"]) == 2
+    assert vs_dup["ci"][0] <= vs_dup["ci"][1] and 0 < vs_dup["p_value"] <= 1
+    primary = report["primary"]
+    assert (primary["frac"], primary["arm"], primary["reference"]) == (0.5, "synth->real", "real+dup")
+    assert primary["estimate"] == vs_dup["estimate"] and primary["ci"] == vs_dup["ci"]
+    assert primary["p_value"] == vs_dup["p_value"] and report["family"] == []
+    assert "primary comparison" in printed
+    assert f"synth->real - real+dup = {d['diff']:+.3f}" in printed
+    assert f"p = {primary['p_value']:.3f}" in printed
+    # without gen-data->real there is no transfer efficiency, not an "undefined" row per fraction
+    assert report["transfer_efficiency"] == [] and "undefined" not in printed
