@@ -177,13 +177,13 @@ def plot(summary: dict, path: Path, title: str) -> Path:
 
 
 def generator_card(results: list[dict], strict: bool, model_ref: Any) -> dict:
-    """Protocol and, per generator (one per fraction under ``strict``), its real fraction and
-    image count, from the jobs that used one (``gen-data->real``'s count first: it is exact)."""
+    """Protocol and, per generator (one per fraction and draw under ``strict``), its real fraction
+    and image count, from the jobs that used one (``gen-data->real``'s count first: it is exact)."""
     fractions: dict[str, dict] = {}
     for r in sorted(results, key=lambda r: r["arm"] != GEN_DATA):
         if r["arm"] not in GEN_ARMS:
             continue
-        rec = fractions.setdefault(f"{r['frac']:g}" if strict else "all",
+        rec = fractions.setdefault(f"{r['frac']:g}_draw{r.get('draw', 0)}" if strict else "all",
                                    {"real_frac": None, "images": None})
         for k, v in (("real_frac", r.get("generator_real_frac")), ("images", r.get("generator_real_images"))):
             rec[k] = rec[k] if rec[k] is not None else v

@@ -108,7 +108,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def check_same_settings(out: Path, cfg: BenchConfig) -> None:
     """Refuse to mix jobs of other settings into a bench folder: a finished job is reused by its
-    (fraction, arm, seed) alone, so resuming with, say, another classifier would silently report
+    (fraction, draw, arm, seed) alone, so resuming with, say, another classifier would silently report
     a table of two experiments."""
     path = out / "config.yaml"
     if not path.is_file():
@@ -137,7 +137,7 @@ def run_bench(cfg: BenchConfig, out: Path, synth: Path | None = None, model: Pat
     """The whole experiment; returns the report, or None while other job shares are missing.
 
     ``strict``: the synthetic arms of fraction F use a cohort from a generator trained like
-    ``model`` on F's real subset only (trained into ``out/generators/fracF``, with
+    ``model`` on each draw of F's real subset only (trained into ``out/generators/fracF_drawD``, with
     ``generator_overrides`` such as ``train.steps=600`` applied to its config).
     ``test_data``: other datasets every classifier is also scored on (see the module doc).
     """
