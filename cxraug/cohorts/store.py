@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxraug.core.errors import CxraugError
+from cxraug.core.errors import CxraugError, DataError
 from cxraug.data.tables import read_csv
 
 #: Manifest columns that hold text: read as text, so an id like ``000001`` or a generator hash
@@ -32,15 +32,29 @@ def read_manifest(path: Path, required: tuple[str, ...] = ("file",)) -> pd.DataF
     """The one reader of a cohort's ``manifest.csv``: its text columns as text (empty, not NaN),
     label, score and count columns as numbers, ``accepted`` as bool (``True``/``1``).
 
-    A missing or unreadable file, a ``required`` column that is absent or no rows at all is a
-    one-line :class:`~cxraug.core.errors.DataError` naming the file."""
+    A missing or unreadable file, a ``required`` column that is absent, no rows at all, or a
+    ``file`` outside the manifest's folder (absolute, or ``..`` leading out: a cohort lists only
+    its own images) is a one-line :class:`~cxraug.core.errors.DataError` naming the file."""
     df = read_csv(Path(path), required, "cohort manifest from cxraug synth",
                   dtype=dict.fromkeys(MANIFEST_TEXT, str), keep_default_na=True)
     text = [c for c in MANIFEST_TEXT if c in df.columns]
     df[text] = df[text].fillna("")
+    if "file" in df.columns:
+        _check_inside(Path(path), df["file"])
     if "accepted" in df.columns:
         df["accepted"] = df["accepted"].astype(str).str.strip().str.lower().isin(["true", "1", "1.0"])
     return df
+
+
+def _check_inside(manifest: Path, files: pd.Series) -> None:
+    """Each ``file`` is a relative path that stays inside the manifest's folder (as written: a
+    symbolic link inside the folder is followed)."""
+    for i, f in enumerate(files):
+        norm = os.path.normpath(f)
+        if not f or os.path.isabs(f) or norm == ".." or norm.startswith(".." + os.sep):
+            raise DataError(f"{manifest}: row {i + 2}: file {f!r} is not inside the cohort folder "
+                            f"{manifest.parent}; a cohort's manifest lists only its own images, "
+                            "by paths relative to it (images/000001.png)")
 
 
 @dataclass

@@ -174,7 +174,7 @@ def chexpert(root: Path, frontal: bool = True, resolution: int | None = None) ->
                            dtype=np.float32)
             rows.append({"id": r["Path"], "path": str(path), "patient_id": m.group(0) if m else r["Path"],
                          "view": view, "split": split, "labels": vec})
-    return finish_dataset("chexpert", rows, "chexpert", root, [], frontal)
+    return finish_dataset("chexpert", rows, "chexpert", root, [], frontal, inside=root.parent)
 
 
 # ------------------------------------------------------------------------------------- MIMIC

@@ -39,12 +39,14 @@ def manifest(root: Path, frontal: bool = True, resolution: int | None = None) ->
     rows = []
     for i, r in df.iterrows():
         path = Path(r["path"])
-        path = path if path.is_absolute() else base / path
+        absolute = path.is_absolute()  # documented: absolute paths are the user's own choice
+        path = path if absolute else base / path
         vec = L.empty_vector()
         for c, obs in label_cols.items():
             vec[L.index(obs)] = chexpert_value(r[c], f"{csv}: row {i + 2}, column {c}")
         ident = r.get("id") or r["path"]
-        rows.append({"id": ident, "path": str(path), "patient_id": r.get("patient_id") or ident,
+        rows.append({"id": ident, "path": str(path), "absolute": absolute,
+                     "patient_id": r.get("patient_id") or ident,
                      "view": r.get("view") or "UNKNOWN", "split": r.get("split", ""),
                      "report": r.get("report") or None, "labels": vec,
                      "extras": {c: r[c] for c in extras}})

@@ -4,6 +4,7 @@ the file, checking label cells and split values, and turning its rows into a
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -68,14 +69,16 @@ def layouts_hint() -> str:
             + "; rename the columns, or pass --dataset folder to read only the images, unlabelled")
 
 
-# Official split values: anything else in a split column is an error, never training data.
-SPLIT_VALUES: dict[str, str] = {"": "", "train": "train", "training": "train", "val": "val",
-                                "valid": "val", "validate": "val", "validation": "val",
-                                "test": "test", "testing": "test"}
+#: Official split values (case and surrounding spaces ignored): anything else in a split column,
+#: ``training`` or ``validation`` included, is an error, never training data.
+SPLIT_VALUES = ("", "train", "val", "test")
+#: Spellings that mean an official value, named in the error so the fix is obvious.
+SPLIT_SPELLINGS = {"training": "train", "valid": "val", "validate": "val", "validation": "val",
+                   "testing": "test"}
 
 
 def _check_splits(table: pd.DataFrame, where: Path | str) -> pd.DataFrame:
-    """Map official split values to train / val / test / blank; raise naming any other value."""
+    """Official split values to train / val / test / blank; raise naming any other value."""
     raw = table["split"].astype(str)
     norm = raw.str.strip().str.lower()
     bad = ~norm.isin(list(SPLIT_VALUES))
@@ -83,14 +86,36 @@ def _check_splits(table: pd.DataFrame, where: Path | str) -> pd.DataFrame:
         value = raw[bad].iloc[0]
         n = int((raw == value).sum())
         others = raw[bad & (raw != value)].nunique()
+        fix = SPLIT_SPELLINGS.get(value.strip().lower())
         raise DataError(f"{where}: split value {value!r} in {n} row(s) (e.g. image "
                         f"{table.loc[raw == value, 'id'].iloc[0]!r})"
                         + (f" and {others} other unknown value(s)" if others else "")
-                        + "; allowed: train, val, test (also valid, validate, validation, "
-                        "training, testing) or blank for no official split")
+                        + "; allowed: train, val, test or blank for no official split"
+                        + (f" (rename {value.strip()!r} to {fix!r})" if fix else ""))
     table = table.copy()
-    table["split"] = norm.map(SPLIT_VALUES)
+    table["split"] = norm
     return table
+
+
+def check_inside(rows: list[dict], root: Path, where: Path | str, absolute_ok: bool = False) -> None:
+    """Every row's image ``path`` (already joined to ``root``) stays inside ``root``.
+
+    A table row ``../../etc/passwd``, ``/etc/hostname`` or ``../other-dataset/x.png`` would
+    otherwise be read as one of this dataset's images. The check is on the path as written
+    (``..`` and absolute paths); a symbolic link inside the folder is a deliberate choice of
+    whoever made it and is followed. ``absolute_ok``: the layout documents absolute paths (a
+    manifest CSV), so only relative ones are checked. Raises naming the row and the file.
+    """
+    base = os.path.normpath(os.path.abspath(root))
+    for i, r in enumerate(rows):
+        path = str(r.get("path") or "")
+        if not path or (absolute_ok and r.get("absolute")):
+            continue
+        norm = os.path.normpath(path)
+        if norm != base and not norm.startswith(base.rstrip(os.sep) + os.sep):
+            raise DataError(f"{where}: row {i + 2} (image {r.get('id')!s}): file {norm} is outside "
+                            f"the dataset folder {base}; image paths must be relative to it and "
+                            "stay inside it")
 
 
 def chexpert_value(text: str, where: str) -> float:
@@ -109,7 +134,10 @@ def chexpert_value(text: str, where: str) -> float:
 
 def finish_dataset(name: str, rows: list[dict], source: str, root: Path, filters: list[str],
             frontal: bool, extras: list[str] | None = None,
-            table_file: Path | None = None) -> CXRDataset:
+            table_file: Path | None = None, inside: Path | None = None) -> CXRDataset:
+    """The rows of a layout as a dataset, once their paths (inside ``inside``, default ``root``)
+    and split values are checked; ``frontal``: drop lateral views."""
+    check_inside(rows, inside or root, table_file or root, absolute_ok=source == "manifest")
     table = make_table(rows, source)
     if table.empty:
         raise DataError(f"{root}: no images found for the {name} layout")

@@ -69,7 +69,10 @@ def _bad_image(where: str, e: BaseException) -> ImageReadError:
 def load_grayscale(path: str | Path) -> np.ndarray:
     """Read an image file as ``uint8 [H, W]`` grayscale (PNG/JPEG/..., or DICOM by suffix).
 
-    16-bit PNGs are rescaled by their own min/max; colour images are converted to luminance.
+    16-bit images (PNG, TIFF) are scaled by their bit depth (a PNG's ``sBIT`` chunk, e.g. 12
+    significant bits, when it has one), so a 16-bit copy of an 8-bit image reads as the
+    original; 32-bit and float images, which have no fixed range, by their own min/max. Colour
+    images are converted to luminance.
     Raises :class:`ImageReadError` naming the file for missing, truncated, corrupt or unreadable
     files, and for files whose header declares more pixels than PIL's decompression-bomb limit.
     """
@@ -81,11 +84,39 @@ def load_grayscale(path: str | Path) -> np.ndarray:
     try:
         with _bombs_are_errors(), Image.open(path) as im:
             im.load()  # force decoding so truncated files fail here, not later
-            if im.mode in ("I;16", "I;16B", "I", "F"):
+            if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):
+                bits = _png_significant_bits(path) if im.format == "PNG" else 16
+                return _scale_bits_to_uint8(np.asarray(im, dtype=np.float32), bits)
+            if im.mode in ("I", "F"):
                 return _rescale_to_uint8(np.asarray(im, dtype=np.float32))
             return np.asarray(im.convert("L"), dtype=np.uint8).copy()
     except _PIL_ERRORS as e:
         raise _bad_image(str(path), e) from e
+
+
+def _scale_bits_to_uint8(a: np.ndarray, bits: int) -> np.ndarray:
+    """Values of a ``bits``-deep image -> ``uint8`` (``2**bits - 1`` -> 255)."""
+    top = float(2 ** bits - 1)
+    return np.round(np.clip(a, 0, top) / top * 255.0).astype(np.uint8)
+
+
+def _png_significant_bits(path: Path) -> int:
+    """A 16-bit grayscale PNG's significant bits: its ``sBIT`` chunk if any, else 16. (PIL does
+    not read sBIT; the chunk comes before the image data, so the file's head is enough.)"""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    pos = 8  # after the PNG signature
+    while pos + 8 <= len(head):
+        length, kind = struct.unpack(">I4s", head[pos:pos + 8])
+        if kind == b"sBIT" and length >= 1 and pos + 9 <= len(head):
+            bits = head[pos + 8]
+            return bits if 1 <= bits <= 16 else 16
+        if kind == b"IDAT":
+            break
+        pos += 12 + length
+    return 16
 
 
 def _rescale_to_uint8(a: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_cohort
+from conftest import write_cohort, write_png
 
 from cxraug.cli.main import main
 from cxraug.core.locks import lock_path
@@ -161,16 +161,23 @@ def _reports_csv(folder: Path) -> Path:
     return folder / "reports.csv"
 
 
-def _cohort(folder: Path) -> Path:
-    return write_cohort(folder / "cohort", n=8)
+def _eval_inputs(folder: Path) -> list[str]:
+    """A real image folder big enough for half a minute of work, and a small cohort."""
+    for i in range(3000):
+        write_png(folder / "real" / f"{i:05d}.png", size=64, seed=i)
+    cohort = write_cohort(folder / "cohort", n=8)
+    rows = (cohort / "manifest.csv").read_text().splitlines()
+    (cohort / "manifest.csv").write_text("\n".join([rows[0] + ",target"] + [
+        r + (",pneumonia" if r.split(",")[1] == "1" else ",negative") for r in rows[1:]]) + "\n")
+    return ["--real", str(folder / "real"), "--synth", str(cohort)]
 
 
 VAE = Path(__file__).resolve().parents[2] / "cxraug" / "assets" / "models" / "kermany-128" / "vae"
 
 #: command -> (its arguments, what shows it is at work: a path under tmp_path or seconds).
 AT_WORK = {
-    "eval": (lambda t: ["eval", "--real", "sample:kermany", "--synth", str(_cohort(t)),
-                        "--extractor", "pixels", "--out", "eval.json"], 6.0),
+    "eval": (lambda t: ["eval", *_eval_inputs(t), "--extractor", "pixels", "--out", "eval.json"],
+             8.0),
     "filter": (lambda t: ["filter", "--data", "sample:kermany", "--vae", str(VAE), "--out", "lnfs"],
                "lnfs/cache"),
     "label": (lambda t: ["label", str(_reports_csv(t)), "--out", "labels.csv"], 8.0),

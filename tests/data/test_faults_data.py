@@ -121,11 +121,22 @@ def test_unknown_split_value_is_an_error(kermany_fixture, capsys):
     assert "'tset'" in one_line_error(capsys)
 
 
-def test_split_spellings_are_normalised(kermany_fixture):
-    _set_splits(kermany_fixture / "index.csv", {0: "Train", 1: " valid", 2: "validation", 3: ""})
+def test_split_case_and_spaces_are_normalised(kermany_fixture):
+    _set_splits(kermany_fixture / "index.csv", {0: "Train", 1: " val", 2: "VAL ", 3: ""})
     split = load_dataset(kermany_fixture).table["split"]
     assert list(split[:4]) == ["train", "val", "val", ""]
     assert set(split) == {"train", "val", "test", ""}
+
+
+@pytest.mark.parametrize("value,fix", [("training", "train"), ("validation", "val"),
+                                       ("valid", "val"), ("testing", "test")])
+def test_other_split_spellings_are_refused_not_resplit(kermany_fixture, capsys, value, fix):
+    """Only train / val / test / blank, as documented: ``training`` was quietly re-split."""
+    _set_splits(kermany_fixture / "index.csv", {i: value for i in range(18)})
+    with pytest.raises(DataError, match=f"split value '{value}' in 18 row.*rename '{value}' to '{fix}'"):
+        load_dataset(kermany_fixture)
+    assert main(["data", "info", "--data", str(kermany_fixture)]) == 2
+    assert f"'{value}'" in one_line_error(capsys)
 
 
 def test_assign_splits_refuses_unknown_official_split(kermany_fixture):
@@ -135,6 +146,73 @@ def test_assign_splits_refuses_unknown_official_split(kermany_fixture):
     ds.table.loc[2, "split"] = "holdout"
     with pytest.raises(DataError, match="official split value 'holdout' in 1 image"):
         assign_splits(ds)
+
+
+# ---------------------------------------------------------- 3b. paths stay inside their folder
+
+def _set_path(index: Path, row: int, value: str, column: str = "image_path") -> None:
+    df = pd.read_csv(index, dtype=str, keep_default_na=False)
+    df.loc[row, column] = value
+    df.to_csv(index, index=False)
+
+
+@pytest.mark.parametrize("value", ["../../../../etc/passwd", "/etc/hostname",
+                                   "../nih14/images_64/00000000_000.png",
+                                   "images_128/../../outside.png"])
+def test_index_rows_outside_the_dataset_are_refused(kermany_fixture, nih_fixture, capsys, value):
+    (kermany_fixture.parent / "outside.png").write_bytes((kermany_fixture / "images_128" /
+                                                          "train_000.png").read_bytes())
+    _set_path(kermany_fixture / "index.csv", 4, value)
+    with pytest.raises(DataError, match=r"index.csv: row 6 \(image .*\): file .* is outside the "
+                                        "dataset folder"):
+        load_dataset(kermany_fixture)
+    assert main(["data", "info", "--data", str(kermany_fixture)]) == 2
+    assert "row 6" in one_line_error(capsys)
+
+
+def test_nih_index_row_outside_is_refused(nih_fixture):
+    _set_path(nih_fixture / "index.csv", 0, "/etc/hostname", "image_path_64")
+    with pytest.raises(DataError, match="row 2 .*/etc/hostname is outside"):
+        load_dataset(nih_fixture)
+
+
+def test_paths_inside_the_folder_are_kept(kermany_fixture):
+    (kermany_fixture / "images_128" / "sub").mkdir()
+    _set_path(kermany_fixture / "index.csv", 4, "images_128/./sub/../train_004.png")
+    assert len(load_dataset(kermany_fixture)) == 24
+
+
+def test_manifest_relative_paths_stay_inside_absolute_ones_are_documented(tmp_path):
+    img = write_png(tmp_path / "elsewhere" / "a.png")
+    folder = tmp_path / "mine"
+    write_png(folder / "b.png")
+    (folder / "manifest.csv").write_text(f"path,pneumonia\nb.png,1\n{img},0\n")
+    assert len(load_dataset(folder)) == 2  # an absolute path: the manifest layout allows it
+    (folder / "manifest.csv").write_text("path,pneumonia\nb.png,1\n../elsewhere/a.png,0\n")
+    with pytest.raises(DataError, match=r"manifest.csv: row 3 .*a.png is outside"):
+        load_dataset(folder)
+
+
+@pytest.mark.parametrize("file", ["../real/r0.png", "/tmp/r0.png", "images/../../real/r0.png"])
+def test_cohort_manifest_files_outside_the_cohort_are_refused(tmp_path, capsys, file):
+    """eval (and bench) read a cohort's manifest through one reader: real images listed as a
+    cohort's synthetic ones are refused before anything is scored."""
+    from conftest import write_cohort
+
+    from cxraug.cohorts.store import read_manifest
+
+    cohort = write_cohort(tmp_path / "cohort", n=8)
+    write_png(tmp_path / "real" / "r0.png")
+    df = pd.read_csv(cohort / "manifest.csv", dtype=str)
+    df["target"] = np.where(df["Pneumonia"] == "1", "pneumonia", "negative")
+    df.loc[3, "file"] = file
+    df.to_csv(cohort / "manifest.csv", index=False)
+    with pytest.raises(DataError, match=r"manifest.csv: row 5: file .* is not inside the cohort"):
+        read_manifest(cohort / "manifest.csv")
+    code = main(["eval", "--real", "sample:kermany", "--synth", str(cohort), "--extractor",
+                 "pixels", "--out", str(tmp_path / "eval.json")])
+    assert code == 2 and "row 5" in one_line_error(capsys)
+    assert not (tmp_path / "eval.json").exists()
 
 
 # ------------------------------------------------------------------- 4. label column names
@@ -224,6 +302,35 @@ def test_decompression_bomb_is_a_bad_image(tmp_path, size):
     with pytest.raises(ImageReadError, match="huge image"):
         decode_bytes(path.read_bytes(), "bomb.png")
     assert Image.MAX_IMAGE_PIXELS == limit and list(warnings.filters) == filters  # nothing global
+
+
+def _with_sbit(path: Path, bits: int) -> Path:
+    """Insert a PNG ``sBIT`` chunk (significant bits of a grayscale image) after IHDR."""
+    data = path.read_bytes()
+    chunk = b"sBIT" + bytes([bits])
+    sbit = struct.pack(">I", 1) + chunk + struct.pack(">I", zlib.crc32(chunk) & 0xFFFFFFFF)
+    path.write_bytes(data[:33] + sbit + data[33:])
+    return path
+
+
+def test_16_bit_png_is_scaled_by_its_bit_depth(tmp_path):
+    """Not by its own min/max, which shifted a 16-bit copy up to 6 grey levels off its 8-bit
+    original and stretched a faint image to full contrast."""
+    from cxraug.data.transforms import load_grayscale
+
+    original = np.random.default_rng(0).integers(20, 200, (32, 32), dtype=np.uint8)
+    Image.fromarray(original).save(tmp_path / "a8.png")
+    Image.fromarray(original.astype(np.uint16) * 257).save(tmp_path / "a16.png")
+    assert Image.open(tmp_path / "a16.png").mode.startswith("I;16")
+    np.testing.assert_array_equal(load_grayscale(tmp_path / "a16.png"), load_grayscale(tmp_path / "a8.png"))
+    twelve = ((original.astype(np.int64) * 4095 + 127) // 255).astype(np.uint16)
+    Image.fromarray(twelve).save(tmp_path / "a12.png")
+    got = load_grayscale(_with_sbit(tmp_path / "a12.png", 12)).astype(int)
+    assert np.abs(got - original).max() <= 1  # 12 significant bits, as its sBIT chunk says
+    faint = np.full((8, 8), 1000, np.uint16)
+    faint[0, 0] = 2000
+    Image.fromarray(faint).save(tmp_path / "faint.png")
+    assert load_grayscale(tmp_path / "faint.png").max() == round(2000 / 65535 * 255)
 
 
 def test_corrupt_images_are_bad_images(tmp_path):
