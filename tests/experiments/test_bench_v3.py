@@ -34,6 +34,7 @@ def test_every_arm_trains_the_budget_and_reads_no_validation(kermany_fixture, tm
         assert job["images_seen"] == 4 * cfg.classifier.batch_size
         pre = job["arm"] in ("synth->real", "shuffled-synth->real")
         assert (job["pretrain_steps"], job["finetune_steps"]) == ((2, 2) if pre else (0, 4))
+        assert job["seconds"] > 0 and (job["pretrain_seconds"] > 0 if pre else job["pretrain_seconds"] == 0)
     assert {(j["draw"], j["subset_seed"]) for j in report["jobs"]} == {(0, 0), (1, 1)}
     real = B.load_real_splits(cfg, tmp_path / "b" / "splits.csv", 16, 0)
     assert set(B.real_subset_set(real, 0.5, cfg, 0).patient_ids) != set(B.real_subset_set(real, 0.5, cfg, 1).patient_ids)
