@@ -162,7 +162,7 @@ def build_report(work: Path, names: list[str]) -> dict:
                  "real_100_ci": ceiling["ci"], "headroom": ceiling["estimate"] - c["estimate"]}
                 for f, c in sorted(real_at.items()) if ceiling is not None]
     any_bench = next(iter(benches.values()))
-    return {"declared_primary": PRIMARY, "primary": primary, "family": family, "cells": cells,
+    return {"cost": cost(benches), "declared_primary": PRIMARY, "primary": primary, "family": family, "cells": cells,
             "convergence": converge, "headroom": headroom, "level": LEVEL,
             "statistics": any_bench["statistics"], "labels": any_bench["labels"],
             "test": any_bench["test"], "test_sets": any_bench.get("test_sets", {}),
@@ -174,6 +174,26 @@ def build_report(work: Path, names: list[str]) -> dict:
                 for n in ("paper", "strict") if n in benches},
             "config": {n: b["config"] for n, b in benches.items()},
             "benches_done": sorted(benches), "versions": any_bench["versions"]}
+
+
+def cost(benches: dict) -> dict:
+    """Measured seconds per bench: classifier jobs (one per fraction x draw x arm x seed, the
+    shared pre-trainings counted once), cohort synthesis; one thread per job (``torch_threads``)."""
+    out = {}
+    for name, b in benches.items():
+        jobs = [j for j in b["jobs"] if j.get("seconds") is not None]
+        pre = {(j["arm"], j["seed"], j["frac"] if name == "strict" else 0,
+                j["draw"] if name == "strict" else 0): j["pretrain_seconds"]
+               for j in jobs if j.get("pretrain_seconds")}
+        cohorts = [c["card"].get("generation_seconds") or 0.0
+                   for c in b.get("synthetic", {}).get("cohorts", {}).values() if c.get("card")]
+        secs = sorted(j["seconds"] for j in jobs)
+        out[name] = {"jobs": len(jobs), "job_seconds_median": secs[len(secs) // 2] if secs else None,
+                     "classifier_hours": round((sum(secs) + sum(pre.values())) / 3600, 3),
+                     "cohort_hours": round(sum(cohorts) / 3600, 3),
+                     "steps_per_job": sorted({j["optimizer_steps"] for j in jobs})}
+    out["total_hours"] = round(sum(v["classifier_hours"] + v["cohort_hours"] for v in out.values()), 3)
+    return out
 
 
 def verdict(rec: dict) -> str:
@@ -234,6 +254,12 @@ def markdown(rec: dict) -> str:
                   "at the fraction:", "", "| real fraction | real | real 100 % | headroom |", "|---|---|---|---|"]
         lines += [f"| {h['frac']:.0%} | {h['real']:.3f} | {h['real_100']:.3f} | {h['headroom']:+.3f} |"
                   for h in rec["headroom"]]
+    c = rec["cost"]
+    lines += ["", f"Cost, measured on this machine (one thread per job, {rec['machine']['model']}):", "",
+              "| bench | jobs | median seconds per job | classifier hours | cohort hours |", "|---|---|---|---|---|"]
+    lines += [f"| {n} | {v['jobs']} | {v['job_seconds_median']} | {v['classifier_hours']} | {v['cohort_hours']} |"
+              for n, v in c.items() if n != "total_hours"]
+    lines += ["", f"Total: {c['total_hours']} hours."]
     missing = sorted({"paper", "strict", "converge", "ceiling"} - set(rec["benches_done"]))
     if missing:
         lines += ["", f"Not yet run: {', '.join(missing)}."]
