@@ -60,16 +60,17 @@ def generate(model: str = typer.Option("kermany-128", "--model", "-m", help="Shi
     writable_out(out)
     settings = {"model": model, "reports": texts, "labels": positive, "n": n, "seed": seed,
                 "steps": steps, "guidance": guidance, "sampler": sampler}
+    _check_folder(out, settings, overwrite)
+
+    # 2. The model; the images one batch at a time (those on disk are kept); the list.
+    from cxraug.core.precision import default_device
+    from cxraug.diffusion.pipeline import DiffCXRPipeline
+
+    pipe = DiffCXRPipeline.from_pretrained(model, device=default_device())
+    if vec is not None:
+        check_model_labels(pipe, model, vec)
     with run_lock(out, "output"):
-        _check_folder(out, settings, overwrite)
-
-        # 2. The model; the images one batch at a time (those on disk are kept); the list.
-        from cxraug.core.precision import default_device
-        from cxraug.diffusion.pipeline import DiffCXRPipeline
-
-        pipe = DiffCXRPipeline.from_pretrained(model, device=default_device())
-        if vec is not None:
-            check_model_labels(pipe, model, vec)
+        _check_folder(out, settings, overwrite)  # again: another process may have started it
         out.mkdir(parents=True, exist_ok=True)
         (out / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
         reports = [t for t in texts for _ in range(n)]

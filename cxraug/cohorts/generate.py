@@ -119,17 +119,17 @@ def synthesize(cfg: SynthConfig, run_dir: str | Path, out_dir: str | Path,
     they run in one process only (``shard`` must be ``(0, 1)``).
     """
     # 1. The generator, the resolved sampling settings and the plan; the output folder (one
-    # writer per folder and shard: a second process on the same --out stops at once).
+    # writer per folder and shard: a second process on the same --out stops here).
     _check_arguments(cfg, shard, overwrite)
-    part = "" if shard[1] == 1 else f"shard-{shard[0]}-of-{shard[1]}"
-    with folder_lock(Path(out_dir), "cohort", part):
-        return _synthesize(cfg, run_dir, out_dir, shard, overwrite, progress, on_plan)
-
-
-def _synthesize(cfg: SynthConfig, run_dir: str | Path, out_dir: str | Path,
-                shard: tuple[int, int], overwrite: bool, progress: bool, on_plan) -> dict:
-    """:func:`synthesize` once the arguments are checked and the folder is locked."""
     cohort = _open_cohort(cfg, run_dir, out_dir, on_plan)
+    part = "" if shard[1] == 1 else f"shard-{shard[0]}-of-{shard[1]}"
+    with folder_lock(cohort.out.root, "cohort", part):
+        return _synthesize(cohort, shard, overwrite, progress)
+
+
+def _synthesize(cohort: _Cohort, shard: tuple[int, int], overwrite: bool, progress: bool) -> dict:
+    """:func:`synthesize` once the arguments are checked and the folder is locked."""
+    cfg = cohort.cfg
     open_output(cohort.out, cohort.settings, cohort.plan, overwrite)
 
     # 2. Gates (calibrated once, on real val images) and the pipeline.

@@ -12,7 +12,11 @@ latent scale. Loading needs that folder alone, and never unpickles anything.
 
 from __future__ import annotations
 
+import collections.abc
+import inspect
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -160,11 +164,87 @@ def load_component(folder: str | Path, map_location: str | torch.device = "cpu")
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise WeightsError(f"{folder}: {WEIGHTS_NAME} is missing")
+    args = check_args(cls, config.get("args"), folder / CONFIG_NAME)
     sd = load_weights(weights, map_location)
-    model = cls(**config["args"])
+    try:
+        model = cls(**args)
+    except (TypeError, ValueError, AssertionError, RuntimeError) as e:
+        raise WeightsError(f"{folder / CONFIG_NAME}: its args do not build a {cls.__name__} "
+                           f"({_first_line(e)}); {DAMAGED_FIX}") from None
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise WeightsError(f"{weights}: weights do not fit {cls.__name__}{config['args']} "
                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.meta = config.get("meta", {})
     return model
+
+
+# ------------------------------------------------------------- config.json against the class
+
+def check_args(cls: type, args: Any, path: Path) -> dict[str, Any]:
+    """``config.json``'s ``args`` checked against ``cls.__init__``: every key a parameter, every
+    required parameter given, every value of the annotated type (JSON lists stand for tuples).
+    One line naming the file and the key, instead of a TypeError from deep in the constructor."""
+    if not isinstance(args, dict):
+        raise WeightsError(f"{path}: 'args' must be an object of {cls.__name__}'s constructor "
+                           f"arguments, got {type(args).__name__}; {DAMAGED_FIX}")
+    sig = inspect.signature(cls.__init__)
+    params = {k: p for k, p in sig.parameters.items() if k != "self"
+              and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    open_ended = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    for key in args:
+        if key not in params and not open_ended:
+            raise WeightsError(f"{path}: args.{key} is not an argument of {cls.__name__} (it takes "
+                               f"{', '.join(params)}); {DAMAGED_FIX}")
+    missing = [k for k, p in params.items() if p.default is p.empty and k not in args]
+    if missing:
+        raise WeightsError(f"{path}: args.{missing[0]} is missing ({cls.__name__} needs it); "
+                           f"{DAMAGED_FIX}")
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that does not resolve: check names only
+        hints = {}
+    for key, value in args.items():
+        hint = hints.get(key)
+        if hint is not None and not _fits(value, hint):
+            raise WeightsError(f"{path}: args.{key} is {json.dumps(value)[:40]}, not "
+                               f"{_type_name(hint)} ({cls.__name__}); {DAMAGED_FIX}")
+    return args
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value can stand for an argument annotated ``hint``."""
+    origin, inner = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in inner)
+    if origin is typing.Literal:
+        return value in inner
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin in (list, tuple, collections.abc.Sequence) or hint in (list, tuple):
+        if not isinstance(value, list):
+            return False
+        if origin is tuple and inner and inner[-1] is not Ellipsis:
+            return len(value) == len(inner) and all(_fits(v, h) for v, h in zip(value, inner))
+        return not inner or all(_fits(v, inner[0]) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    if isinstance(hint, type) and hint is not object:
+        return isinstance(value, hint)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:120]
