@@ -8,33 +8,15 @@ from cxraug.metrics.auc import mean_auc
 from cxraug.metrics.bootstrap import patient_weights
 
 
-def _simulate(n_draws, n_seeds, rng, tau=0.02, sigma_seed=0.01, n_patients=200, n_boot=400):
-    """One experiment with a known truth (0.8): a metric that is a mean over test patients,
-    shifted by a random effect per subset draw and per seed; its patient resamples are real."""
-    x = rng.normal(0.8, 0.1, n_patients)
-    a = rng.normal(0, tau, n_draws)
-    e = rng.normal(0, sigma_seed, (n_draws, n_seeds))
-    w = patient_weights(np.arange(n_patients), n_boot, rng)
-    resampled = (w * x).sum(1) / w.sum(1)
-    point = x.mean() + a[:, None] + e
-    boot = resampled[None, None, :] + a[:, None, None] + e[:, :, None]
-    return H.summarise(point, boot, seed=int(rng.integers(1 << 30)))
-
-
-def _coverage(n_draws, n_seeds, n_sims=300, seed=0):
-    rng = np.random.default_rng(seed)
-    hits = [lo <= 0.8 <= hi for lo, hi in (_simulate(n_draws, n_seeds, rng)["ci"] for _ in range(n_sims))]
-    return float(np.mean(hits))
-
-
 def test_coverage_is_near_the_nominal_level():
     """Fails if the level or the resampling of any source of variance changes: dropping the draw
     level (or the seed level, or the patients) or a 60% level gives far lower coverage."""
     assert H.LEVEL == 0.95
-    cov = _coverage(10, 2)
+    cov = H.simulate_coverage(10, 2)
     assert 0.90 <= cov <= 0.99, cov
     # the sweep's shape (3 draws x 2 seeds): the known small-sample shortfall, bounded
-    assert _coverage(3, 2) >= 0.83
+    assert H.simulate_coverage(3, 2) >= 0.83
+    assert H.simulate_coverage(10, 2, n_sims=100, level=0.6) < 0.75  # the test sees a level change
 
 
 def test_ignoring_the_draws_undercovers():
