@@ -22,6 +22,31 @@ RecipeOpt = typer.Option(None, "--recipe", "-r", help="YAML recipe (see recipes/
 DryRunOpt = typer.Option(False, "--dry-run", help="Print the resolved config and exit.")
 
 
+#: The largest square side an image-size option takes: larger ones only exhaust memory.
+MAX_IMAGE_SIZE = 4096
+MAX_SEED = 2**63 - 1
+
+
+def check_number(option: str, value: float | None, low: float | None = None,
+                 high: float | None = None) -> None:
+    """Refuse, naming ``option`` as typed, a value that is NaN, infinite or outside
+    ``[low, high]`` (None: unset, nothing to check). For checks before any work."""
+    import math
+
+    from cxraug.core.errors import CxraugError
+
+    if value is None:
+        return
+    ok = math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high)
+    if not ok:
+        if low is not None and high is not None:
+            want = f"between {low} and {high}"
+        else:
+            want = f">= {low}" if low is not None else f"<= {high}"
+        kind = "a finite number " if isinstance(value, float) else ""
+        raise CxraugError(f"{option} {value}: must be {kind}{want}")
+
+
 def table(title: str, columns: list[str], rows: list[list[object]]) -> Table:
     t = Table(title=title, show_lines=False)
     for c in columns:

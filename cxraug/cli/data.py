@@ -26,8 +26,11 @@ def info(data: Optional[str] = DataOpt, kind: str = KindOpt,
     Image files the dataset's table lists but that do not exist are counted and named after the
     table, and the command then exits with code 2 (every other command refuses such a dataset).
     """
+    from cxraug.cli.common import MAX_SEED, check_number
     from cxraug.core.errors import DataError
     from cxraug.data.adapters import load_dataset, missing_files, missing_message, resolve_data
+
+    check_number("--seed", seed, 0, MAX_SEED)
     from cxraug.data.splits import assign_splits
 
     if iu:

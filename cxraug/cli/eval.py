@@ -10,7 +10,16 @@ from typing import Optional
 
 import typer
 
-from cxraug.cli.common import KindOpt, classifier_folder, console, table, writable_out
+from cxraug.cli.common import (
+    MAX_IMAGE_SIZE,
+    MAX_SEED,
+    KindOpt,
+    check_number,
+    classifier_folder,
+    console,
+    table,
+    writable_out,
+)
 
 
 def eval_cmd(real: str = typer.Option(..., "--real", help="Real images: any dataset cxraug loads, "
@@ -40,6 +49,13 @@ def eval_cmd(real: str = typer.Option(..., "--real", help="Real images: any data
     """Compare a synthetic cohort with real images in a feature space; write an eval card."""
     writable_out(out, folder=False)
     from cxraug.core.errors import CxraugError
+
+    if not synth.is_dir():  # before the extractor's own checks: the first thing a user gives
+        raise CxraugError(f"--synth {synth}: folder not found; pass a cohort folder from cxraug "
+                          "synth or a folder of images")
+    check_number("--seed", seed, 0, MAX_SEED)
+    for option, size in (("--image-size", image_size), ("--stats-size", stats_size)):
+        check_number(option, size, 8, MAX_IMAGE_SIZE)
     from cxraug.experiments.quality.card import SUMMARY_COLUMNS, evaluate, summary_rows
     from cxraug.experiments.quality.image_stats import STATS_COLUMNS, stats_rows
 

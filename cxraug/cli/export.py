@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from cxraug.cli.common import console, writable_out
+from cxraug.cli.common import MAX_IMAGE_SIZE, check_number, console, writable_out
 
 
 def export(run: Path = typer.Argument(..., help="Run folder from cxraug train."),
@@ -23,8 +23,7 @@ def export(run: Path = typer.Argument(..., help="Run folder from cxraug train.")
     from cxraug.core.errors import CxraugError
     from cxraug.diffusion.export import export_model, folder_size
 
-    if reference_size < 8:
-        raise CxraugError(f"--reference-size {reference_size}: must be >= 8")
+    check_number("--reference-size", reference_size, 8, MAX_IMAGE_SIZE)
     if card is not None and not card.is_file():
         raise CxraugError(f"--card {card}: file not found")
     folder = export_model(run, out, dtype, reference_size, card, overwrite)

@@ -7,10 +7,12 @@ from pathlib import Path
 import typer
 
 from cxraug.cli.common import (
+    MAX_IMAGE_SIZE,
     DataOpt,
     DryRunOpt,
     KindOpt,
     SetOpt,
+    check_number,
     console,
     out_dir_ok,
     table,
@@ -36,6 +38,7 @@ def filter_cmd(data: str | None = DataOpt, kind: str = KindOpt,
     """Score every training image (the run's train split, or all images if the run has no
     splits.csv) and write a keep/drop list for `--set data.filter=OUT/keep.csv`."""
     writable_out(out)
+    check_number("--image-size", image_size, 8, MAX_IMAGE_SIZE)
     from cxraug.core import config as C
     from cxraug.diffusion import lnfs
     from cxraug.diffusion.lnfs_config import FilterConfig

@@ -20,7 +20,7 @@ from typing import Optional
 
 import typer
 
-from cxraug.cli.common import DataOpt, console, writable_out
+from cxraug.cli.common import MAX_SEED, DataOpt, check_number, console, writable_out
 
 #: The quick-start generator: recipe overrides on top of the defaults (see diffcxr-cpu.yaml).
 GENERATOR = [
@@ -47,9 +47,12 @@ def quickstart(data: Optional[str] = DataOpt,
     synth->real classifiers at 1% and 100% real data on the embedded sample (under 10 minutes on
     2 cores). Rerunning resumes; every step's output stays in the run folder."""
     writable_out(out)
+    check_number("--seed", seed, 0, MAX_SEED)
     from cxraug.cli.bench import print_report
     from cxraug.cohorts.config import SynthConfig
-    from cxraug.cohorts.generate import synthesize
+    from cxraug.cohorts.generate import MAX_IMAGES, synthesize
+
+    check_number("--n-synth", n_synth, 1, MAX_IMAGES)  # before step 1 trains or loads anything
     from cxraug.core import config as C
     from cxraug.diffusion.config import DiffCXRConfig
     from cxraug.diffusion.pipeline import DiffCXRPipeline, write_grid

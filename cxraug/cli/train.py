@@ -106,10 +106,20 @@ def _train_classifier(recipe: Path | None, overrides: list[str], data: str | Non
     ``options``: labels, arch, image_size, epochs, seed, splits (None: the config's)."""
     import filecmp
 
-    from cxraug.cli.common import out_dir_ok, run_lock, writable_out
+    from cxraug.cli.common import (
+        MAX_IMAGE_SIZE,
+        MAX_SEED,
+        check_number,
+        out_dir_ok,
+        run_lock,
+        writable_out,
+    )
     from cxraug.core import config as C
     from cxraug.core.errors import CxraugError
 
+    check_number("--seed", options["seed"], 0, MAX_SEED)
+    check_number("--image-size", options["image_size"], 8, MAX_IMAGE_SIZE)
+    check_number("--epochs", options["epochs"], 1)
     splits = options["splits"]
     if splits is not None and not Path(splits).is_file():
         raise CxraugError(f"--splits {splits}: no such file; pass the splits.csv of a run folder "

@@ -9,6 +9,7 @@ parsing, so nothing here does real work.
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import types
@@ -226,3 +227,100 @@ def test_writable_out_helper(tmp_path):
         with pytest.raises(CxraugError, match=str(path)):
             writable_out(path, "--out", folder)
     assert not Path(f / "sub").exists()
+
+
+# ------------------------------------------- numbers: checked before any work, naming the option
+
+VAE = Path(__file__).resolve().parents[2] / "cxraug" / "assets" / "models" / "kermany-128" / "vae"
+
+#: A valid command line per command (placeholders filled in per test) and the work it must not
+#: reach with a bad number. bench is checked in its own tests.
+VALID = {
+    "data info": ([], "cxraug.data.adapters:load_dataset"),
+    "eval": (["--real", "sample:kermany", "--synth", "SYNTH", "--extractor", "pixels", "--out",
+              "OUT/e.json"], "cxraug.experiments.quality.card:evaluate"),
+    "export": (["RUN", "--out", "OUT/m"], "cxraug.diffusion.export:export_model"),
+    "filter": (["--vae", str(VAE), "--out", "OUT/f"], "cxraug.diffusion.lnfs:filter_candidates"),
+    "generate": (["--labels", "pneumonia", "--out", "OUT/g"],
+                 "cxraug.diffusion.pipeline:DiffCXRPipeline.from_pretrained"),
+    "label": (["REPORTS", "--out", "OUT/l.csv"], "cxraug.data.labeler:make_labeler"),
+    "label-templates": (["REPORTS", "--out", "OUT/t.json"], "cxraug.data.templates:mine_templates"),
+    "quickstart": (["--out", "OUT/q"], "cxraug.diffusion.pipeline:DiffCXRPipeline.from_pretrained"),
+    "synth": (["--labels", "pneumonia", "--n", "4", "--out", "OUT/c"],
+              "cxraug.cohorts.generator:LoadedGenerator.open"),
+    "train": (["classifier", "--out", "OUT/r"], "cxraug.classify.dataset:train_on_dataset"),
+}
+#: Options where a huge value is a size no plan or memory can hold.
+SIZES = {"--n", "--n-synth", "--image-size", "--stats-size", "--steps", "--reference-size"}
+
+
+def _bad_values(opt) -> list[str]:
+    values = ["-3"]
+    if _kind(opt) is float:
+        values += ["nan", "inf", "-inf"]
+    if opt.opts[0] in SIZES:
+        values.append("1000000000000")
+    return values
+
+
+BAD_NUMBERS = [pytest.param(" ".join(p), o.opts[0], v, id=f"{' '.join(p)} {o.opts[0]} {v}")
+               for p, c, o in (x.values for x in NUMERIC) if " ".join(p) in VALID
+               for v in _bad_values(o)]
+
+
+def test_every_command_with_numbers_is_covered():
+    assert {" ".join(p) for p, _, _ in (x.values for x in NUMERIC)} - set(VALID) == {"bench"}
+
+
+@pytest.mark.parametrize("name,opt,value", BAD_NUMBERS)
+def test_bad_numbers_are_refused_before_work(name, opt, value, tmp_path, monkeypatch, capsys):
+    """Negative, non-finite and (for sizes) huge values: exit 2, an error naming the option as
+    typed, nothing done and nothing written."""
+    argv, work = VALID[name]
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "a.txt").write_text("FINDINGS: clear lungs.")
+    (tmp_path / "synth").mkdir()
+    fill = {"SYNTH": str(tmp_path / "synth"), "REPORTS": str(tmp_path / "reports"),
+            "RUN": str(tmp_path / "reports")}
+    argv = [fill.get(a, a.replace("OUT", str(tmp_path / "out"))) for a in argv]
+    importlib.import_module(work.split(":")[0])  # the real module: the checks may import it
+    _forbid(monkeypatch, work)
+    monkeypatch.chdir(tmp_path)
+    code = main([*name.split(), *argv, opt, value])
+    out, err = capsys.readouterr()
+    assert code == 2, f"{name} {opt} {value}: exit {code}\n{out}{err}"
+    error = [ln for ln in (out + err).splitlines() if ln.lower().startswith("error")]
+    assert len(error) == 1 and opt in error[0], f"{name} {opt} {value}:\n{out}{err}"
+    assert "Traceback" not in out + err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["synth", "--labels", "pneumonia", "--n", "1000000000000", "--dry-run"], "--n 1000000000000"),
+    (["synth", "--labels", "pneumonia", "--n", "4", "--seed", "-1", "--dry-run"], "--seed -1"),
+    (["synth", "--labels", "pneumonia", "--n", "4", "--until-accepted", "--set",
+      "max_attempts=nan"], "max_attempts nan"),
+    (["synth", "--labels", "pneumonia", "--n", "600000", "--until-accepted"], "max_attempts 3.0"),
+    (["generate", "--labels", "pneumonia", "--n", "1000000000000"], "--n 1000000000000"),
+    (["generate", "--report", "a", "--report", "b", "--n", "600000"], "--n 600000 x 2 reports"),
+    (["eval", "--real", "sample:kermany", "--synth", "/nonexistent"], "--synth /nonexistent"),
+])
+def test_issue_cases_are_one_line_before_work(argv, named, tmp_path, monkeypatch, capsys):
+    """The cases of issue #26: the kernel's OOM killer, a wrong option named, or a dry run that
+    passed what the real run refuses."""
+    importlib.import_module("cxraug.cohorts.generator")
+    importlib.import_module("cxraug.diffusion.pipeline")
+    _forbid(monkeypatch, "cxraug.cohorts.generator:LoadedGenerator.open")
+    _forbid(monkeypatch, "cxraug.diffusion.pipeline:DiffCXRPipeline.from_pretrained")
+    monkeypatch.chdir(tmp_path)
+    code = main(argv)
+    out, err = capsys.readouterr()
+    lines = [ln for ln in (out + err).splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {named}"), out + err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_synth_dry_run_checks_out_like_the_real_run(tmp_path, capsys):
+    (tmp_path / "afile.txt").write_text("x")
+    bad = tmp_path / "afile.txt" / "sub"
+    code = main(["synth", "--labels", "pneumonia", "--n", "4", "--dry-run", "--out", str(bad)])
+    assert code == 2 and "is a file" in capsys.readouterr().err
