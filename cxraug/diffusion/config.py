@@ -47,7 +47,8 @@ class DecoderTuneConfig:
     ``adv_weight`` scales LDM's adaptive weight (gradient-norm ratio of the reconstruction and
     adversarial terms at the decoder's last layer); ``disc_start`` steps train the discriminator
     alone before its loss reaches the decoder. Crops as in :class:`~cxraug.models.config.VAEConfig`;
-    the loop is :func:`cxraug.diffusion.decoder_tune.tune_decoder`.
+    the loop is :func:`cxraug.diffusion.decoder_tune.tune_decoder`. ``perceptual_weight`` /
+    ``perceptual_net``: the VAE's LPIPS-style term (``vae.perceptual_*``), here for the decoder.
     """
 
     steps: int = 0
@@ -63,6 +64,8 @@ class DecoderTuneConfig:
     log_every: int = 50
     checkpoint_every: int = 250
     keep_checkpoints: int = 2
+    perceptual_weight: float = 0.0
+    perceptual_net: str = ""
     seed: int = 0
 
     def validate(self, image_size: int | None = None, downsample: int = 1) -> None:
@@ -77,6 +80,12 @@ class DecoderTuneConfig:
             raise ConfigError("decoder.lr and decoder.disc_lr must be > 0 and decoder.adv_weight >= 0")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"decoder.ema_decay: must be in [0, 1), got {self.ema_decay}")
+        if not (math.isfinite(self.perceptual_weight) and self.perceptual_weight >= 0):
+            raise ConfigError(f"decoder.perceptual_weight: must be a finite number >= 0 (0 = off), "
+                              f"got {self.perceptual_weight}")
+        if self.perceptual_weight and not self.perceptual_net.strip():
+            raise ConfigError("decoder.perceptual_net: empty while decoder.perceptual_weight > 0; "
+                              "set it to a classifier folder (as vae.perceptual_net)")
         if self.crop_size and (self.crop_size % downsample
                                or (image_size is not None and self.crop_size > image_size)):
             raise ConfigError(f"decoder.crop_size {self.crop_size}: must be 0 (whole images) or at most "

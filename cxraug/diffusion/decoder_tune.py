@@ -1,8 +1,10 @@
 """Sharpen a latent space's decoder without moving the latent space (Stable Diffusion's
 ``sd-vae-ft-*`` recipe): the encoder, the latent normalisation and so every denoiser trained on
 these latents stay valid; only ``vae.decoder`` (and ``post_quant_conv``) learn, with a PatchGAN
-discriminator's hinge loss on top of the L1 reconstruction (LDM's ``LPIPSWithDiscriminator``
-without LPIPS, whose ImageNet weights a CPU-only offline run does not have).
+discriminator's hinge loss on top of the L1 reconstruction (LDM's ``LPIPSWithDiscriminator``;
+its LPIPS term, whose ImageNet weights a CPU-only offline run does not have, is optional here and
+uses a classifier trained on the training split instead: ``decoder.perceptual_weight``,
+:mod:`cxraug.models.perceptual`).
 
 Why: a small autoencoder trained with L1 alone decodes blurred textures; a classifier tells its
 reconstructions of real radiographs from the originals almost perfectly (two-sample AUC 0.968 for
@@ -28,6 +30,7 @@ from cxraug.core.seeds import stable_seed
 from cxraug.core.training import BatchOrder, TrainState, ema_model
 from cxraug.diffusion.config import DecoderTuneConfig
 from cxraug.models.autoencoder import LatentSpace, first_output
+from cxraug.models.perceptual import PerceptualLoss
 from cxraug.models.vae_train import as_dataset, random_crop
 
 
@@ -61,8 +64,10 @@ class DecoderGANLoss:
     """L1 reconstruction + adaptive-weight hinge GAN (LDM). ``decoder_loss`` is the decoder's
     half, ``disc_loss`` the discriminator's; both return ``(loss, logs)``."""
 
-    def __init__(self, last_layer: torch.Tensor, adv_weight: float = 0.5):
+    def __init__(self, last_layer: torch.Tensor, adv_weight: float = 0.5,
+                 perceptual: PerceptualLoss | None = None, perceptual_weight: float = 0.0):
         self.last_layer, self.adv_weight = last_layer, adv_weight
+        self.perceptual, self.perceptual_weight = perceptual, perceptual_weight
 
     def adaptive_weight(self, rec: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
         """``adv_weight * |d rec / d W_last| / |d adv / d W_last|``: at the decoder's output layer
@@ -75,11 +80,16 @@ class DecoderGANLoss:
     def decoder_loss(self, recon: torch.Tensor, x: torch.Tensor, disc: nn.Module,
                      adversarial: bool) -> tuple[torch.Tensor, dict]:
         rec = F.l1_loss(recon, x)
+        logs = {"rec": rec.item()}
+        if self.perceptual is not None:  # LDM's nll: L1 + perceptual, balanced against the GAN
+            p = self.perceptual(recon, x)
+            logs["perceptual"] = p.item()
+            rec = rec + self.perceptual_weight * p
         if not adversarial:
-            return rec, {"rec": rec.item()}
+            return rec, logs
         adv = -disc(recon).mean()
         w = self.adaptive_weight(rec, adv)
-        return rec + w * adv, {"rec": rec.item(), "adv": adv.item(), "adv_w": w.item()}
+        return rec + w * adv, logs | {"adv": adv.item(), "adv_w": w.item()}
 
     @staticmethod
     def disc_loss(recon: torch.Tensor, x: torch.Tensor, disc: nn.Module) -> tuple[torch.Tensor, dict]:
@@ -133,7 +143,11 @@ def tune_decoder(space: LatentSpace, images: np.ndarray | torch.utils.data.Datas
     ema = ema_model(decoder, config.ema_decay)
     state = TrainState(model, opt, ema, lr_sched)
     step = state.resume(ckpts)
-    loss_fn = DecoderGANLoss(space.vae.decoder.conv_out.weight, config.adv_weight)
+    perceptual = None
+    if config.perceptual_weight:
+        perceptual = PerceptualLoss.from_classifier(config.perceptual_net, "decoder.perceptual_net")
+    loss_fn = DecoderGANLoss(space.vae.decoder.conv_out.weight, config.adv_weight, perceptual,
+                             config.perceptual_weight)
     data = as_dataset(images)
     order = BatchOrder(len(data), stable_seed(config.seed, "decoder"))
     log = MetricsLog(log_path or ckpts.parent / "decoder_log.jsonl")

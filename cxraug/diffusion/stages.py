@@ -17,12 +17,13 @@ from cxraug.core.errors import CxraugError
 from cxraug.core.runs import RunDir
 from cxraug.core.training import resumable_checkpoint
 from cxraug.data.cache import cached_images
-from cxraug.diffusion.config import DiffCXRConfig
+from cxraug.diffusion.config import DecoderTuneConfig, DiffCXRConfig
 from cxraug.diffusion.decoder_tune import tune_decoder
 from cxraug.diffusion.denoiser_training import run_stage
 from cxraug.diffusion.prepare import training_dataset
 from cxraug.diffusion.prompts import prompts_for
 from cxraug.models.autoencoder import META_NAME, LatentSpace, load_pretrained_vae
+from cxraug.models.perceptual import classifier_folder
 from cxraug.models.vae_train import train_vae
 from cxraug.text.squeeze import train_text
 
@@ -192,11 +193,12 @@ def check_decoder(cfg: DiffCXRConfig, run: RunDir) -> int:
                           "unchanged)")
     if done:  # only more steps continue a finished tuning (the untuned decoder is gone)
         recorded = json.loads((run.vae / META_NAME).read_text())["decoder_tune"]
+        defaults = asdict(DecoderTuneConfig())  # settings added since a run was tuned had these
         other = [k for k, v in asdict(cfg.decoder).items()
-                 if k not in DECODER_EXTENDABLE and recorded.get(k) != v]
+                 if k not in DECODER_EXTENDABLE and recorded.get(k, defaults[k]) != v]
         if other:
             raise CxraugError(f"{run.vae}: its decoder was tuned with decoder.{other[0]}="
-                              f"{recorded.get(other[0])!r}, not {getattr(cfg.decoder, other[0])!r}; "
+                              f"{recorded.get(other[0], defaults[other[0]])!r}, not {getattr(cfg.decoder, other[0])!r}; "
                               "only decoder.steps may grow on a tuned run; tune with other settings "
                               "from the VAE stage in a new --out (this run is unchanged)")
         more = cfg.decoder.steps > done
@@ -259,6 +261,16 @@ def stage_text(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Path:
     return run.text
 
 
+def _check_perceptual_nets(cfg: DiffCXRConfig, run: RunDir, last: int) -> None:
+    """Refuse a missing or wrong ``*.perceptual_net`` of a stage that will train, before any does
+    (not after hours of VAE training, at the decoder)."""
+    if cfg.vae.perceptual_weight and not cfg.vae.pretrained and not (run.vae / "config.json").is_file():
+        classifier_folder(cfg.vae.perceptual_net, "vae.perceptual_net")
+    if last >= STAGES.index("decoder") and cfg.decoder.perceptual_weight \
+            and decoder_tuned_steps(run) < cfg.decoder.steps:
+        classifier_folder(cfg.decoder.perceptual_net, "decoder.perceptual_net")
+
+
 def train_run(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool = False,
           progress: bool = True, max_steps: int | None = None) -> RunDir:
     """Run the requested stages in order, each after any missing prerequisite."""
@@ -273,6 +285,7 @@ def train_run(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool 
                        main=state.is_main_process)
     wanted = set(stages)
     last = max(STAGES.index(s) for s in wanted)
+    _check_perceptual_nets(cfg, run, last)
     for stage in STAGES[: last + 1]:
         if stage == "decoder":  # on the main process (the others wait): an in-place swap of vae/
             if cfg.decoder.steps and check_decoder(cfg, run) != cfg.decoder.steps:

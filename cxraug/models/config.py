@@ -5,6 +5,7 @@ shape (:class:`DenoiserConfig`). Sections of the Diff-CXR recipe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from cxraug.core.config import ConfigError
@@ -15,7 +16,9 @@ class VAEConfig:
     """A single-channel KL autoencoder and how to train it (CPU-sized defaults).
 
     ``pretrained`` non-empty means: do not train, load that diffusers VAE (hub id or folder).
-    The downsampling factor is ``2 ** (len(block_out_channels) - 1)`` (3 levels -> 4, 4 -> 8).
+    The downsampling factor is ``2 ** (len(block_out_channels) - 1)`` (3 levels -> 4, 4 -> 8);
+    ``latent_channels`` is C of the ``C x H/f x W/f`` latents (the denoiser reads it from the
+    trained VAE; its cost grows with C only in the patch embedding and output layers).
     """
 
     pretrained: str = ""
@@ -36,6 +39,15 @@ class VAEConfig:
     recon_loss: str = "l1"
     latent_norm: str = "channel"
     scale_samples: int = 512
+    # LPIPS-style term (cxraug.models.perceptual) on the feature maps of a classifier trained on
+    # the training split: ``perceptual_net`` is its folder (cxraug train classifier --out DIR);
+    # ``perceptual_weight`` 0 = off (L1 + KL only, as every recipe before v3).
+    perceptual_weight: float = 0.0
+    perceptual_net: str = ""
+    # fp32, or bf16 autocast (forward passes in bf16, weights and optimiser in fp32); auto picks
+    # bf16 on CPUs with bf16 matrix units (cxraug.core.precision). benchmarks/vae_precision.py
+    # measures both on the machine at hand.
+    precision: str = "fp32"
     seed: int = 0
 
     def validate(self) -> None:
@@ -49,6 +61,17 @@ class VAEConfig:
                                or self.crop_size % 2 ** (len(self.block_out_channels) - 1)):
             raise ConfigError(f"vae.crop_size {self.crop_size}: must be 0 (whole images) or at most "
                               f"vae.image_size {self.image_size} and divisible by the downsampling factor")
+        if self.latent_channels < 1:
+            raise ConfigError(f"vae.latent_channels: must be >= 1, got {self.latent_channels}")
+        if not (math.isfinite(self.perceptual_weight) and self.perceptual_weight >= 0):
+            raise ConfigError(f"vae.perceptual_weight: must be a finite number >= 0 (0 = off), "
+                              f"got {self.perceptual_weight}")
+        if self.perceptual_weight and not self.perceptual_net.strip() and not self.pretrained:
+            raise ConfigError("vae.perceptual_net: empty while vae.perceptual_weight > 0; set it to "
+                              "the folder of a classifier trained on the training split (cxraug "
+                              "train classifier --data DATA --out DIR), or vae.perceptual_weight=0")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ConfigError(f"vae.precision {self.precision!r}: choose fp32, bf16 or auto")
         if self.image_size % 2 ** (len(self.block_out_channels) - 1):
             raise ConfigError(f"vae.image_size {self.image_size} must be divisible by the downsampling "
                               f"factor {2 ** (len(self.block_out_channels) - 1)}")

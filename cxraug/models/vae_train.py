@@ -2,7 +2,7 @@
 :func:`train_vae`, configured by :class:`~cxraug.models.config.VAEConfig`) and the latent normalisation fitted after it
 (:func:`set_latent_stats`). The latent space itself is :mod:`cxraug.models.autoencoder`.
 
-``train_vae`` logs ``{"step": n, "recon_loss": x}`` every 50 steps to ``train_log.jsonl`` in its
+``train_vae`` logs ``{"step": n, "recon_loss": x}`` (and ``perceptual`` with that term on) every 50 steps to ``train_log.jsonl`` in its
 output folder (a :class:`~cxraug.core.progress.MetricsLog`) and, given a checkpoint folder,
 resumes exactly after a kill.
 """
@@ -18,11 +18,14 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
+from cxraug.core.config import ConfigError
+from cxraug.core.precision import resolve_precision
 from cxraug.core.progress import MetricsLog, job_progress
 from cxraug.core.training import EpochReplay, TrainState
 from cxraug.data.transforms import uint8_to_model
 from cxraug.models.autoencoder import LatentSpace, first_output
 from cxraug.models.config import VAEConfig
+from cxraug.models.perceptual import PerceptualLoss
 
 #: Steps between two checkpoints of :func:`train_vae` (when it is given a folder for them).
 CHECKPOINT_EVERY = 250
@@ -84,7 +87,11 @@ def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
 
     ``images``: ``uint8 [N, H, W]`` or a Dataset of ``[1, H, W]`` in [-1, 1] (or tuples whose first
     item is that), with ``H = W = config.image_size``. Loss per pixel: L1 (or MSE) reconstruction
-    + ``kl_weight`` * KL / (H * W); that is LDM's ratio of summed reconstruction to summed KL.
+    + ``kl_weight`` * KL / (H * W); that is LDM's ratio of summed reconstruction to summed KL;
+    with ``perceptual_weight`` > 0, + that times the LPIPS-style distance on the feature maps of
+    the classifier in ``perceptual_net`` (:mod:`cxraug.models.perceptual`; logged as
+    ``perceptual``, recorded with the net in the saved meta). ``precision`` bf16: forward passes
+    under CPU/CUDA autocast, losses in fp32.
     Afterwards the latent statistics over up to ``scale_samples`` images set the normalisation
     (``latent_norm``: per-channel mean/std, or ``scale_factor = 1 / std(z)``). Returns the frozen
     latent space.
@@ -105,10 +112,14 @@ def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
                                          drop_last=len(data) > config.batch_size, generator=gen)
     opt = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     recon_fn = F.l1_loss if config.recon_loss == "l1" else F.mse_loss
+    perceptual = perceptual_term(config, device)
+    autocast = precision_context(config.precision, device)
     state = TrainState(vae, opt, generators={"data": gen}, order=EpochReplay(lambda: loader, gen),
-                       global_rng=True, extra={"losses": []})
+                       global_rng=True,
+                       extra={"losses": []} | ({"perceptual": []} if perceptual is not None else {}))
     step = state.resume(checkpoints) if checkpoints is not None else 0
     losses = list(state.extra["losses"])  # the last 50 (the log's window) before a resume
+    p_losses = list(state.extra.get("perceptual", []))
     log = MetricsLog(Path(out_dir) / "train_log.jsonl") if out_dir is not None else None
     if log is not None:
         log.resume(step)
@@ -122,12 +133,20 @@ def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
                 raise ValueError(f"vae.image_size is {config.image_size} but the training images "
                                  f"are {tuple(x.shape[1:])}; resize them or change the setting")
             x = random_crop(x, config.crop_size, gen)
-            posterior = vae.encode(x).latent_dist
-            recon = vae.decode(posterior.sample(gen if x.device.type == "cpu" else None)).sample
-            # 3. Loss: reconstruction per pixel + KL per pixel (LDM's ratio).
+            with autocast():
+                posterior = vae.encode(x).latent_dist
+                recon = vae.decode(posterior.sample(gen if x.device.type == "cpu" else None)).sample
+            # 3. Loss (fp32): reconstruction per pixel + KL per pixel (LDM's ratio) + the
+            #    perceptual distance on the classifier's feature maps.
+            recon = recon.float()
             rec = recon_fn(recon, x)
-            kl = posterior.kl().mean() / (x.shape[-1] * x.shape[-2])
+            kl = posterior.kl().float().mean() / (x.shape[-1] * x.shape[-2])
             loss = rec + config.kl_weight * kl
+            if perceptual is not None:
+                with autocast():
+                    p_loss = perceptual(recon, x)
+                loss = loss + config.perceptual_weight * p_loss
+                p_losses.append(p_loss.item())
             # 4. Update.
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -137,9 +156,12 @@ def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
             # 5. Log (a line a user, or a non-terminal job, can follow) and checkpoint.
             bar.update(task, advance=1, loss=f"{losses[-1]:.4f}")
             if log is not None and (step % 50 == 0 or step == config.steps):
-                log.write(step, recon_loss=float(np.mean(losses[-50:])))
+                extra = {"perceptual": float(np.mean(p_losses[-50:]))} if p_losses else {}
+                log.write(step, recon_loss=float(np.mean(losses[-50:])), **extra)
             if checkpoints is not None and (step % checkpoint_every == 0 or step == config.steps):
                 state.extra["losses"] = losses[-50:]
+                if perceptual is not None:
+                    state.extra["perceptual"] = p_losses[-50:]
                 state.save(checkpoints, step, keep=2)
     if step < config.steps:
         return None
@@ -148,9 +170,34 @@ def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
     set_latent_stats(space, data, config.latent_norm, config.scale_samples, config.batch_size, gen)
     if out_dir is not None:
         tail = losses[-max(1, min(50, len(losses))):]
-        space.save(out_dir, {"train": {"steps": step, "final_recon_loss": float(np.mean(tail)),
-                                       "recon_loss": config.recon_loss, "kl_weight": config.kl_weight}})
+        record = {"steps": step, "final_recon_loss": float(np.mean(tail)),
+                  "recon_loss": config.recon_loss, "kl_weight": config.kl_weight}
+        if perceptual is not None:  # which network and weight shaped this latent space
+            record |= {"perceptual_weight": config.perceptual_weight, "perceptual": perceptual.info,
+                       "final_perceptual": float(np.mean(p_losses[-50:]))}
+        if config.precision != "fp32":
+            record["precision"] = resolve_precision(config.precision, str(device))
+        space.save(out_dir, {"train": record})
     return space
+
+
+def perceptual_term(config: VAEConfig, device: str | torch.device = "cpu") -> PerceptualLoss | None:
+    """The frozen perceptual distance of ``config`` (None when ``perceptual_weight`` is 0); a
+    missing or wrong ``vae.perceptual_net`` is a one-line ConfigError naming that key."""
+    if not config.perceptual_weight:
+        return None
+    return PerceptualLoss.from_classifier(config.perceptual_net, "vae.perceptual_net").to(device)
+
+
+def precision_context(precision: str, device: str | torch.device = "cpu"):
+    """A factory of the autocast context for ``precision`` (fp32: a no-op context)."""
+    device_type = torch.device(device).type
+    resolved = resolve_precision(precision, device_type)
+    if resolved == "fp16" and device_type == "cpu":
+        raise ConfigError("precision fp16: not for CPU training (no loss scaling); use bf16 or fp32")
+    enabled = resolved != "fp32"
+    dtype = torch.bfloat16 if resolved == "bf16" else torch.float16
+    return lambda: torch.autocast(device_type, dtype=dtype, enabled=enabled)
 
 
 @torch.no_grad()
