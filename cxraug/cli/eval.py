@@ -48,7 +48,7 @@ def eval_cmd(real: str = typer.Option(..., "--real", help="Real images: any data
              kind: str = KindOpt) -> None:
     """Compare a synthetic cohort with real images in a feature space; write an eval card."""
     writable_out(out, folder=False)
-    from cxraug.core.errors import CxraugError
+    from cxraug.core.errors import CxraugError, writing
 
     if not synth.is_dir():  # before the extractor's own checks: the first thing a user gives
         raise CxraugError(f"--synth {synth}: folder not found; pass a cohort folder from cxraug "
@@ -65,7 +65,8 @@ def eval_cmd(real: str = typer.Option(..., "--real", help="Real images: any data
                     image_size, max_images, seed, labels, min_count, kind=kind,
                     xrv_weights=xrv_weights, real_ref=real_ref, stats_size=stats_size)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(card, indent=2))
+    with writing(out):
+        out.write_text(json.dumps(card, indent=2))
     console.print(table(f"{card['extractor']['name']} features, {card['resize']}", SUMMARY_COLUMNS,
                         summary_rows(card)))
     _print_floor(card)

@@ -35,6 +35,7 @@ def generate(model: str = typer.Option("kermany-128", "--model", "-m", help="Shi
              overwrite: bool = typer.Option(False, "--overwrite")) -> None:
     """Generate chest X-rays from report text and/or target labels."""
     from cxraug.cli.common import check_model_labels, default_folder_name, run_lock, writable_out
+    from cxraug.cohorts.store import write_atomic
     from cxraug.core.errors import CxraugError
     from cxraug.data import labels as L
 
@@ -72,13 +73,13 @@ def generate(model: str = typer.Option("kermany-128", "--model", "-m", help="Shi
     with run_lock(out, "output"):
         _check_folder(out, settings, overwrite)  # again: another process may have started it
         out.mkdir(parents=True, exist_ok=True)
-        (out / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
+        write_atomic(out / SETTINGS, json.dumps(settings, indent=2) + "\n")
         reports = [t for t in texts for _ in range(n)]
         seeds = [seed + i for i in range(len(reports))]
         made = _make_images(pipe, out, reports, seeds, vec, steps, guidance, sampler)
         lines = ["file,seed,report"] + [f"{i:05d}.png,{s},\"{r.replace(chr(34), chr(39))}\""
                                         for i, (s, r) in enumerate(zip(seeds, reports))]
-        (out / "generated.csv").write_text("\n".join(lines) + "\n")
+        write_atomic(out / "generated.csv", "\n".join(lines) + "\n")
     adapter = "with DKIM adapter" if pipe.has_adapter else "stage 1 only"
     kept = f", {len(reports) - made} kept from before" if made < len(reports) else ""
     console.print(f"[bold green]{len(reports)} images[/] -> {out} ({adapter}{kept})")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from cxraug.cli.common import console, writable_out
-from cxraug.core.errors import CxraugError
+from cxraug.core.errors import CxraugError, writing
 
 InputArg = typer.Argument(None, help="Folder of .txt reports or a CSV with one report per row.")
 IUOpt = typer.Option(False, "--iu", help="The IU-Xray reports inside torchxrayvision.")
@@ -69,7 +69,8 @@ def label(inputs: Path | None = InputArg, out: Path = OutCsvOpt, iu: bool = IUOp
             rows.append(model.label(texts[s:s + 64]))
             bar.advance(task, len(texts[s:s + 64]))
     labels = np.concatenate(rows)
-    write_labels_csv(out, ids, labels, "report_id" if iu else "id")
+    with writing(out):
+        write_labels_csv(out, ids, labels, "report_id" if iu else "id")
     pos = {o: int((labels[:, i] == L.POSITIVE).sum()) for i, o in enumerate(L.OBSERVATIONS)}
     console.print(f"wrote {out}: {len(ids)} reports; positives: "
                   + ", ".join(f"{o} {n}" for o, n in pos.items() if n))

@@ -7,6 +7,7 @@ and Ctrl-C / SIGINT / SIGTERM (:mod:`cxraug.core.interrupts`) into one line and 
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -100,9 +101,8 @@ def _run(argv: list[str] | None) -> int:
     except OSError as e:  # a path the user gave: a file where a folder should be, no permission...
         if os.environ.get("CXRAUG_DEBUG"):
             raise
-        where = f"{e.filename}: " if e.filename else ""
-        typer.secho(f"error: {where}{e.strerror or e}; check the path (CXRAUG_DEBUG=1 shows the "
-                    "traceback)", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {_os_error(e)} (CXRAUG_DEBUG=1 shows the traceback)",
+                    fg=typer.colors.RED, err=True)
         return 2
     except Exception as e:
         shown = _usage_error(e)
@@ -110,6 +110,15 @@ def _run(argv: list[str] | None) -> int:
             raise
         return shown
     return code if isinstance(code, int) and not isinstance(code, bool) else 0
+
+
+def _os_error(e: OSError) -> str:
+    """``FILE: what went wrong; the fix`` for an OSError (a full disk is no path mistake)."""
+    where = f"{e.filename}: " if e.filename else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return (f"{where}{e.strerror}; free some space (or raise the quota) and rerun the same "
+                "command: finished work is kept and resumed")
+    return f"{where}{e.strerror or e}; check the path"
 
 
 def entry() -> None:

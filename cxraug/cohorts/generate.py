@@ -66,7 +66,7 @@ from cxraug.cohorts.store import (
     write_atomic,
     write_image,
 )
-from cxraug.core.errors import CxraugError
+from cxraug.core.errors import CxraugError, writing
 from cxraug.core.locks import folder_lock
 from cxraug.core.precision import default_device
 from cxraug.core.progress import job_progress
@@ -278,10 +278,11 @@ def _append_rows(out: CohortDir, sink, rows: list[dict], seconds_per_image: floa
     for folder in {Path(r["file"]).parent for r in rows}:
         fsync_dir(out.root / folder)
     # rows only after their images exist; fsync so a kill cannot lose a row we keep
-    sink.write("".join(json.dumps(r | {"seconds": round(seconds_per_image, 4)}) + "\n"
-                       for r in rows))
-    sink.flush()
-    os.fsync(sink.fileno())
+    with writing(sink.name):
+        sink.write("".join(json.dumps(r | {"seconds": round(seconds_per_image, 4)}) + "\n"
+                           for r in rows))
+        sink.flush()
+        os.fsync(sink.fileno())
 
 
 def _topup_plan(cohort: _Cohort, plans: list[pd.DataFrame],

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxraug.core.errors import CxraugError, DataError
+from cxraug.core.errors import CxraugError, DataError, writing
 from cxraug.data.tables import read_csv
 
 #: Manifest columns that hold text: read as text, so an id like ``000001`` or a generator hash
@@ -80,10 +80,14 @@ class CohortDir:
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write to a temporary file beside ``path``, fsync, then rename over it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with writing(path), tmp.open("wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or Ctrl-C: leave no half-written temporary
+        raise
     os.replace(tmp, path)
 
 

@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from cxraug.core.errors import WeightsError
+from cxraug.core.errors import WeightsError, writing
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -85,8 +85,10 @@ def save_component(module: nn.Module, folder: str | Path, meta: dict[str, Any] |
     sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
     config = {"class": type(module).__name__, "args": module.args, "meta": meta or {}}
     tmp_w, tmp_c = folder / (WEIGHTS_NAME + ".tmp"), folder / (CONFIG_NAME + ".tmp")
-    save_file(sd, str(tmp_w))
-    tmp_c.write_text(json.dumps(config, indent=2, default=str))
+    with writing(folder / WEIGHTS_NAME):
+        save_file(sd, str(tmp_w))
+    with writing(folder / CONFIG_NAME):
+        tmp_c.write_text(json.dumps(config, indent=2, default=str))
     tmp_w.replace(folder / WEIGHTS_NAME)
     tmp_c.replace(folder / CONFIG_NAME)
     return folder

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from cxraug.core.errors import CxraugError
+from cxraug.core.errors import CxraugError, writing
 
 T = TypeVar("T")
 
@@ -178,7 +178,8 @@ def save(obj: Any, folder: str | Path, name: str = "config.yaml") -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    path.write_text(dump(obj))
+    with writing(path):
+        path.write_text(dump(obj))
     return path
 
 

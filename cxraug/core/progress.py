@@ -24,6 +24,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from cxraug.core.errors import writing
+
 
 class _LogProgress(Progress):
     """A Progress that also writes plain, timed lines when its console is not a terminal."""
@@ -111,14 +113,15 @@ class MetricsLog:
             return
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(_json_line(r) for r in kept))
+        with writing(self.path):
+            tmp.write_text("".join(_json_line(r) for r in kept))
         tmp.replace(self.path)
 
     def write(self, step: int, **values) -> dict:
         rec = {"step": int(step), **values}
         if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a") as f:
+            with writing(self.path), self.path.open("a") as f:
                 f.write(_json_line(rec))
         return rec
 
