@@ -9,13 +9,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cxraug.cohorts.gates import GATES, GateConfig
 from cxraug.cohorts.generator import LoadedGenerator, folder_hash
 from cxraug.cohorts.plan import CohortSpec
 from cxraug.core import config as C
+from cxraug.core.config import ConfigError
 from cxraug.core.errors import CxraugError
 from cxraug.core.precision import default_device, resolve_precision
 from cxraug.data import labels as L
+
+#: The quality gates, in the order they run (:mod:`cxraug.cohorts.gates`).
+GATES = ("fidelity", "memorisation")
+
+
+@dataclass
+class GateConfig:
+    """Gate settings (``--set gate.recall=0.9`` on the command line)."""
+
+    recall: float = 0.8  # share of real val positives a positive threshold keeps
+    negative_keep: float = 0.95  # share of real val negatives below a negative threshold
+    alpha: float = 0.01  # memorisation: reject above the (1 - alpha) quantile of real val SSIM
+    top_k: int = 5  # nearest neighbours (by cosine) compared by SSIM
+    pixel_embed: int = 16  # side of the pixel thumbnail used without a classifier
+    batch_size: int = 256  # reference images embedded per batch
+    #: fixed positive thresholds by label (e.g. {pneumonia: 0.6}), used instead of calibrated ones
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for name in ("recall", "negative_keep"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"gate.{name} {getattr(self, name)}: must be in (0, 1]")
+        if not 0 <= self.alpha < 1:
+            raise ConfigError(f"gate.alpha {self.alpha}: must be in [0, 1)")
+        if self.top_k < 1 or self.pixel_embed < 4 or self.batch_size < 1:
+            raise ConfigError("gate.top_k >= 1, gate.pixel_embed >= 4 and gate.batch_size >= 1")
+        self.thresholds = {L.canonical(k): float(v) for k, v in self.thresholds.items()}
 
 
 @dataclass

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from cxraug.classify.model import Classifier
+from cxraug.cohorts.config import GATES, GateConfig
 from cxraug.cohorts.store import CohortDir, write_atomic
-from cxraug.core.config import ConfigError
 from cxraug.core.errors import CxraugError
 from cxraug.data import labels as L
 from cxraug.data.reference import downsample
@@ -42,32 +42,7 @@ from cxraug.data.reference import downsample
 if TYPE_CHECKING:
     from cxraug.cohorts.generator import LoadedGenerator
 
-GATES = ("fidelity", "memorisation")
 PASS, FAIL, NOT_RUN = "pass", "fail", "not run"
-
-
-@dataclasses.dataclass
-class GateConfig:
-    """Gate settings (``--set gate.recall=0.9`` on the command line)."""
-
-    recall: float = 0.8  # share of real val positives a positive threshold keeps
-    negative_keep: float = 0.95  # share of real val negatives below a negative threshold
-    alpha: float = 0.01  # memorisation: reject above the (1 - alpha) quantile of real val SSIM
-    top_k: int = 5  # nearest neighbours (by cosine) compared by SSIM
-    pixel_embed: int = 16  # side of the pixel thumbnail used without a classifier
-    batch_size: int = 256  # reference images embedded per batch
-    #: fixed positive thresholds by label (e.g. {pneumonia: 0.6}), used instead of calibrated ones
-    thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
-
-    def validate(self) -> None:
-        for name in ("recall", "negative_keep"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ConfigError(f"gate.{name} {getattr(self, name)}: must be in (0, 1]")
-        if not 0 <= self.alpha < 1:
-            raise ConfigError(f"gate.alpha {self.alpha}: must be in [0, 1)")
-        if self.top_k < 1 or self.pixel_embed < 4 or self.batch_size < 1:
-            raise ConfigError("gate.top_k >= 1, gate.pixel_embed >= 4 and gate.batch_size >= 1")
-        self.thresholds = {L.canonical(k): float(v) for k, v in self.thresholds.items()}
 
 
 def parse_gates(text: str) -> tuple[str, ...]:

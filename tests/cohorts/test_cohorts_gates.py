@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from cxraug.classify.model import Classifier
-from cxraug.cohorts.gates import FidelityGate, GateConfig, Gates, MemorisationGate, pixel_embedding
+from cxraug.cohorts.config import GateConfig
+from cxraug.cohorts.gates import FidelityGate, Gates, MemorisationGate, pixel_embedding
 from cxraug.core.errors import CxraugError
 from cxraug.data import labels as L
 
