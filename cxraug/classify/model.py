@@ -44,7 +44,14 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from timm.models import get_pretrained_cfg
 
-from cxraug.core.artifacts import CONFIG_NAME, WEIGHTS_NAME, Component, register
+from cxraug.core.artifacts import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    Component,
+    load_weights,
+    register,
+    torch_load_plain,
+)
 from cxraug.core.errors import CxraugError, WeightsError
 from cxraug.data import transforms
 from cxraug.data.labels import OBSERVATIONS, canonical
@@ -109,15 +116,12 @@ def weights_file(path: str | Path) -> Path:
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a weights file; ``.pth``/``.bin`` only through ``torch.load(weights_only=True)``
     (a checkpoint that needs pickled code is refused), unwrapped from ``{"state_dict": ...}``."""
+    fix = "pass a .safetensors file or a plain tensor checkpoint (torch.load(weights_only=True))"
     try:
-        if path.suffix == ".safetensors":
-            sd: Any = load_file(str(path))
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # safetensors/pickle/zip errors: a file the user gave us
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{path}: cannot read weights ({first}); pass a .safetensors file or a "
-                           f"plain tensor checkpoint (torch.load(weights_only=True))") from None
+        sd: Any = (load_weights(path) if path.suffix == ".safetensors"
+                   else torch_load_plain(path))
+    except WeightsError as e:  # one line naming the file and what it holds
+        raise WeightsError(f"{e}; {fix}") from None
     for key in ("state_dict", "model", "module"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]

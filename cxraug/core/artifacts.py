@@ -249,4 +249,33 @@ def _type_name(hint: Any) -> str:
 
 
 def _first_line(e: BaseException) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0][:120]
+    """The first line of an error, shortened at a word boundary."""
+    import textwrap
+
+    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return textwrap.shorten(line, 120, placeholder=" ...")
+
+
+# ------------------------------------------------------------ plain tensor checkpoints (.pth)
+
+def torch_load_plain(path: str | Path) -> Any:
+    """``torch.load(weights_only=True)`` of a ``.pth`` / ``.bin`` file: tensors and plain
+    containers only, never pickled code. A file that needs more (a pickled model, an arbitrary
+    pickle) is a one-line :class:`WeightsError` saying what it holds; torch's warning about the
+    pickle protocol of such a file is not shown beside it."""
+    import pickle
+    import re
+    import struct
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"pickled Python objects ({found.group(1)})" if found else "pickled Python objects"
+        raise WeightsError(f"{path}: holds {what}, which cxraug never unpickles (unpickling can "
+                           "run code)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, struct.error) as e:
+        raise WeightsError(f"{path}: not a readable torch checkpoint ({_first_line(e)})") from None

@@ -78,3 +78,35 @@ def test_cli_names_the_damaged_model_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(f"error: {path}: args.depth") and err.count("\n") == 1, err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo this must never run",))
+
+
+def test_pickled_code_is_refused_in_one_whole_line_without_torch_warnings(tmp_path):
+    """The refusal names what the file holds, is not cut mid-word, and torch's warning about
+    the pickle protocol is not printed beside it (a plain ``pickle.dump`` file triggers it)."""
+    import pickle
+    import subprocess
+    import sys
+
+    import torch
+
+    torch.save({"state_dict": _RunsCode()}, tmp_path / "evil.pth")
+    with (tmp_path / "plain.pkl").open("wb") as f:
+        pickle.dump({"weight": [1.0, 2.0]}, f, protocol=4)
+    for name, held in (("evil.pth", "objects (posix.system),"), ("plain.pkl", "objects,")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "cxraug.cli.main", "train", "classifier", "--epochs", "1",
+             "--set", f"classifier.pretrained={tmp_path / name}", "--out",
+             str(tmp_path / f"r-{name}")],
+            capture_output=True, text=True, cwd=tmp_path, timeout=600)
+        text = proc.stdout + proc.stderr
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        assert proc.returncode == 2 and "Warning" not in text and "never run" not in text, text
+        assert lines[-1].startswith(f"error: {tmp_path / name}: holds pickled Python {held}"), text
+        assert lines[-1].endswith("plain tensor checkpoint (torch.load(weights_only=True))"), text
