@@ -204,7 +204,7 @@ def check_args(cls: type, args: Any, path: Path) -> dict[str, Any]:
                            f"{DAMAGED_FIX}")
     try:
         hints = typing.get_type_hints(cls.__init__)
-    except Exception:  # an annotation that does not resolve: check names only
+    except (NameError, TypeError, AttributeError):  # an annotation that does not resolve
         hints = {}
     for key, value in args.items():
         hint = hints.get(key)

@@ -11,6 +11,7 @@ hub id is a one-line error saying how to pass a local copy instead.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -49,13 +50,22 @@ def resolve_model(ref: str | Path | None = None) -> Path:
 
 
 def _download(repo_id: str) -> Path:
+    """A hub repo's files (hub cache); offline (``HF_HUB_OFFLINE``, read now, not when the hub
+    library was imported) only what is cached already."""
+    import textwrap
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    fix = f"download it where there is internet (`hf download {repo_id} --local-dir DIR`) and pass --model DIR"
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(repo_id=repo_id, allow_patterns=[
+        return Path(snapshot_download(repo_id=repo_id, local_files_only=offline, allow_patterns=[
             "*.json", "*.yaml", "*.safetensors", "*.npz", "*.md", "*.txt", "*.csv"]))
     except Exception as e:  # offline, unknown repo, gated, ...
-        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        if offline:
+            raise CxraugError(f"--model {repo_id}: not a local folder nor in the hub cache, and "
+                              f"HF_HUB_OFFLINE is set (nothing is downloaded); {fix}") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CxraugError(f"--model {repo_id}: not a local folder, and downloading it from the "
-                          f"Hugging Face Hub failed ({first}); download it where there is internet "
-                          f"(`hf download {repo_id} --local-dir DIR`) and pass --model DIR") from None
+                          f"Hugging Face Hub failed ({textwrap.shorten(first, 120, placeholder=' ...')}); "
+                          f"{fix}") from None

@@ -39,7 +39,7 @@ def _start(argv: list[str], cwd: Path, log: str = "log.txt") -> tuple[subprocess
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with out.open("w") as fh:
         proc = subprocess.Popen(CLI + argv, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                preexec_fn=_as_background_job)
+                                preexec_fn=_as_background_job)  # noqa: PLW1509 (no threads)
     return proc, out
 
 
@@ -110,7 +110,10 @@ def test_synth_interrupt_keeps_its_rows_and_resumes(tmp_path, capsys, monkeypatc
 
 def test_generate_sigterm_keeps_its_images_and_resumes(tmp_path):
     argv = ["generate", "--labels", "pneumonia", "--n", "40", "--steps", "3", "--out", "gen"]
-    pngs = lambda: sorted((tmp_path / "gen").glob("*.png"))  # noqa: E731
+
+    def pngs() -> list[Path]:
+        return sorted((tmp_path / "gen").glob("*.png"))
+
     proc, log = _start(argv, tmp_path)
     _wait_for(proc, log, lambda: len(pngs()) >= 1, "the first image")
     _stop(proc, log, signal.SIGTERM)
@@ -131,7 +134,10 @@ def test_train_interrupt_keeps_a_resumable_checkpoint(kermany_fixture, tmp_path,
     sets = [a for t in TINY for a in ("--set", t)] + ["--set", "decoder.steps=0"]
     argv = ["train", "all", "--data", str(kermany_fixture), *sets, "--out", "run"]
     ckpts = tmp_path / "run" / "checkpoints" / "stage1"
-    newest = lambda: max((int(p.name[5:]) for p in ckpts.glob("step_*")), default=0)  # noqa: E731
+
+    def newest() -> int:
+        return max((int(p.name[5:]) for p in ckpts.glob("step_*")), default=0)
+
     proc, log = _start([*argv, "--set", "train.steps=1000000"], tmp_path)
     _wait_for(proc, log, lambda: newest() >= 4, "a stage-1 checkpoint")
 

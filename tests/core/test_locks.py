@@ -34,9 +34,9 @@ def _holder(folder: Path) -> subprocess.Popen:
 def test_a_live_holder_is_named(tmp_path):
     proc = _holder(tmp_path / "cohort")
     try:
-        with pytest.raises(CxraugError, match=f"pid {proc.pid}") as e:
-            with folder_lock(tmp_path / "cohort", "cohort"):
-                pass
+        with pytest.raises(CxraugError, match=f"pid {proc.pid}") as e, \
+                folder_lock(tmp_path / "cohort", "cohort"):
+            pass
         assert "cohort folder" in str(e.value) and str(lock_path(tmp_path / "cohort")) in str(e.value)
         assert "\n" not in str(e.value)
     finally:
@@ -61,14 +61,13 @@ def test_lock_sits_beside_the_folder_and_parts_are_separate(tmp_path):
     with folder_lock(folder, "cohort", "shard-0-of-2"):
         with folder_lock(folder, "cohort", "shard-1-of-2"):  # another shard: its own writer
             assert not folder.exists()  # the lock creates nothing inside the folder
-        with pytest.raises(CxraugError, match=f"pid {os.getpid()}"):
-            with folder_lock(folder, "cohort", "shard-0-of-2"):
-                pass
+        with pytest.raises(CxraugError, match=f"pid {os.getpid()}"), \
+                folder_lock(folder, "cohort", "shard-0-of-2"):
+            pass
 
 
 def test_released_on_an_exception(tmp_path):
-    with pytest.raises(KeyboardInterrupt):
-        with folder_lock(tmp_path / "x"):
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), folder_lock(tmp_path / "x"):
+        raise KeyboardInterrupt
     with folder_lock(tmp_path / "x"):
         pass

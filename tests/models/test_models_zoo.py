@@ -116,8 +116,18 @@ def test_resolve_model_names_folders_and_errors(tmp_path):
 
 
 def test_hub_id_offline_is_one_line_with_the_fix(monkeypatch):
+    """Truly offline: huggingface_hub is imported long before this test (reading HF_HUB_OFFLINE
+    then), so cxraug reads the variable at call time; any connection attempt fails the test."""
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("resolve_model tried the network although HF_HUB_OFFLINE=1")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(CxraugError, match="hf download nobody/no-such-model --local-dir DIR"):
+    with pytest.raises(CxraugError, match="HF_HUB_OFFLINE is set .*hf download nobody/no-such-model "
+                                          "--local-dir DIR"):
         resolve_model("nobody/no-such-model")
 
 
