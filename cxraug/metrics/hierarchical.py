@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cxraug.metrics.auc import check_inputs, has_both_classes, mean_auc
-from cxraug.metrics.bootstrap import _resample_aucs
+from cxraug.metrics.bootstrap import _resample_aucs, patient_weights
 
 #: Nominal coverage of every interval this module returns.
 LEVEL = 0.95
@@ -156,8 +156,6 @@ def simulate_coverage(n_draws: int, n_seeds: int, n_sims: int = 300, seed: int =
     N(0.8, 0.1); the truth is 0.8), shifted by a random effect per subset draw (sd ``tau``) and
     per seed (sd ``sigma_seed``); its patient resamples are real bootstrap resamples.
     """
-    from cxraug.metrics.bootstrap import patient_weights
-
     rng = np.random.default_rng(seed)
     hits = 0
     for _ in range(n_sims):
