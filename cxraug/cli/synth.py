@@ -9,6 +9,7 @@ import typer
 
 from cxraug.cli.common import (
     SetOpt,
+    check_number,
     classifier_folder,
     console,
     default_folder_name,
@@ -45,6 +46,8 @@ def synth(model: str = typer.Option("kermany-128", "--model", "-m", help="Shippe
     """
     if out is not None:  # check the output before any model or data is loaded (--dry-run too)
         writable_out(out)
+    check_number("--negatives", negatives, 0, 1)  # NaN / inf named as typed; [0, 1) below
+    check_number("--guidance", guidance, 0)
     from cxraug.cohorts.config import SynthConfig, parse_shard
     from cxraug.cohorts.gates import parse_gates
     from cxraug.cohorts.generate import check_config, preview, synthesize

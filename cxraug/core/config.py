@@ -9,6 +9,7 @@ starts (:func:`save`), and ``--dry-run`` prints it (:func:`dump`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -81,6 +82,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             out = tp(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{path}: expected {tp.__name__}, got {value!r}") from None
+        if tp is float and not math.isfinite(out):  # nan / inf pass float() but no check
+            raise ConfigError(f"{path}: must be a finite number, got {value!r}")
         if tp is int and isinstance(value, float) and not value.is_integer():
             raise ConfigError(f"{path}: expected a whole number, got {value!r}")
         return out

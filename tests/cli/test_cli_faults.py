@@ -298,7 +298,7 @@ def test_bad_numbers_are_refused_before_work(name, opt, value, tmp_path, monkeyp
     (["synth", "--labels", "pneumonia", "--n", "1000000000000", "--dry-run"], "--n 1000000000000"),
     (["synth", "--labels", "pneumonia", "--n", "4", "--seed", "-1", "--dry-run"], "--seed -1"),
     (["synth", "--labels", "pneumonia", "--n", "4", "--until-accepted", "--set",
-      "max_attempts=nan"], "max_attempts nan"),
+      "max_attempts=nan"], "max_attempts: must be a finite number"),
     (["synth", "--labels", "pneumonia", "--n", "600000", "--until-accepted"], "max_attempts 3.0"),
     (["generate", "--labels", "pneumonia", "--n", "1000000000000"], "--n 1000000000000"),
     (["generate", "--report", "a", "--report", "b", "--n", "600000"], "--n 600000 x 2 reports"),

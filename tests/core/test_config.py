@@ -76,3 +76,12 @@ def test_parse_slice_refuses_what_is_not_a_share(option, text):
 
 def test_parse_slice_reads_shares():
     assert C.parse_slice("2/3", "--job") == (2, 3) and C.parse_slice(None, "--job") == (0, 1)
+
+
+def test_non_finite_numbers_are_refused_naming_the_key():
+    """``--set x=nan`` / ``.inf`` slip past range checks (every comparison with NaN is False)."""
+    from cxraug.cohorts.config import SynthConfig
+
+    for value in ("nan", ".inf", "-.inf", "inf"):
+        with pytest.raises(C.ConfigError, match="max_attempts: must be a finite number, got"):
+            C.load(SynthConfig, None, ["labels=[pneumonia]", "n=4", f"max_attempts={value}"])
