@@ -2,9 +2,10 @@
 :func:`train_vae`, configured by :class:`~cxraug.models.config.VAEConfig`) and the latent normalisation fitted after it
 (:func:`set_latent_stats`). The latent space itself is :mod:`cxraug.models.autoencoder`.
 
-``train_vae`` logs ``{"step": n, "recon_loss": x}`` (and ``perceptual`` with that term on) every 50 steps to ``train_log.jsonl`` in its
-output folder (a :class:`~cxraug.core.progress.MetricsLog`) and, given a checkpoint folder,
-resumes exactly after a kill.
+``train_vae`` logs ``{"step": n, "recon_loss": x}`` (and ``perceptual`` with that term on) every
+50 steps to ``train_log.jsonl`` in its output folder (a :class:`~cxraug.core.progress.MetricsLog`)
+and, given a checkpoint folder, resumes exactly after a kill. The perceptual term is
+:mod:`cxraug.models.perceptual`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-from cxraug.core.config import ConfigError
 from cxraug.core.precision import resolve_precision
 from cxraug.core.progress import MetricsLog, job_progress
 from cxraug.core.training import EpochReplay, TrainState
@@ -176,7 +176,7 @@ def train_vae(images: np.ndarray | torch.utils.data.Dataset, config: VAEConfig,
             record |= {"perceptual_weight": config.perceptual_weight, "perceptual": perceptual.info,
                        "final_perceptual": float(np.mean(p_losses[-50:]))}
         if config.precision != "fp32":
-            record["precision"] = resolve_precision(config.precision, str(device))
+            record["precision"] = resolved_precision(config.precision, device)
         space.save(out_dir, {"train": record})
     return space
 
@@ -189,15 +189,18 @@ def perceptual_term(config: VAEConfig, device: str | torch.device = "cpu") -> Pe
     return PerceptualLoss.from_classifier(config.perceptual_net, "vae.perceptual_net").to(device)
 
 
+def resolved_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """``vae.precision`` on ``device``: ``fp32`` or ``bf16`` (``auto`` picks bf16 where it is fast,
+    :mod:`cxraug.core.precision`; where it would pick fp16, a GPU without bf16, fp32: this loop
+    has no loss scaling)."""
+    resolved = resolve_precision(precision, torch.device(device).type)
+    return "fp32" if resolved == "fp16" else resolved
+
+
 def precision_context(precision: str, device: str | torch.device = "cpu"):
-    """A factory of the autocast context for ``precision`` (fp32: a no-op context)."""
-    device_type = torch.device(device).type
-    resolved = resolve_precision(precision, device_type)
-    if resolved == "fp16" and device_type == "cpu":
-        raise ConfigError("precision fp16: not for CPU training (no loss scaling); use bf16 or fp32")
-    enabled = resolved != "fp32"
-    dtype = torch.bfloat16 if resolved == "bf16" else torch.float16
-    return lambda: torch.autocast(device_type, dtype=dtype, enabled=enabled)
+    """A factory of the autocast context for ``precision`` (fp32: a disabled autocast)."""
+    enabled = resolved_precision(precision, device) == "bf16"
+    return lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=enabled)
 
 
 @torch.no_grad()
