@@ -72,6 +72,9 @@ def generate(model: str = typer.Option("kermany-128", "--model", "-m", help="Shi
         check_model_labels(pipe, model, vec)
     with run_lock(out, "output"):
         _check_folder(out, settings, overwrite)  # again: another process may have started it
+        if overwrite and (out / SETTINGS).is_file():  # a folder cxraug generate made: afresh
+            for p in out.glob("[0-9]*.png"):
+                p.unlink()
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / SETTINGS, json.dumps(settings, indent=2) + "\n")
         reports = [t for t in texts for _ in range(n)]
@@ -111,9 +114,6 @@ def _check_folder(out: Path, settings: dict, overwrite: bool) -> None:
     saved = out / SETTINGS
     if not saved.is_file() or overwrite:
         out_dir_ok(out, overwrite)
-        if saved.is_file():  # --overwrite of a folder cxraug generate made: start afresh
-            for p in out.glob("[0-9]*.png"):
-                p.unlink()
         return
     try:
         old = json.loads(saved.read_text())

@@ -108,7 +108,7 @@ def test_synth_interrupt_keeps_its_rows_and_resumes(tmp_path, capsys, monkeypatc
 
 # -------------------------------------------------------------------------- generate
 
-def test_generate_sigterm_keeps_its_images_and_resumes(tmp_path):
+def test_generate_sigterm_keeps_its_images_and_resumes(tmp_path, capsys, monkeypatch):
     argv = ["generate", "--labels", "pneumonia", "--n", "40", "--steps", "3", "--out", "gen"]
 
     def pngs() -> list[Path]:
@@ -119,6 +119,10 @@ def test_generate_sigterm_keeps_its_images_and_resumes(tmp_path):
     _stop(proc, log, signal.SIGTERM)
     kept = {p.name: p.stat().st_mtime_ns for p in pngs()}
     assert 1 <= len(kept) < 40 and not (tmp_path / "gen" / "generated.csv").exists()
+
+    monkeypatch.chdir(tmp_path)  # other arguments would mix two sets of images: refused
+    assert main([*argv[:6], "4", *argv[7:]]) == 2
+    assert "gen: holds images made with other arguments (steps: 3 now 4)" in capsys.readouterr().err
 
     proc, log = _start(argv, tmp_path, "rerun.txt")
     assert proc.wait(timeout=400) == 0, log.read_text()
