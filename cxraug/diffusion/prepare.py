@@ -19,7 +19,7 @@ from cxraug.data.cache import cached_images
 from cxraug.data.datasets import CXRDataset
 from cxraug.data.splits import real_subset, splits_for
 from cxraug.data.tables import read_csv
-from cxraug.diffusion.config import DiffCXRConfig
+from cxraug.diffusion.config import DataConfig, DiffCXRConfig
 from cxraug.diffusion.prompts import embed_texts, hints_for, null_condition, prompts_for
 from cxraug.models.autoencoder import cache_moments
 
@@ -29,13 +29,19 @@ def training_dataset(cfg: DiffCXRConfig, run: RunDir) -> CXRDataset:
     ds = load_dataset(resolve_data(cfg.data.data), cfg.data.dataset,
                       missing="keep" if cfg.data.skip_bad else "error")
     ds = splits_for(ds, run.splits, seed=cfg.data.split_seed)
-    train = ds.where_split("train")
-    if cfg.data.real_frac < 1:
-        train = real_subset(train, cfg.data.real_frac, seed=cfg.data.subset_seed)
-    if cfg.data.filter:
-        train = apply_filter(train, Path(cfg.data.filter))
+    train = training_subset(ds.where_split("train"), cfg.data)
     if len(train) < 2:
         raise DataError(f"{cfg.data.data}: only {len(train)} training image(s) after splits/filters")
+    return train
+
+
+def training_subset(train: CXRDataset, data: DataConfig) -> CXRDataset:
+    """The one rule for which rows of a training split a generator trains on: its real subset
+    (``data.real_frac``, ``data.subset_seed``), then its LNFS filter (``data.filter``)."""
+    if data.real_frac < 1:
+        train = real_subset(train, data.real_frac, seed=data.subset_seed)
+    if data.filter:
+        train = apply_filter(train, Path(data.filter))
     return train
 
 

@@ -146,7 +146,8 @@ def test_gen_data_arm_strict_uses_the_fraction_subset(kermany_fixture, tmp_path)
         assert (out / "pretrain" / f"gen-data_frac0.5_draw{d}_steps{pre_steps}_seed0" / "config.json").is_file()
     assert len(list((out / "pretrain").iterdir())) == 2  # one pre-training per draw
     assert report["generator"] == {"protocol": "strict", "model": str(run),
-                                   "generators": {"0.5": {"real_frac": 0.5, "images": len(subsets[0])}}}
+                                   "generators": {f"0.5_draw{d}": {"real_frac": 0.5, "images": len(sub)}
+                                                  for d, sub in enumerate(subsets)}}
     assert report["transfer_efficiency"] == []  # needs synth->real too
 
 

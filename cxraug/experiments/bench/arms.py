@@ -164,7 +164,6 @@ def run_job(frac: float, draw: int, arm: str, seed: int, real: RealData, synth: 
     if (folder / "result.json").is_file():
         score_external(folder, tests or [], cfg)
         return json.loads((folder / "result.json").read_text())
-    t0 = time.perf_counter()
     real_set = real_subset_set(real, frac, cfg, draw)
     train_set, pre = arm_data(arm, real_set, synth, cfg.synth_ratio, seed, gen_data)
     pre_steps, fine_steps = cfg.split_steps() if pre is not None else (0, cfg.steps)

@@ -16,9 +16,8 @@ from cxraug.cohorts.generate import synthesize
 from cxraug.core import config as C
 from cxraug.core.errors import CxraugError, DataError
 from cxraug.data.reference import REFERENCE_NAME
-from cxraug.data.splits import real_subset
 from cxraug.diffusion.config import DiffCXRConfig
-from cxraug.diffusion.prepare import apply_filter
+from cxraug.diffusion.prepare import training_subset
 from cxraug.diffusion.stages import train_run
 from cxraug.experiments.bench.config import BenchConfig
 
@@ -164,11 +163,7 @@ def generator_images(real: RealData, folder: Path, gen_cfg: Any) -> np.ndarray:
             seen = z["train_ids"].astype(str)
         expected: int | None = len(seen)
     else:
-        train = real.train
-        if gen_cfg.data.real_frac < 1:
-            train = real_subset(train, gen_cfg.data.real_frac, seed=gen_cfg.data.subset_seed)
-        if gen_cfg.data.filter:
-            train = apply_filter(train, Path(gen_cfg.data.filter))
+        train = training_subset(real.train, gen_cfg.data)
         seen, expected = np.asarray(train.ids, dtype=str), _denoiser_meta(folder).get("n_train_images")
     rows = np.flatnonzero(np.isin(ids, seen))
     if expected is not None and len(rows) != expected:
