@@ -157,13 +157,18 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def open_output(out: CohortDir, settings: dict, plan: pd.DataFrame, overwrite: bool) -> None:
     """Create the folder, or check that it holds this very cohort (then we resume)."""
+    ours = {p.name for p in (out.settings, out.plan, out.images, out.rejected, out.parts)}
     if out.root.exists() and any(out.root.iterdir()):
         if not out.settings.is_file():  # never delete a folder we did not make
-            raise CxraugError(f"{out.root}: folder exists and is not a cxraug cohort; choose "
-                              "another --out")
-        if overwrite:
+            foreign = [p.name for p in out.root.iterdir() if not p.name.startswith(".") and (
+                p.name not in ours or p.is_file() or any(p.iterdir()))]
+            if foreign:
+                raise CxraugError(f"{out.root}: folder exists and is not a cxraug cohort (it holds "
+                                  f"{foreign[0]}); choose another --out")
+            # only our own (empty) layout: another shard is creating this cohort right now
+        elif overwrite:
             shutil.rmtree(out.root)
-        else:
+        if out.settings.is_file() and not overwrite:
             old, new = _flat(json.loads(out.settings.read_text())), _flat(settings)
             diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
             if diff:
