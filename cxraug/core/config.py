@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from pathlib import Path
@@ -181,8 +182,10 @@ def save(obj: Any, folder: str | Path, name: str = "config.yaml") -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
+    tmp = path.with_name(f".{name}.{os.getpid()}.tmp")  # readers never see a half-written file
     with writing(path):
-        path.write_text(dump(obj))
+        tmp.write_text(dump(obj))
+    os.replace(tmp, path)
     return path
 
 
