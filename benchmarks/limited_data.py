@@ -246,8 +246,10 @@ def markdown(rec: dict) -> str:
                   f"{f['p_holm']:.3f} |" for f in rec["family"]]
     if rec["convergence"]:
         lines += ["", "Is the budget enough for `real`? The same draws at twice the steps:", "",
-                  "| real fraction | steps | real | 2x steps | real | gain |", "|---|---|---|---|---|---|"]
-        lines += [f"| {c['frac']:.0%} | {c['steps']} | {c['real']:.3f} | {c['steps_x2']} | {c['real_x2']:.3f} | "
+                  "| real fraction | steps | real | 2x steps | real (one seed per draw) | gain |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {c['frac']:.0%} | {c['steps']} | {c['real']:.3f} [{c['real_ci'][0]:.3f}, {c['real_ci'][1]:.3f}] | "
+                  f"{c['steps_x2']} | {c['real_x2']:.3f} [{c['real_x2_ci'][0]:.3f}, {c['real_x2_ci'][1]:.3f}] | "
                   f"{c['gain_x2']:+.3f} |" for c in rec["convergence"]]
     if rec["headroom"]:
         lines += ["", "Headroom: `real` on 100 % of the training patients (same budget) minus `real` "
@@ -255,7 +257,9 @@ def markdown(rec: dict) -> str:
         lines += [f"| {h['frac']:.0%} | {h['real']:.3f} | {h['real_100']:.3f} | {h['headroom']:+.3f} |"
                   for h in rec["headroom"]]
     c = rec["cost"]
-    lines += ["", f"Cost, measured on this machine (one thread per job, {rec['machine']['model']}):", "",
+    lines += ["", f"Cost, measured on this machine ({rec['machine']['model']}): wall seconds of one-thread "
+              "jobs, as they ran (job shares side by side on the cores, other work beside them), so "
+              "an idle core is faster:", "",
               "| bench | jobs | median seconds per job | classifier hours | cohort hours |", "|---|---|---|---|---|"]
     lines += [f"| {n} | {v['jobs']} | {v['job_seconds_median']} | {v['classifier_hours']} | {v['cohort_hours']} |"
               for n, v in c.items() if n != "total_hours"]
@@ -301,8 +305,9 @@ def write_report(args, argv: list[str], seconds: dict) -> Path:
     rec.update(name=args.name, date=dt.date.today().isoformat(),
                command=ran.read_text().strip() if ran.is_file() else shlex.join(argv),
                machine=cpu_info() | {"torch_threads": torch.get_num_threads()},
-               seconds_this_call=seconds, n_synth=args.n_synth,
-               strict_generator_overrides=args.strict_generator_set)
+               seconds_this_call=seconds)
+    if args.report_only:  # the sweep's own settings stay those of its command
+        rec["report_command"] = shlex.join(argv)
     rec["verdict"] = verdict(rec)
     rec = _clean(rec)
     args.out_dir.mkdir(parents=True, exist_ok=True)
