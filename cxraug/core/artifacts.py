@@ -273,6 +273,10 @@ def torch_load_plain(path: str | Path) -> Any:
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if not (head.startswith(b"\x80") or head == b"PK"):  # neither a pickle nor torch's zip
+            raise WeightsError(f"{path}: not a readable torch checkpoint (not a pickle or zip file)") from None
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         what = f"pickled Python objects ({found.group(1)})" if found else "pickled Python objects"
         raise WeightsError(f"{path}: holds {what}, which cxraug never unpickles (unpickling can "

@@ -40,7 +40,7 @@ from safetensors.torch import save_file
 from torch.optim.swa_utils import AveragedModel
 
 from cxraug.core.artifacts import load_weights
-from cxraug.core.errors import CxraugError, WeightsError
+from cxraug.core.errors import CxraugError, WeightsError, writing
 from cxraug.core.seeds import stable_seed
 
 # ------------------------------------------------------------------------------ batch order
@@ -232,11 +232,26 @@ class TrainState:
         return {k: v for k, v in sd.items() if self.keys is None or self.keys(k)}
 
     def save(self, folder: str | Path, step: int, keep: int) -> Path:
-        """Write the state after ``step`` steps; keep the newest ``keep`` checkpoints."""
+        """Write the state after ``step`` steps; keep the newest ``keep`` checkpoints. A failed
+        write (a full disk) names the checkpoint and leaves the last complete one in place."""
         folder = Path(folder)
         final, tmp = folder / f"step_{step:08d}", folder / f".tmp_step_{step:08d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        try:
+            with writing(tmp):
+                self._write(tmp, step)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in sorted(folder.glob("step_*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def _write(self, tmp: Path, step: int) -> None:
+        """The checkpoint's files: weights, EMA, optimiser, generator states, ``state.json``."""
         save_file(_tensors(self._model_state()), str(tmp / "model.safetensors"))
         state: dict[str, Any] = {"step": step}
         if self.ema is not None:
@@ -250,11 +265,6 @@ class TrainState:
         if self.extra:
             state["extra"] = self.extra
         (tmp / "state.json").write_text(json.dumps(state))
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        for old in sorted(folder.glob("step_*"))[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
 
     def _rng_state(self, state: dict) -> dict[str, torch.Tensor]:
         out = {f"generator.{name}": g.get_state() for name, g in self.generators.items()}

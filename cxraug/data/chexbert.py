@@ -21,7 +21,6 @@ The tokenizer is read from a local folder holding bert-base-uncased's ``vocab.tx
 from __future__ import annotations
 
 import json
-import pickle
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -31,7 +30,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from cxraug.core.artifacts import CONFIG_NAME, WEIGHTS_NAME, Component, load_component, register
+from cxraug.core.artifacts import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    Component,
+    load_component,
+    register,
+    torch_load_plain,
+)
 from cxraug.core.errors import WeightsError
 from cxraug.data import labels as L
 from cxraug.data.labeler_vocab import text_problem
@@ -94,12 +100,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        # a pickle that carries code, a truncated file, not a checkpoint at all
-        first = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-        raise WeightsError(f"{path}: not a loadable state dict ({first})") from None
+    obj = torch_load_plain(path)  # a pickle carrying code or a damaged file: one whole line
     if isinstance(obj, Mapping) and "model_state_dict" in obj:
         obj = obj["model_state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -58,3 +58,24 @@ for write in (lambda: UViT(width=64, depth=2, heads=2, latent_size=8, context_di
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["model/model.safetensors File too large",
                                         "metrics.jsonl File too large"], proc.stdout
+
+
+def test_training_checkpoint_names_its_file_and_keeps_the_last_complete_one(tmp_path):
+    """The training kit's checkpoint write (torch.save of the optimiser turns EFBIG into a
+    RuntimeError): an OSError naming the checkpoint, no temporary folder, the older one intact."""
+    code = """
+import torch
+from cxraug.core.training import TrainState
+small = torch.nn.Linear(4, 4)
+TrainState(small, torch.optim.AdamW(small.parameters())).save("ckpt", 1, keep=2)
+big = torch.nn.Linear(64, 64)  # its weights are larger than the file-size limit
+try:
+    TrainState(big, torch.optim.AdamW(big.parameters())).save("ckpt", 2, keep=2)
+except OSError as e:
+    print(e.filename, e.strerror)
+"""
+    proc = _run(["-c", code], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith("ckpt/.tmp_step_00000002"), proc.stdout
+    assert "File too large" in proc.stdout
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["step_00000001"]

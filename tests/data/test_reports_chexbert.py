@@ -135,7 +135,7 @@ def test_missing_and_wrong_weights_fail_with_one_line(tiny, tokenizer_dir, tmp_p
     with pytest.raises(WeightsError, match="do not fit"):
         load_chexbert(pth, config={**cfg, "num_hidden_layers": 3})
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match="not a loadable state dict"):
+    with pytest.raises(WeightsError, match="not a readable torch checkpoint"):
         load_chexbert(tmp_path / "junk.pth")
     with pytest.raises(WeightsError, match="vocab.txt"):
         load_tokenizer(tmp_path)

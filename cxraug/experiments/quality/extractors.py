@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import hashlib
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from cxraug.classify.model import Classifier
+from cxraug.core.artifacts import torch_load_plain
 from cxraug.core.errors import CxraugError, WeightsError
 from cxraug.data.transforms import gray_to_rgb, uint8_to_xrv
 
@@ -137,10 +137,9 @@ def _inception(path: Path | None, batch_size: int):
     if path is None or not Path(path).is_file():
         raise WeightsError(f"--inception-weights {path}: file not found; {where}")
     try:  # safe load first: only if it is a plain tensor state dict is it handed to torch-fidelity
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        raise WeightsError(f"--inception-weights {path}: not a loadable state dict ({str(e).splitlines()[0]}); "
-                           f"{where}") from None
+        state = torch_load_plain(path)
+    except WeightsError as e:
+        raise WeightsError(f"--inception-weights {e}; {where}") from None
     if not isinstance(state, dict) or "Mixed_7c.branch1x1.conv.weight" not in state:
         raise WeightsError(f"--inception-weights {path}: not torch-fidelity InceptionV3 weights; {where}")
     try:
