@@ -47,6 +47,7 @@ from cxraug.core.config import parse_slice
 from cxraug.core.errors import CxraugError
 from cxraug.core.precision import cpu_info
 from cxraug.experiments.bench import ARMS, DUP, BenchConfig, job_dir, jobs, run_bench
+from cxraug.experiments.bench.generators import COST_NAME
 from cxraug.metrics.hierarchical import LEVEL, holm
 
 HERE = Path(__file__).resolve().parent
@@ -162,7 +163,7 @@ def build_report(work: Path, names: list[str]) -> dict:
                  "real_100_ci": ceiling["ci"], "headroom": ceiling["estimate"] - c["estimate"]}
                 for f, c in sorted(real_at.items()) if ceiling is not None]
     any_bench = next(iter(benches.values()))
-    return {"cost": cost(benches), "declared_primary": PRIMARY, "primary": primary, "family": family, "cells": cells,
+    return {"cost": cost(benches, work), "declared_primary": PRIMARY, "primary": primary, "family": family, "cells": cells,
             "convergence": converge, "headroom": headroom, "level": LEVEL,
             "statistics": any_bench["statistics"], "labels": any_bench["labels"],
             "test": any_bench["test"], "test_sets": any_bench.get("test_sets", {}),
@@ -176,7 +177,7 @@ def build_report(work: Path, names: list[str]) -> dict:
             "benches_done": sorted(benches), "versions": any_bench["versions"]}
 
 
-def cost(benches: dict) -> dict:
+def cost(benches: dict, work: Path | None = None) -> dict:
     """Measured seconds per bench: classifier jobs (one per fraction x draw x arm x seed, the
     shared pre-trainings counted once), cohort synthesis; one thread per job (``torch_threads``)."""
     out = {}
@@ -192,7 +193,15 @@ def cost(benches: dict) -> dict:
                      "classifier_hours": round((sum(secs) + sum(pre.values())) / 3600, 3),
                      "cohort_hours": round(sum(cohorts) / 3600, 3),
                      "steps_per_job": sorted({j["optimizer_steps"] for j in jobs})}
-    out["total_hours"] = round(sum(v["classifier_hours"] + v["cohort_hours"] for v in out.values()), 3)
+    gens = [json.loads(p.read_text()) for p in sorted((work / "strict" / "generators").glob(f"*/{COST_NAME}"))] \
+        if work is not None else []
+    if "strict" in out:
+        secs = sorted(g["seconds"] for g in gens)
+        out["strict"] |= {"generators": len(gens), "generator_hours": round(sum(secs) / 3600, 3),
+                          "generator_seconds_median": secs[len(secs) // 2] if secs else None,
+                          "generators_resumed": sum(bool(g.get("resumed")) for g in gens)}
+    out["total_hours"] = round(sum(v["classifier_hours"] + v["cohort_hours"] + v.get("generator_hours", 0)
+                                   for v in out.values()), 3)
     return out
 
 
@@ -263,6 +272,11 @@ def markdown(rec: dict) -> str:
               "| bench | jobs | median seconds per job | classifier hours | cohort hours |", "|---|---|---|---|---|"]
     lines += [f"| {n} | {v['jobs']} | {v['job_seconds_median']} | {v['classifier_hours']} | {v['cohort_hours']} |"
               for n, v in c.items() if n != "total_hours"]
+    if c.get("strict", {}).get("generators"):
+        g = c["strict"]
+        lines += ["", f"Strict generators: {g['generators']}, median {g['generator_seconds_median']} s each, "
+                  f"{g['generator_hours']} hours in all ({g['generators_resumed']} resumed after an "
+                  "interruption: their earlier calls are not counted)."]
     lines += ["", f"Total: {c['total_hours']} hours."]
     missing = sorted({"paper", "strict", "converge", "ceiling"} - set(rec["benches_done"]))
     if missing:

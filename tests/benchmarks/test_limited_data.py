@@ -46,6 +46,7 @@ def test_sweep_both_protocols_then_resume(tmp_path_factory, tmp_path, nih_fixtur
                                             "Synthetic pre-training hurt")
     assert rec["machine"]["model"] and "fast_bf16" in rec["machine"]
     assert rec["cost"]["paper"]["jobs"] == 24 and rec["cost"]["total_hours"] > 0
+    assert rec["cost"]["strict"]["generators"] == 2 and rec["cost"]["strict"]["generator_hours"] > 0
     text = (results / "t.json").read_text()
     assert not re.search(r'[" =]/(tmp|work|root|home)/', text)  # no machine paths
     md = (results / "t.md").read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ def cohort_for_bench(model: Path, labels: list[str], n: int, out: Path, seed: in
     return out
 
 
+#: Written into a strict generator's folder when it is trained: the seconds it took.
+COST_NAME = "bench_cost.json"
 #: Stage step counts a strict generator's recipe scales with its subset's size.
 SCALED_STEPS = ("vae.steps", "decoder.steps", "text.max_steps", "train.steps", "adapter.steps")
 #: The smallest share of the given recipe's steps a strict generator trains (tiny subsets).
@@ -124,7 +127,13 @@ def strict_generator(model: Path, frac: float, cfg: BenchConfig, out: Path,
     if splits.is_file() and not (out / "splits.csv").is_file():
         shutil.copyfile(splits, out / "splits.csv")
     stage = "2" if (model / "adapter" / "config.json").is_file() else "1"
+    cost = out / COST_NAME
+    resumed = (out / "config.yaml").is_file()
+    t0 = time.perf_counter()
     train_run(gen_cfg, out, [stage], progress=progress)
+    if not cost.is_file():  # the call that finished it; a resumed run's earlier calls are not in it
+        cost.write_text(json.dumps({"seconds": round(time.perf_counter() - t0, 1), "resumed": resumed,
+                                    "n_images": n_images}, indent=2) + "\n")
     return out
 
 
