@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from cxraug.core.paths import relative_paths
+
 HERE = Path(__file__).parent
 
 #: name -> (how to read it from the summary, comparison, threshold, why)
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"timings": timings, "labels": bench["labels"], "test": bench["test"],
                "checks": checks, "cells": bench["cells"], "speed": speed, "versions": bench["versions"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2))
+    args.out.write_text(json.dumps(relative_paths(summary, args.out.parent), indent=2))
 
     print(f"\nCI benchmark (embedded sample, test n={bench['test']['n_images']}, "
           f"labels {', '.join(bench['labels'])})")

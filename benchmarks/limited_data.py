@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import re
 import shlex
 import shutil
 import sys
@@ -45,6 +43,7 @@ import torch
 from cxraug.core import config as C
 from cxraug.core.config import parse_slice
 from cxraug.core.errors import CxraugError
+from cxraug.core.paths import relative_paths
 from cxraug.core.precision import cpu_info
 from cxraug.experiments.bench import ARMS, DUP, BenchConfig, job_dir, jobs, run_bench
 from cxraug.experiments.bench.generators import COST_NAME
@@ -121,21 +120,6 @@ def run_sweep(args, cfgs: dict[str, BenchConfig], share: tuple[int, int]) -> dic
 
 
 # ------------------------------------------------------------------------------ the report
-
-_ABS = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)*[\w.+-]+")
-
-
-def _clean(obj):
-    """``obj`` with every absolute path made relative to the working folder (committed results
-    hold no machine paths)."""
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, str):
-        return _ABS.sub(lambda m: os.path.relpath(m.group(0)), obj)
-    return obj
-
 
 def build_report(work: Path, names: list[str]) -> dict:
     """The sweep's record from its benches' results.json files."""
@@ -323,7 +307,7 @@ def write_report(args, argv: list[str], seconds: dict) -> Path:
     if args.report_only:  # the sweep's own settings stay those of its command
         rec["report_command"] = shlex.join(argv)
     rec["verdict"] = verdict(rec)
-    rec = _clean(rec)
+    rec = relative_paths(rec, args.out_dir)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = args.out_dir / f"{args.name}.json"
     out.write_text(json.dumps(rec, indent=2, default=str) + "\n")

@@ -63,6 +63,16 @@ def write_png(path: Path, size: int = 32, seed: int = 0, value: int | None = Non
 
 
 @pytest.fixture
+def images():
+    """``uint8 [10, 32, 32]``: a smooth structured pattern plus noise (images an autoencoder
+    can learn and a blur visibly changes)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32]
+    base = (127 + 100 * np.sin(xx / 5.0) * np.cos(yy / 7.0)).astype(np.float32)
+    return np.clip(base + rng.normal(0, 20, (10, 32, 32)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
 def kermany_fixture(tmp_path) -> Path:
     """A Kermany-layout folder: index.csv + 24 PNGs, 12 patients, official train/test."""
     root = tmp_path / "kermany"

@@ -17,14 +17,6 @@ TINY = {"image_size": 32, "block_out_channels": [8, 16], "steps": 2, "batch_size
         "scale_samples": 8}
 
 
-@pytest.fixture
-def images():
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:32, :32]
-    base = (127 + 100 * np.sin(xx / 5.0) * np.cos(yy / 7.0)).astype(np.float32)
-    return np.clip(base + rng.normal(0, 20, (10, 32, 32)), 0, 255).astype(np.uint8)
-
-
 def _x(n=2, size=32, seed=0):
     return torch.rand(n, 1, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 

@@ -36,14 +36,6 @@ def clf(tmp_path_factory):
     return folder
 
 
-@pytest.fixture
-def images():
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:32, :32]
-    base = (127 + 100 * np.sin(xx / 5.0) * np.cos(yy / 7.0)).astype(np.float32)
-    return np.clip(base + rng.normal(0, 20, (10, 32, 32)), 0, 255).astype(np.uint8)
-
-
 def _blur(x, k):
     return F.avg_pool2d(F.pad(x, (k // 2,) * 4, mode="reflect"), k, 1)
 
