@@ -20,7 +20,7 @@ from cxraug.core.errors import CxraugError, WeightsError
 from cxraug.data.splits import real_subset
 from cxraug.experiments import bench as B
 from cxraug.metrics.auc import mean_auc
-from cxraug.metrics.bootstrap import paired_difference, paired_ratio
+from cxraug.metrics.bootstrap import paired_difference
 
 
 def _cfg(data, **kw):
@@ -50,20 +50,26 @@ def _scores(rng, y, strength):
     return (strength * y + rng.normal(0, 1, y.shape)).astype(np.float32)
 
 
-def test_paired_ratio_is_the_ratio_of_paired_differences_on_the_same_resamples():
+def test_transfer_ratio_is_the_ratio_of_paired_differences_on_the_same_replicates():
+    from cxraug.metrics import hierarchical as H
+
     rng = np.random.default_rng(0)
     y = (rng.random((200, 2)) < 0.4).astype(np.float32)
     pids = np.array([f"p{i // 2}" for i in range(200)])
     ref, num, den = _scores(rng, y, 0.2), _scores(rng, y, 1.0), _scores(rng, y, 2.5)
-    q = paired_ratio(y, num, den, ref, pids, n_boot=200, seed=3)
-    dn = paired_difference(y, num, ref, pids, n_boot=200, seed=3)
-    dd = paired_difference(y, den, ref, pids, n_boot=200, seed=3)
-    assert q["reason"] is None and q["ratio"] == pytest.approx(dn["diff"] / dd["diff"])
-    assert q["numerator_ci"] == dn["ci"] and q["denominator_ci"] == dd["ci"]  # same resamples
-    assert q["ci"][0] < q["ratio"] < q["ci"][1] and 0 < q["ratio"] < 1
     flat = ref + rng.normal(0, 1e-3, ref.shape).astype(np.float32)  # no better than ref
-    u = paired_ratio(y, num, flat, ref, pids, n_boot=200, seed=3)
-    assert u["ratio"] is None and u["ci"] is None and "includes 0" in u["reason"]
+    point, boot = H.job_resamples(y, [ref, num, den, flat], pids, 200, seed=3)
+    job = {k: (point[i].reshape(1, 1), boot[i].reshape(1, 1, -1)) for i, k in enumerate(("ref", "num", "den", "flat"))}
+
+    def diff(a):
+        return job[a][0] - job["ref"][0], job[a][1] - job["ref"][1]
+
+    q = H.ratio(diff("num"), diff("den"))
+    assert q["reason"] is None and q["value"] == pytest.approx(diff("num")[0].item() / diff("den")[0].item())
+    assert q["denominator_ci"] == H.summarise(*diff("den"))["ci"]  # the same replicates
+    assert q["ci"][0] < q["value"] < q["ci"][1] and 0 < q["value"] < 1
+    u = H.ratio(diff("num"), diff("flat"))
+    assert u["value"] is None and u["ci"] is None and "includes 0" in u["reason"]
 
 
 # --------------------------------------------------------------------- gen-data->real
