@@ -268,8 +268,9 @@ def _train_loop(run: _Training, val: ArraySet | None, config: ClassifierConfig, 
                 log: MetricsLog | None) -> _Progress:
     """Epochs of steps until ``total_steps`` or early stopping; validate every ``eval_every``."""
     done = _Progress()
-    with job_progress("classifier", "loss {task.fields[loss]:.4f}  val mAUC {task.fields[mauc]}",
-                      enabled=progress) as bar:
+    fields = "loss {task.fields[loss]:.4f}" + ("  val mAUC {task.fields[mauc]}" if val is not None
+                                               else "  (fixed schedule, no validation)")
+    with job_progress("classifier", fields, enabled=progress) as bar:
         task = bar.add_task("train", total=run.total_steps, loss=float("nan"), mauc="-")
         while done.step < run.total_steps and not done.stopped_early:
             t0 = time.perf_counter()
