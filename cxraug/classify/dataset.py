@@ -19,6 +19,7 @@ from cxraug.classify.data import ArraySet, RealDataConfig
 from cxraug.classify.model import Classifier, check_arch
 from cxraug.classify.real import RealData, load_real_splits
 from cxraug.classify.train import (
+    CHECKPOINTS,
     TRAIN_LOG,
     ClassifierConfig,
     evaluate,
@@ -70,7 +71,8 @@ def train_on_dataset(cfg: DatasetClassifierConfig, out: str | Path, progress: bo
 
     # 3. Train with val selection, then score val and test once.
     model, history = train_classifier(train, real.val, cfg.classifier, None, progress,
-                                      label_names=real.labels, train_log=out / TRAIN_LOG)
+                                      label_names=real.labels, train_log=out / TRAIN_LOG,
+                                      checkpoints=out / CHECKPOINTS)
     metrics = _scores(cfg, model, history, real, train)
 
     # 4. Save the classifier and what it measured.
@@ -80,6 +82,7 @@ def train_on_dataset(cfg: DatasetClassifierConfig, out: str | Path, progress: bo
         "train_images": len(train)}})
     (out / "history.json").write_text(json_text(history))
     (out / "metrics.json").write_text(json_text(metrics))
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # the run is complete
     return metrics
 
 

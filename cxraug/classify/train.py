@@ -13,8 +13,11 @@ Augmentation (:mod:`cxraug.classify.augment`) is a small random affine plus brig
 per image, never a flip.
 
 The loop (:func:`train_classifier`) reads as its steps: check the inputs, set up the model and
-optimiser, train (one step per batch, a validation every ``eval_every`` steps that keeps the best
-weights and decides early stopping), restore the best weights and save.
+optimiser, resume from a checkpoint if there is one, train (one step per batch, a validation every
+``eval_every`` steps that keeps the best weights and decides early stopping, a checkpoint every
+``checkpoint_every``), restore the best weights and save. It runs on the training kit
+(:mod:`cxraug.core.training`): a run with a checkpoint folder, killed and rerun with the same
+arguments, ends with the same weights, history and log as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import copy
 import dataclasses
 import json
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,17 +35,20 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from cxraug.classify.augment import AugmentConfig, augment_batch
+from cxraug.classify.augment import augment_batch
+from cxraug.classify.config import ClassifierConfig
 from cxraug.classify.data import ArraySet, BatchReader, EpochSampler
+from cxraug.classify.loss import balanced_pos_weight, masked_bce_with_logits
 from cxraug.classify.model import Classifier, to_model_range
 from cxraug.core import config as cfgio
 from cxraug.core.errors import CxraugError, DataError
 from cxraug.core.precision import resolve_precision
 from cxraug.core.progress import MetricsLog, job_progress
+from cxraug.core.runs import CHECKPOINTS  # removed once a run's results are saved
 from cxraug.core.seeds import subseed
+from cxraug.core.training import EpochReplay, TrainState
 from cxraug.data import transforms
 from cxraug.metrics.auc import has_both_classes, mean_auc, per_label_auc
 
@@ -49,70 +56,10 @@ from cxraug.metrics.auc import has_both_classes, mean_auc, per_label_auc
 #: validation, written next to ``history.json``.
 TRAIN_LOG = "train_log.jsonl"
 
-# ------------------------------------------------------------------------------- config
+__all__ = ["CHECKPOINTS", "TRAIN_LOG", "ClassifierConfig", "balanced_pos_weight", "evaluate",
+           "masked_bce_with_logits", "train_classifier"]
 
-@dataclass
-class ClassifierConfig:
-    """Everything a classifier training run needs besides its data."""
-
-    arch: str = "resnet18"  # any timm model name
-    image_size: int = 64
-    drop_rate: float = 0.0
-    pretrained: str | None = None  # local weights file/folder, or a timm/hub name to download
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = 50  # linear warm-up (capped at a tenth of the run), then cosine to 0
-    max_epochs: int = 30
-    max_steps: int = 0  # 0: max_epochs decides; otherwise whichever limit comes first
-    eval_every: int = 0  # steps between validations; 0: once per epoch
-    patience: int = 5  # validations without a better val mAUC before stopping; 0: never stop
-    pos_weight: bool = False  # weight positives by neg/pos per label (train frequencies)
-    num_workers: int = 0  # DataLoader workers reading uint8 batches
-    in_memory: bool = False  # load all images as one tensor first (to time data loading)
-    channels_last: bool = True
-    device: str = "cpu"
-    precision: str = "fp32"  # training forward/backward: fp32, bf16, or auto (bf16 where it is fast)
-    seed: int = 0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-    def validate(self) -> None:
-        for name in ("image_size", "batch_size", "eval_batch_size", "max_epochs"):
-            if getattr(self, name) < 1:
-                raise cfgio.ConfigError(f"{name}: must be >= 1")
-        for name in ("max_steps", "eval_every", "patience", "num_workers", "warmup_steps"):
-            if getattr(self, name) < 0:
-                raise cfgio.ConfigError(f"{name}: must be >= 0")
-        if not self.lr > 0:
-            raise cfgio.ConfigError("lr: must be > 0")
-        if self.precision not in ("fp32", "bf16", "auto"):
-            raise cfgio.ConfigError(f"precision {self.precision!r}: choose fp32, bf16 or auto")
-        self.augment.validate()
-
-
-# ------------------------------------------------------------------------------------ loss
-
-def masked_bce_with_logits(logits: torch.Tensor, targets: torch.Tensor,
-                           pos_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Binary cross-entropy averaged over the non-missing (non-NaN) entries of ``targets [B, L]``.
-
-    Missing entries contribute neither loss nor gradient; a batch with no labelled entry gives 0.
-    """
-    mask = ~torch.isnan(targets)
-    loss = F.binary_cross_entropy_with_logits(logits, torch.nan_to_num(targets, nan=0.0),
-                                              pos_weight=pos_weight, reduction="none")
-    return (loss * mask).sum() / mask.sum().clamp(min=1)
-
-
-def balanced_pos_weight(targets: np.ndarray) -> np.ndarray:
-    """``float32 [L]``: negatives / positives per label over non-missing targets, clipped to
-    ``[0.1, 100]`` (1 where a label has no positive)."""
-    pos = np.nansum(targets == 1, axis=0).astype(np.float64)
-    neg = np.nansum(targets == 0, axis=0).astype(np.float64)
-    w = np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)
-    return np.clip(w, 0.1, 100.0).astype(np.float32)
-
+# ------------------------------------------------------------------------------ schedule
 
 def _lr_lambda(warmup: int, total: int):
     def f(step: int) -> float:
@@ -140,6 +87,7 @@ class _Training:
     memory_format: torch.memory_format
     sampler: EpochSampler
     loader: DataLoader
+    order: EpochReplay  # the loader's epochs, one batch at a time, resumable
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LambdaLR
     pos_weight: torch.Tensor | None
@@ -163,12 +111,28 @@ class _Progress:
     t_data: float = 0.0  # waiting for the loader
     t_train: float = 0.0  # augmentation, forward, backward, step
 
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the best weights, for a checkpoint's ``state.json``."""
+        kept = self.best["state"] is not None
+        return {"step": self.step, "evals": self.evals, "best_mauc": self.best["mauc"] if kept else None,
+                "best_step": self.best["step"], "since_best": self.since_best,
+                "stopped_early": self.stopped_early, "losses": self.losses,
+                "t_data": self.t_data, "t_train": self.t_train}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], best_state: dict[str, torch.Tensor]) -> _Progress:
+        best = ({"mauc": d["best_mauc"], "step": d["best_step"], "state": dict(best_state)}
+                if best_state else {"mauc": -math.inf, "step": d["best_step"], "state": None})
+        return cls(d["step"], d["evals"], best, d["since_best"], d["stopped_early"], d["losses"],
+                   d["t_data"], d["t_train"])
+
 
 def train_classifier(train: ArraySet, val: ArraySet | None, config: ClassifierConfig,
                      out_dir: str | Path | None = None, progress: bool = True,
                      init_from: Classifier | None = None, *,
                      label_names: Sequence[str] | None = None,
-                     train_log: str | Path | None = None) -> tuple[Classifier, dict[str, Any]]:
+                     train_log: str | Path | None = None, checkpoints: str | Path | None = None,
+                     checkpoint_every: int = 0) -> tuple[Classifier, dict[str, Any]]:
     """Train on ``train``, select and stop early on ``val`` mAUC, return the best model.
 
     Args:
@@ -183,6 +147,11 @@ def train_classifier(train: ArraySet, val: ArraySet | None, config: ClassifierCo
         label_names: the label of each target column (defaults to ``init_from``'s labels).
         train_log: where to write the per-validation curve (a :class:`MetricsLog` jsonl file);
             defaults to ``out_dir/train_log.jsonl``, or none without ``out_dir``.
+        checkpoints: folder of resumable checkpoints; defaults to ``out_dir/checkpoints``
+            (removed once ``out_dir`` holds the results), or none without ``out_dir``. A run
+            whose folder holds a checkpoint resumes from the newest intact one.
+        checkpoint_every: steps between checkpoints; 0: every ``eval_every`` (once per epoch
+            by default).
     Returns:
         ``(classifier with the best val weights, history)``; history holds one record per
         validation (``step``, ``epoch``, ``train_loss``, ``val_mauc``, ``val_auc``, ``lr``) and
@@ -195,22 +164,28 @@ def train_classifier(train: ArraySet, val: ArraySet | None, config: ClassifierCo
         out_dir = Path(out_dir)
         cfgio.save(config, out_dir)
         train_log = out_dir / TRAIN_LOG if train_log is None else train_log
+        checkpoints = out_dir / CHECKPOINTS if checkpoints is None else checkpoints
     log = MetricsLog(train_log) if train_log is not None else None
-    if log is not None:
-        log.resume(0)  # a new run: no records of an earlier one in the same place
 
     with torch.random.fork_rng(devices=[]):  # dropout/init draw from torch's global RNG
         torch.manual_seed(subseed(config.seed, "init"))
-        # 2. Model, optimiser, schedule.
+        # 2. Model, optimiser, schedule; the checkpoint to resume from, if any.
         run = _set_up(train, config, init_from, label_names)
+        state = _train_state(run, config)
+        done = _resume(state, config, checkpoints)
+        if log is not None:
+            log.resume(done.step)  # a new run (step 0) keeps no records of an earlier one
         # 3. Train; validate every eval_every steps; keep the best val weights.
-        done = _train_loop(run, val, config, progress, log)
+        every = checkpoint_every or run.eval_every
+        _train_loop(run, done, val, config, progress, log,
+                    (state, Path(checkpoints), every) if checkpoints is not None else None)
 
     # 4. Restore the best weights, summarise, save.
     _restore_best(run.model, done)
     history = _history(run, done, train, config, init_from)
     if out_dir is not None:
         _save(out_dir, run.model, history)
+        shutil.rmtree(checkpoints, ignore_errors=True)
     return run.model, history
 
 
@@ -251,6 +226,7 @@ def _set_up(train: ArraySet, config: ClassifierConfig, init_from: Classifier | N
                            torch.Generator().manual_seed(subseed(config.seed, "order")))
     loader = DataLoader(BatchReader(train, config.in_memory), sampler=sampler, batch_size=None,
                         num_workers=config.num_workers, persistent_workers=config.num_workers > 0)
+    order = EpochReplay(lambda: iter(loader), sampler.generator)
     total = config.max_epochs * len(sampler)
     total = min(total, config.max_steps) if config.max_steps else total
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -260,37 +236,66 @@ def _set_up(train: ArraySet, config: ClassifierConfig, init_from: Classifier | N
                   if config.pos_weight else None)
     augment_rng = torch.Generator().manual_seed(subseed(config.seed, "augment"))
     bf16 = resolve_precision(config.precision, device.type) == "bf16"
-    return _Training(model, device, memory_format, sampler, loader, opt, sched, pos_weight,
+    return _Training(model, device, memory_format, sampler, loader, order, opt, sched, pos_weight,
                      augment_rng, total, config.eval_every or len(sampler), bf16)
 
 
-def _train_loop(run: _Training, val: ArraySet | None, config: ClassifierConfig, progress: bool,
-                log: MetricsLog | None) -> _Progress:
-    """Epochs of steps until ``total_steps`` or early stopping; validate every ``eval_every``."""
-    done = _Progress()
+def _train_state(run: _Training, config: ClassifierConfig) -> TrainState:
+    """What a checkpoint holds: weights, optimiser, schedule, the batch order, the augmentation
+    and global generators (dropout, the loader's seed), the loop's progress and best weights."""
+    return TrainState(run.model, run.opt, lr_sched=run.sched, order=run.order,
+                      generators={"order": run.sampler.generator, "augment": run.augment_rng},
+                      global_rng=True, extra={"progress": _Progress().to_json(),
+                                              "config": cfgio.to_dict(config)})
+
+
+def _resume(state: TrainState, config: ClassifierConfig, checkpoints: str | Path | None) -> _Progress:
+    """The progress of the newest intact checkpoint in ``checkpoints`` (applied to the model,
+    optimiser and generators), or a fresh start."""
+    if checkpoints is None or state.resume(checkpoints) == 0:
+        return _Progress()
+    if state.extra["config"] != cfgio.to_dict(config):
+        raise CxraugError(f"{checkpoints}: these checkpoints belong to a classifier run with other "
+                          "settings; resume with the same settings, or delete that folder to start "
+                          "from step 0")
+    return _Progress.from_json(state.extra["progress"], state.tensors)
+
+
+def _train_loop(run: _Training, done: _Progress, val: ArraySet | None, config: ClassifierConfig,
+                progress: bool, log: MetricsLog | None,
+                saving: tuple[TrainState, Path, int] | None) -> None:
+    """Steps from ``done.step`` until ``total_steps`` or early stopping; validate every
+    ``eval_every``; ``saving``: ``(state, folder, every)``, a checkpoint every ``every`` steps."""
     fields = "loss {task.fields[loss]:.4f}" + ("  val mAUC {task.fields[mauc]}" if val is not None
                                                else "  (fixed schedule, no validation)")
     with job_progress("classifier", fields, enabled=progress) as bar:
-        task = bar.add_task("train", total=run.total_steps, loss=float("nan"), mauc="-")
+        task = bar.add_task("train", total=run.total_steps, completed=done.step,
+                            loss=float("nan"), mauc="-")
         while done.step < run.total_steps and not done.stopped_early:
             t0 = time.perf_counter()
-            for images, targets in run.loader:
-                t1 = time.perf_counter()
-                done.losses.append(_train_step(run, config, images, targets))
-                done.step += 1
-                done.t_data += t1 - t0
-                t0 = time.perf_counter()
-                done.t_train += t0 - t1
-                bar.update(task, advance=1, loss=float(np.mean(done.losses[-20:])))
+            images, targets = run.order.next()
+            t1 = time.perf_counter()
+            done.losses.append(_train_step(run, config, images, targets))
+            done.step += 1
+            done.t_data += t1 - t0
+            done.t_train += time.perf_counter() - t1
+            bar.update(task, advance=1, loss=float(np.mean(done.losses[-20:])))
 
-                if val is not None and (done.step % run.eval_every == 0
-                                        or done.step == run.total_steps):
-                    mauc = _validate(run, done, val, config, log)
-                    bar.update(task, mauc=f"{mauc:.4f} (best {done.best['mauc']:.4f})")
-                    t0 = time.perf_counter()  # validation time is not data time
-                if done.step >= run.total_steps or done.stopped_early:
-                    break
-    return done
+            if val is not None and (done.step % run.eval_every == 0
+                                    or done.step == run.total_steps):
+                mauc = _validate(run, done, val, config, log)
+                bar.update(task, mauc=f"{mauc:.4f} (best {done.best['mauc']:.4f})")
+            if saving is not None and (done.step % saving[2] == 0 or done.step == run.total_steps
+                                       or done.stopped_early):
+                _checkpoint(done, *saving)
+
+
+def _checkpoint(done: _Progress, state: TrainState, folder: Path, every: int) -> None:
+    """Save the run after ``done.step`` steps (the newest checkpoint only)."""
+    state.extra["progress"] = done.to_json()
+    state.tensors.clear()
+    state.tensors.update(done.best["state"] or {})
+    state.save(folder, done.step, keep=1)
 
 
 def _train_step(run: _Training, config: ClassifierConfig, images: torch.Tensor,

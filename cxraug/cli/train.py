@@ -116,6 +116,7 @@ def _train_classifier(recipe: Path | None, overrides: list[str], data: str | Non
     )
     from cxraug.core import config as C
     from cxraug.core.errors import CxraugError
+    from cxraug.core.runs import CHECKPOINTS
 
     check_number("--seed", options["seed"], 0, MAX_SEED)
     check_number("--image-size", options["image_size"], 8, MAX_IMAGE_SIZE)
@@ -124,9 +125,14 @@ def _train_classifier(recipe: Path | None, overrides: list[str], data: str | Non
     if splits is not None and not Path(splits).is_file():
         raise CxraugError(f"--splits {splits}: no such file; pass the splits.csv of a run folder "
                           "(e.g. runs/diffcxr/splits.csv)")
+    resuming = False
     if not dry_run:  # before torch is imported or any data read
         out = writable_out(out or Path("runs/classifier"))
-        out_dir_ok(out, overwrite, "classifier run")
+        # an interrupted run (checkpoints, no metrics yet) resumes; a finished one is refused
+        resuming = not overwrite and (out / CHECKPOINTS).is_dir() and (out / "config.yaml").is_file() \
+            and not (out / "metrics.json").is_file()
+        if not resuming:
+            out_dir_ok(out, overwrite, "classifier run")
     from cxraug.classify.dataset import DatasetClassifierConfig, train_on_dataset
 
     sets = list(overrides)  # the options win over --set, as in cxraug bench
@@ -144,8 +150,15 @@ def _train_classifier(recipe: Path | None, overrides: list[str], data: str | Non
         console.print(C.dump(cfg))
         return
     with run_lock(out, "classifier run"):
+        if resuming and C.load(DatasetClassifierConfig, out / "config.yaml") != cfg:
+            raise CxraugError(f"{out}: an interrupted classifier run with other settings (its "
+                              "config.yaml); rerun it with the same options to resume, or pass "
+                              "--overwrite or another --out")
         if overwrite:
+            import shutil
+
             (out / "splits.csv").unlink(missing_ok=True)  # remade for this --data
+            shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
         if splits is not None and (out / "splits.csv").is_file() \
                 and not filecmp.cmp(out / "splits.csv", splits, shallow=False):
             raise CxraugError(f"--splits {splits}: {out} already has other splits (its splits.csv); "

@@ -30,14 +30,16 @@ def lock_path(folder: Path, part: str = "") -> Path:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: Path, what: str = "output", part: str = "") -> Iterator[Path]:
+def folder_lock(folder: Path, what: str = "output", part: str = "",
+                wait: bool = False) -> Iterator[Path]:
     """Hold ``folder``'s lock inside the block; :class:`CxraugError` (one line naming the other
     process and the lock file) when another live process holds it. ``what``: the folder's kind
     in the message (run, cohort); ``part``: a share of the folder that may have its own writer
-    (a shard of a cohort)."""
+    (a shard of a cohort). ``wait``: block until the other process lets go instead (job shares
+    that need the same folder: the first writes it, the others then find it written)."""
     path = lock_path(folder, part)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _acquire(path, folder, what)
+    fd = _acquire(path, folder, what, wait)
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')} {_command()}\n".encode())
@@ -48,7 +50,7 @@ def folder_lock(folder: Path, what: str = "output", part: str = "") -> Iterator[
         os.close(fd)
 
 
-def _acquire(path: Path, folder: Path, what: str) -> int:
+def _acquire(path: Path, folder: Path, what: str, wait: bool = False) -> int:
     """An fd holding the exclusive lock on the file now at ``path``."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -56,10 +58,19 @@ def _acquire(path: Path, folder: Path, what: str) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(fd)
-            os.close(fd)
-            raise CxraugError(f"{folder}: this {what} folder is being written by another cxraug "
-                              f"process ({holder}); wait for it to finish or stop it (the lock "
-                              f"{path} goes away with it)") from None
+            if wait:
+                print(f"{folder}: waiting for another cxraug process ({holder})",
+                      file=sys.stderr, flush=True)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except BaseException:
+                    os.close(fd)
+                    raise
+            else:
+                os.close(fd)
+                raise CxraugError(f"{folder}: this {what} folder is being written by another "
+                                  f"cxraug process ({holder}); wait for it to finish or stop it "
+                                  f"(the lock {path} goes away with it)") from None
         except BaseException:
             os.close(fd)
             raise

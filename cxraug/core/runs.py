@@ -21,6 +21,9 @@ import dataclasses
 import json
 from pathlib import Path
 
+#: The folder of a run's resumable training state (a generator run's or a classifier run's).
+CHECKPOINTS = "checkpoints"
+
 
 @dataclasses.dataclass
 class RunDir:
@@ -39,7 +42,7 @@ class RunDir:
 
     def checkpoints(self, stage: int | str) -> Path:
         """Training state of stage 1 or 2 (``checkpoints/stage1``) or ``"decoder"`` tuning."""
-        return self.root / "checkpoints" / (f"stage{stage}" if isinstance(stage, int) else stage)
+        return self.root / CHECKPOINTS / (f"stage{stage}" if isinstance(stage, int) else stage)
 
     def metrics(self, stage: int) -> Path:
         return self.root / ("metrics.jsonl" if stage == 1 else f"metrics_stage{stage}.jsonl")

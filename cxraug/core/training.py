@@ -210,7 +210,9 @@ class TrainState:
     saved, so frozen weights stay out); ``ema``/``lr_sched``: optional; ``generators``: named
     generators whose state a step depends on; ``order``: an :class:`EpochReplay`;
     ``global_rng``: also torch's global generators (dropout, or sampling on a GPU); ``extra``:
-    JSON values of the loop's own (recent losses) saved in ``state.json`` and read back into it.
+    JSON values of the loop's own (recent losses) saved in ``state.json`` and read back into it;
+    ``tensors``: tensors of the loop's own (the best weights so far) saved in
+    ``extra.safetensors`` and read back into it.
     """
 
     model: torch.nn.Module
@@ -222,6 +224,7 @@ class TrainState:
     global_rng: bool = False
     keys: Callable[[str], bool] | None = None
     extra: dict = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def _rng(self) -> bool:
@@ -264,6 +267,9 @@ class TrainState:
             save_file(self._rng_state(state), str(tmp / "rng.safetensors"))
         if self.extra:
             state["extra"] = self.extra
+        if self.tensors:
+            save_file(_tensors(self.tensors), str(tmp / "extra.safetensors"))
+            state["tensors"] = True
         (tmp / "state.json").write_text(json.dumps(state))
 
     def _rng_state(self, state: dict) -> dict[str, torch.Tensor]:
@@ -282,7 +288,10 @@ class TrainState:
         keys = (("n_averaged",) if self.ema is not None else ()) + \
             (("lr_sched",) if self.lr_sched is not None else ()) + \
             (("order_taken",) if self.order is not None else ()) + (("extra",) if self.extra else ())
-        return read_checkpoint(path, ema=self.ema is not None, rng=self._rng, state_keys=keys)
+        files = read_checkpoint(path, ema=self.ema is not None, rng=self._rng, state_keys=keys)
+        if files["state.json"].get("tensors"):
+            files["extra.safetensors"] = _weights(path, "extra.safetensors")
+        return files
 
     def load(self, path: Path, files: dict | None = None) -> int:
         """Apply a checkpoint (``files`` from :meth:`read`, read here when not given); its step."""
@@ -305,6 +314,8 @@ class TrainState:
             self._load_rng(files["rng.safetensors"], state)
         if self.extra:
             self.extra.update(state["extra"])
+        self.tensors.clear()
+        self.tensors.update(files.get("extra.safetensors", {}))
         return int(state["step"])
 
     def _load_rng(self, rng: dict[str, torch.Tensor], state: dict) -> None:

@@ -154,3 +154,75 @@ def test_val_without_both_classes_is_refused():
     val.targets[:] = 1
     with pytest.raises(DataError, match="val"):
         train_classifier(train, val, _cfg(), progress=False, label_names=LABELS)
+
+
+def _state(model: Classifier) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _killed_at(monkeypatch, stop: int):
+    """Make the training step raise KeyboardInterrupt (Ctrl-C) once ``stop`` steps are done."""
+    import cxraug.classify.train as T
+
+    real_step, done = T._train_step, []
+
+    def step(*args, **kwargs):
+        if len(done) == stop:
+            raise KeyboardInterrupt
+        done.append(1)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(T, "_train_step", step)
+    return lambda: monkeypatch.setattr(T, "_train_step", real_step)
+
+
+# 4 steps per epoch: killed mid-epoch after a validation (its best weights in the checkpoint),
+# and at an epoch's end
+@pytest.mark.parametrize("stop", [7, 8])
+def test_killed_classifier_training_resumes_exactly(tmp_path, monkeypatch, stop):
+    """Train 10 steps in one go; and killed after ``stop`` steps, then rerun as a fresh call:
+    the same weights, history and log, and the checkpoints are gone once the run is saved."""
+    from cxraug.core.progress import read_metrics
+
+    train, val = _toy(seed=0), _toy(n=48, seed=1)
+    cfg = _cfg(max_steps=10, eval_every=3, drop_rate=0.3)  # dropout draws from the global RNG
+    full, a = train_classifier(train, val, cfg, out_dir=tmp_path / "a", progress=False,
+                               label_names=LABELS, checkpoint_every=1)
+    assert not (tmp_path / "a" / "checkpoints").exists()
+
+    restore = _killed_at(monkeypatch, stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(train, val, cfg, out_dir=tmp_path / "b", progress=False,
+                         label_names=LABELS, checkpoint_every=1)
+    restore()
+    assert [p.name for p in (tmp_path / "b" / "checkpoints").iterdir()] == [f"step_{stop:08d}"]
+    torch.manual_seed(1234)  # a fresh process's global RNG is not the killed one's
+    resumed, b = train_classifier(train, val, cfg, out_dir=tmp_path / "b", progress=False,
+                                  label_names=LABELS, checkpoint_every=1)
+    ref = _state(full)
+    for k, v in _state(resumed).items():
+        assert torch.equal(v, ref[k]), k
+    assert a["evals"] == b["evals"] and (a["best_step"], a["steps"]) == (b["best_step"], b["steps"])
+    assert read_metrics(tmp_path / "b" / "train_log.jsonl") == read_metrics(tmp_path / "a" / "train_log.jsonl")
+    assert not (tmp_path / "b" / "checkpoints").exists()
+    # without checkpoints it is the same training (the kit only adds the saving)
+    plain, _ = train_classifier(train, val, cfg, progress=False, label_names=LABELS)
+    assert all(torch.equal(v, ref[k]) for k, v in _state(plain).items())
+
+
+def test_classifier_checkpoints_of_other_settings_are_refused(tmp_path, monkeypatch):
+    from cxraug.core.errors import CxraugError
+
+    train = _toy(seed=0)
+    restore = _killed_at(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(train, None, _cfg(), progress=False, label_names=LABELS,
+                         checkpoints=tmp_path / "c", checkpoint_every=1)
+    restore()
+    with pytest.raises(CxraugError, match="other settings"):
+        train_classifier(train, None, _cfg(lr=1e-2), progress=False, label_names=LABELS,
+                         checkpoints=tmp_path / "c")
+    # the same settings resume; an explicit checkpoint folder is the caller's to remove
+    train_classifier(train, None, _cfg(), progress=False, label_names=LABELS,
+                     checkpoints=tmp_path / "c")
+    assert [p.name for p in (tmp_path / "c").iterdir()] == ["step_00000008"]

@@ -162,6 +162,36 @@ def test_train_interrupt_keeps_a_resumable_checkpoint(kermany_fixture, tmp_path,
         assert (ckpts / f"step_{step:08d}").stat().st_mtime_ns == kept
 
 
+def test_train_classifier_interrupt_resumes_to_the_same_classifier(kermany_fixture, tmp_path,
+                                                                    capsys, monkeypatch):
+    """Killed mid-run and rerun as written, cxraug train classifier continues from its newest
+    checkpoint and saves the classifier an uninterrupted run saves, byte for byte."""
+    def argv(out: str, *more: str) -> list[str]:
+        return ["train", "classifier", "--data", str(kermany_fixture), "--labels", "pneumonia",
+                "--arch", "resnet10t", "--image-size", "32", "--epochs", "60", "--out", out,
+                "--set", "classifier.batch_size=4", "--set", "classifier.patience=0", *more]
+
+    proc, log = _start(argv("whole"), tmp_path, "whole.txt")
+    assert proc.wait(timeout=400) == 0, log.read_text()
+    ckpts = tmp_path / "clf" / "checkpoints"
+    proc, log = _start(argv("clf"), tmp_path)
+    _wait_for(proc, log, lambda: any(ckpts.glob("step_*")), "a classifier checkpoint")
+    _stop(proc, log, signal.SIGINT)
+    step = int(next(ckpts.glob("step_*")).name[5:])
+    assert not (tmp_path / "clf" / "metrics.json").exists()
+
+    monkeypatch.chdir(tmp_path)  # other settings do not resume it
+    assert main(argv("clf", "--seed", "5")) == 2
+    assert "interrupted classifier run with other settings" in capsys.readouterr().err
+
+    proc, log = _start(argv("clf"), tmp_path, "rerun.txt")
+    assert proc.wait(timeout=400) == 0, log.read_text()
+    history = json.loads((tmp_path / "clf" / "history.json").read_text())
+    assert history["steps"] > step and not ckpts.exists()
+    for name in ("model/model.safetensors", "train_log.jsonl"):
+        assert (tmp_path / "clf" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
 # ----------------------------------------------------------------- eval, filter, label
 
 def _reports_csv(folder: Path) -> Path:

@@ -71,3 +71,17 @@ def test_released_on_an_exception(tmp_path):
         raise KeyboardInterrupt
     with folder_lock(tmp_path / "x"):
         pass
+
+
+def test_a_waiting_writer_takes_the_lock_when_the_holder_ends(tmp_path, capsys):
+    """``wait=True`` (job shares needing one generator): block, say so, then hold it."""
+    import threading
+
+    proc = _holder(tmp_path / "gen")
+    threading.Timer(1.0, proc.kill).start()  # the holder ends while we wait
+    with folder_lock(tmp_path / "gen", "generator", wait=True) as path:
+        assert proc.poll() is not None  # we got it only after the holder was gone
+        assert path.read_text().startswith(f"{os.getpid()} ")
+    proc.wait()
+    err = capsys.readouterr().err
+    assert f"waiting for another cxraug process (pid {proc.pid}" in err and err.count("\n") == 1

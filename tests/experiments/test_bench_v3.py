@@ -78,19 +78,24 @@ def test_strict_generator_reads_only_the_fraction_from_the_bench_data(tmp_path_f
     _, run, recorded_root = train_tiny_run(tmp_path_factory)
     root = tmp_path / "hospital-copy"
     shutil.copytree(recorded_root, root)
+    from cxraug.core.locks import lock_path
+
+    out = tmp_path / "bench"
     read: list[tuple[str, str]] = []
+    locked: list[bool] = []  # the generator's training holds its folder lock (job shares wait)
     for module in (S, P, G):
         real_fn = module.cached_images
 
-        def spy(ds, *a, _real=real_fn, **kw):
+        def spy(ds, *a, _real=real_fn, _m=module, **kw):
             read.extend(zip(ds.ids, map(str, ds.paths)))
+            if _m is S:
+                locked.append(lock_path(out / "generators" / "frac0.5_draw0").exists())
             return _real(ds, *a, **kw)
         monkeypatch.setattr(module, "cached_images", spy)
 
     cfg = B.BenchConfig(data=str(root), image_size=32, min_positive=1, real_fracs=[0.5],
                         arms=["real", "real+synth"], n_boot=20, steps=2, subset_seed=1)
     cfg.classifier.arch = "resnet10t"
-    out = tmp_path / "bench"
     report = B.run_bench(cfg, out, model=run.root, n_synth=4, strict=True, progress=False,
                          generator_overrides=["train.steps=2", "adapter.steps=1"])
 
@@ -98,6 +103,7 @@ def test_strict_generator_reads_only_the_fraction_from_the_bench_data(tmp_path_f
     fraction = set(real_subset(real.train, 0.5, seed=1).ids)
     assert read and {i for i, _ in read} <= fraction and len(fraction) < len(real.train)
     assert all(p.startswith(str(root)) for _, p in read)
+    assert locked and all(locked)
     gen = out / "generators" / "frac0.5_draw0"
     assert B.generator_config(run.root, 0.5, cfg).data.data == str(root)
     assert "hospital-copy" in (gen / "config.yaml").read_text()

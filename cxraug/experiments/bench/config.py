@@ -20,8 +20,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cxraug.classify.config import ClassifierConfig
 from cxraug.classify.data import RealDataConfig
-from cxraug.classify.train import ClassifierConfig
 from cxraug.core.config import ConfigError
 
 SHUFFLED = "shuffled-synth->real"  # the same cohort with permuted labels: "pre-training on anything"

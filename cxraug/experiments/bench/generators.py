@@ -16,6 +16,7 @@ from cxraug.cohorts.config import SynthConfig
 from cxraug.cohorts.generate import synthesize
 from cxraug.core import config as C
 from cxraug.core.errors import CxraugError, DataError
+from cxraug.core.locks import folder_lock
 from cxraug.data.reference import REFERENCE_NAME
 from cxraug.diffusion.config import DiffCXRConfig
 from cxraug.diffusion.prepare import training_subset
@@ -122,18 +123,21 @@ def strict_generator(model: Path, frac: float, cfg: BenchConfig, out: Path,
     gen_cfg = generator_config(model, frac, cfg, overrides, draw, n_images)
     if _strict_is_model(model, frac, cfg, overrides, draw):
         return model
-    out.mkdir(parents=True, exist_ok=True)
-    splits = splits if splits is not None else model / "splits.csv"  # the bench's splits
-    if splits.is_file() and not (out / "splits.csv").is_file():
-        shutil.copyfile(splits, out / "splits.csv")
-    stage = "2" if (model / "adapter" / "config.json").is_file() else "1"
-    cost = out / COST_NAME
-    resumed = (out / "config.yaml").is_file()
-    t0 = time.perf_counter()
-    train_run(gen_cfg, out, [stage], progress=progress)
-    if not cost.is_file():  # the call that finished it; a resumed run's earlier calls are not in it
-        cost.write_text(json.dumps({"seconds": round(time.perf_counter() - t0, 1), "resumed": resumed,
-                                    "n_images": n_images}, indent=2) + "\n")
+    # Job shares (--job i/N) may need the same generator at once: the first trains it, the
+    # others wait and then find it trained.
+    with folder_lock(out, "generator", wait=True):
+        out.mkdir(parents=True, exist_ok=True)
+        splits = splits if splits is not None else model / "splits.csv"  # the bench's splits
+        if splits.is_file() and not (out / "splits.csv").is_file():
+            shutil.copyfile(splits, out / "splits.csv")
+        stage = "2" if (model / "adapter" / "config.json").is_file() else "1"
+        cost = out / COST_NAME
+        resumed = (out / "config.yaml").is_file()
+        t0 = time.perf_counter()
+        train_run(gen_cfg, out, [stage], progress=progress)
+        if not cost.is_file():  # the call that finished it; a resumed call's earlier time is not in it
+            cost.write_text(json.dumps({"seconds": round(time.perf_counter() - t0, 1),
+                                        "resumed": resumed, "n_images": n_images}, indent=2) + "\n")
     return out
 
 
