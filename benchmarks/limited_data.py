@@ -177,15 +177,30 @@ def cost(benches: dict, work: Path | None = None) -> dict:
                      "classifier_hours": round((sum(secs) + sum(pre.values())) / 3600, 3),
                      "cohort_hours": round(sum(cohorts) / 3600, 3),
                      "steps_per_job": sorted({j["optimizer_steps"] for j in jobs})}
-    gens = [json.loads(p.read_text()) for p in sorted((work / "strict" / "generators").glob(f"*/{COST_NAME}"))] \
-        if work is not None else []
+    paths = sorted((work / "strict" / "generators").glob(f"*/{COST_NAME}")) if work is not None else []
+    gens = [json.loads(p.read_text()) | {"frac": p.parent.name.split("_")[0].removeprefix("frac")}
+            for p in paths]
     if "strict" in out:
         secs = sorted(g["seconds"] for g in gens)
+        whole = sorted(g["seconds"] for g in gens if not g.get("resumed"))
         out["strict"] |= {"generators": len(gens), "generator_hours": round(sum(secs) / 3600, 3),
-                          "generator_seconds_median": secs[len(secs) // 2] if secs else None,
-                          "generators_resumed": sum(bool(g.get("resumed")) for g in gens)}
+                          "generator_seconds_median": whole[len(whole) // 2] if whole else None,
+                          "generators_resumed": sum(bool(g.get("resumed")) for g in gens),
+                          "by_frac": _generator_cost_by_frac(gens)}
     out["total_hours"] = round(sum(v["classifier_hours"] + v["cohort_hours"] + v.get("generator_hours", 0)
                                    for v in out.values()), 3)
+    return out
+
+
+def _generator_cost_by_frac(gens: list[dict]) -> dict:
+    """Per fraction: how many generators have a cost record, and the hours of those timed whole
+    (a resumed generator's earlier calls are not in its record)."""
+    out = {}
+    for frac in sorted({g["frac"] for g in gens}, key=float):
+        whole = sorted(g["seconds"] for g in gens if g["frac"] == frac and not g.get("resumed"))
+        out[frac] = {"recorded": sum(g["frac"] == frac for g in gens), "timed_whole": len(whole),
+                     "hours_median": round(whole[len(whole) // 2] / 3600, 3) if whole else None,
+                     "n_images": sorted(g["n_images"] for g in gens if g["frac"] == frac)}
     return out
 
 
@@ -258,9 +273,14 @@ def markdown(rec: dict) -> str:
               for n, v in c.items() if n != "total_hours"]
     if c.get("strict", {}).get("generators"):
         g = c["strict"]
-        lines += ["", f"Strict generators: {g['generators']}, median {g['generator_seconds_median']} s each, "
+        lines += ["", f"Strict generators: {g['generators']}, median {g['generator_seconds_median']} s each "
+                  "(of those timed whole), "
                   f"{g['generator_hours']} hours in all ({g['generators_resumed']} resumed after an "
                   "interruption: their earlier calls are not counted)."]
+        lines += ["", "| real fraction | generators recorded | timed whole | hours per generator (median of "
+                  "those timed whole) | training images |", "|---|---|---|---|---|"]
+        lines += [f"| {float(f):.0%} | {v['recorded']} | {v['timed_whole']} | {v['hours_median']} | "
+                  f"{', '.join(map(str, v['n_images']))} |" for f, v in g.get("by_frac", {}).items()]
     lines += ["", f"Total: {c['total_hours']} hours."]
     missing = sorted({"paper", "strict", "converge", "ceiling"} - set(rec["benches_done"]))
     if missing:

@@ -47,6 +47,9 @@ def test_sweep_both_protocols_then_resume(tmp_path_factory, tmp_path, nih_fixtur
     assert rec["machine"]["model"] and "fast_bf16" in rec["machine"]
     assert rec["cost"]["paper"]["jobs"] == 24 and rec["cost"]["total_hours"] > 0
     assert rec["cost"]["strict"]["generators"] == 2 and rec["cost"]["strict"]["generator_hours"] > 0
+    by_frac = rec["cost"]["strict"]["by_frac"]  # the cost of a strict generator, per fraction
+    assert list(by_frac) == ["0.25"] and by_frac["0.25"]["timed_whole"] == 2
+    assert by_frac["0.25"]["hours_median"] > 0 and len(by_frac["0.25"]["n_images"]) == 2
     text = (results / "t.json").read_text()
     assert not re.search(r'[" =]/(tmp|work|root|home)/', text)  # no machine paths
     md = (results / "t.md").read_text()
