@@ -82,14 +82,16 @@ def test_strict_generator_reads_only_the_fraction_from_the_bench_data(tmp_path_f
 
     out = tmp_path / "bench"
     read: list[tuple[str, str]] = []
-    locked: list[bool] = []  # the generator's training holds its folder lock (job shares wait)
+    locked: list[tuple[str, bool]] = []  # generator training and cohort hold their locks (job shares wait)
     for module in (S, P, G):
         real_fn = module.cached_images
 
         def spy(ds, *a, _real=real_fn, _m=module, **kw):
             read.extend(zip(ds.ids, map(str, ds.paths)))
             if _m is S:
-                locked.append(lock_path(out / "generators" / "frac0.5_draw0").exists())
+                locked.append(("generator", lock_path(out / "generators" / "frac0.5_draw0").exists()))
+            if _m is G:  # the cohort too, under a lock of the bench's own
+                locked.append(("cohort", lock_path(out / "cohorts" / "frac0.5_draw0", "bench").exists()))
             return _real(ds, *a, **kw)
         monkeypatch.setattr(module, "cached_images", spy)
 
@@ -103,7 +105,7 @@ def test_strict_generator_reads_only_the_fraction_from_the_bench_data(tmp_path_f
     fraction = set(real_subset(real.train, 0.5, seed=1).ids)
     assert read and {i for i, _ in read} <= fraction and len(fraction) < len(real.train)
     assert all(p.startswith(str(root)) for _, p in read)
-    assert locked and all(locked)
+    assert {k for k, _ in locked} == {"generator", "cohort"} and all(held for _, held in locked)
     gen = out / "generators" / "frac0.5_draw0"
     assert B.generator_config(run.root, 0.5, cfg).data.data == str(root)
     assert "hospital-copy" in (gen / "config.yaml").read_text()

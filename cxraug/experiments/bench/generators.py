@@ -26,9 +26,12 @@ from cxraug.experiments.bench.config import BenchConfig
 
 def cohort_for_bench(model: Path, labels: list[str], n: int, out: Path, seed: int = 0,
                      progress: bool = True) -> Path:
-    """Synthesise a cohort for the benchmark's labels from a generator run (resumable)."""
+    """Synthesise a cohort for the benchmark's labels from a generator run (resumable). Job
+    shares that need it at once wait for the first to finish it (a lock of their own: the
+    cohort's writer lock refuses a second writer instead)."""
     cfg = SynthConfig(labels=list(labels), n=n, seed=seed, gates=["memorisation"])
-    synthesize(cfg, model, out, progress=progress)
+    with folder_lock(out, "cohort", part="bench", wait=True):
+        synthesize(cfg, model, out, progress=progress)
     return out
 
 
