@@ -143,8 +143,34 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"bf16 / fp32: {speed:.2f}x steps/s, {loss:.3f}x held-out L1 -> suggest vae.precision={res['suggest']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"-> {args.out}")
+    args.out.with_suffix(".md").write_text(markdown(res, args.out.name))
+    print(f"-> {args.out} and {args.out.with_suffix('.md').name}")
     return res
+
+
+def markdown(res: dict, json_name: str) -> str:
+    """The results page: the command, the CPU, one row per precision, the ratios."""
+    cpu = res["cpu"]
+    lines = ["# VAE training: fp32 vs bf16 on this CPU", "",
+             f"Written by `benchmarks/vae_precision.py`; every number is in [`{json_name}`]({json_name}).", "",
+             f"Command: `{res['command']}`  ",
+             f"CPU: {cpu['model']} ({', '.join(cpu['flags'])}), {res['threads']} torch threads, torch {res['torch']}.", "",
+             f"{res['steps']} steps of the `{res['recipe']}` VAE on {res['train_images']} training images, "
+             "both precisions from the same seed (the same batches and initial weights); held-out "
+             "losses are computed in fp32.", "",
+             "| precision | steps/s | train loss (last 50 steps) | held-out L1 | held-out perceptual |",
+             "|---|---|---|---|---|"]
+    for p in ("fp32", "bf16"):
+        r = res[p]
+        per = r["held_out"].get("perceptual")
+        lines.append(f"| {p} | {r['steps_per_s']:.3f} | {r['train_recon_loss_last50']:.4f} | "
+                     f"{r['held_out']['l1']:.4f} | {'-' if per is None else f'{per:.4f}'} |")
+    lines += ["", f"bf16 / fp32: **{res['bf16_over_fp32_steps_per_s']:.2f}x** steps/s, "
+              f"{res['bf16_over_fp32_held_out_l1']:.3f}x held-out L1. Suggested `vae.precision`: "
+              f"**{res['suggest']}** (bf16 when at least 15 % faster with held-out L1 within 2 %). "
+              "Measured on one CPU: another CPU (AVX2 only, or AMX) changes the ratio, so rerun it on "
+              "the training machine."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ def test_tiny_run_writes_both_precisions_and_the_cpu(kermany_fixture, tmp_path, 
                    "--set", "vae.perceptual_weight=0.5", "--set", f"vae.perceptual_net={tmp_path / 'clf'}",
                    "--out", str(out)])
     saved = json.loads(out.read_text())
+    page = out.with_suffix(".md").read_text()  # the results page, written beside the JSON
+    assert f"{saved['bf16_over_fp32_steps_per_s']:.2f}x" in page and saved["cpu"]["model"] in page
     assert saved == json.loads(json.dumps(res))
     assert saved["recipe"] == "diffcxr-cpu128-v3.yaml" and saved["tiny"] and saved["steps"] == 2
     assert set(saved["cpu"]) >= {"model", "flags", "cores", "fast_bf16"}
