@@ -167,6 +167,8 @@ def cost(benches: dict, work: Path | None = None) -> dict:
     out = {}
     for name, b in benches.items():
         jobs = [j for j in b["jobs"] if j.get("seconds") is not None]
+        if name == "strict" and "paper" in benches:  # its real / real+dup jobs are the paper's, copied
+            jobs = [j for j in jobs if j["arm"] not in NO_GENERATOR]
         pre = {(j["arm"], j["seed"], j["frac"] if name == "strict" else 0,
                 j["draw"] if name == "strict" else 0): j["pretrain_seconds"]
                for j in jobs if j.get("pretrain_seconds")}
@@ -199,7 +201,7 @@ def _generator_cost_by_frac(gens: list[dict]) -> dict:
     for frac in sorted({g["frac"] for g in gens}, key=float):
         whole = sorted(g["seconds"] for g in gens if g["frac"] == frac and not g.get("resumed"))
         out[frac] = {"recorded": sum(g["frac"] == frac for g in gens), "timed_whole": len(whole),
-                     "hours_median": round(whole[len(whole) // 2] / 3600, 3) if whole else None,
+                     "seconds_median": whole[len(whole) // 2] if whole else None,
                      "n_images": sorted(g["n_images"] for g in gens if g["frac"] == frac)}
     return out
 
@@ -229,7 +231,10 @@ def markdown(rec: dict) -> str:
     lines = [f"# Limited-data benchmark, protocol v3 ({rec['date']})", "",
              "Written by `benchmarks/limited_data.py`; every number below is in "
              f"[`{rec['name']}.json`]({rec['name']}.json).", "",
-             f"Command: `{rec['command']}`  ", f"Machine: {rec['machine']['model']} "
+             *(["Commands, in order (each later one extended the same work folder, resuming):", "",
+                *[f"- `{c}`" for c in rec["commands"]], ""] if len(rec.get("commands", [])) > 1
+               else [f"Command: `{rec['command']}`  "]),
+             f"Machine: {rec['machine']['model']} "
              f"({', '.join(rec['machine']['flags'])}), {rec['machine']['cores']} cores.", "",
              f"**Verdict.** {rec['verdict']}", "",
              f"Protocol: every classifier trains {st['steps']} optimiser steps (pre-training arms: "
@@ -267,7 +272,8 @@ def markdown(rec: dict) -> str:
     c = rec["cost"]
     lines += ["", f"Cost, measured on this machine ({rec['machine']['model']}): wall seconds of one-thread "
               "jobs, as they ran (job shares side by side on the cores, other work beside them), so "
-              "an idle core is faster:", "",
+              "an idle core is faster. The strict bench's `real` / `real+dup` jobs are the paper "
+              "bench's, copied, and counted once:", "",
               "| bench | jobs | median seconds per job | classifier hours | cohort hours |", "|---|---|---|---|---|"]
     lines += [f"| {n} | {v['jobs']} | {v['job_seconds_median']} | {v['classifier_hours']} | {v['cohort_hours']} |"
               for n, v in c.items() if n != "total_hours"]
@@ -279,7 +285,8 @@ def markdown(rec: dict) -> str:
                   "interruption: their earlier calls are not counted)."]
         lines += ["", "| real fraction | generators recorded | timed whole | hours per generator (median of "
                   "those timed whole) | training images |", "|---|---|---|---|---|"]
-        lines += [f"| {float(f):.0%} | {v['recorded']} | {v['timed_whole']} | {v['hours_median']} | "
+        lines += [f"| {float(f):.0%} | {v['recorded']} | {v['timed_whole']} | "
+                  f"{'-' if v['seconds_median'] is None else round(v['seconds_median'] / 3600, 2)} | "
                   f"{', '.join(map(str, v['n_images']))} |" for f, v in g.get("by_frac", {}).items()]
     lines += ["", f"Total: {c['total_hours']} hours."]
     missing = sorted({"paper", "strict", "converge", "ceiling"} - set(rec["benches_done"]))
@@ -310,18 +317,41 @@ def figure(rec: dict, path: Path) -> None:
         ax.set_title(f"{proto} protocol", fontsize=9)
         ax.set_ylabel(f"test mAUC ({rec['level']:.0%} hierarchical bootstrap)")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0][-1].get_legend_handles_labels()  # below the panels, off the data
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _no_job(argv: list[str]) -> list[str]:
+    """The command without its ``--job i/N`` share (every share runs the same sweep)."""
+    out, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--job="):
+            skip = False
+            continue
+        skip = a == "--job"
+        if not skip:
+            out.append(a)
+    return out
+
+
+def _record_command(path: Path, argv: list[str]) -> None:
+    """Append this sweep command to the work folder's ``command.txt`` unless it is there: a work
+    folder extended by later commands (another protocol, more draws) lists each in order."""
+    line = shlex.join(_no_job(argv))
+    have = path.read_text().splitlines() if path.is_file() else []
+    if line not in have:
+        path.write_text("".join(f"{c}\n" for c in [*have, line]))
 
 
 def write_report(args, argv: list[str], seconds: dict) -> Path:
     names = ["paper", "strict", "converge", "ceiling"]
     rec = build_report(args.work, names)
     ran = args.work / "command.txt"
-    rec.update(name=args.name, date=dt.date.today().isoformat(),
-               command=ran.read_text().strip() if ran.is_file() else shlex.join(argv),
+    commands = ran.read_text().strip().splitlines() if ran.is_file() else [shlex.join(_no_job(argv))]
+    rec.update(name=args.name, date=dt.date.today().isoformat(), command=commands[-1], commands=commands,
                machine=cpu_info() | {"torch_threads": torch.get_num_threads()},
                seconds_this_call=seconds)
     if args.report_only:  # the sweep's own settings stay those of its command
@@ -390,7 +420,7 @@ def sweep(argv: list[str] | None = None) -> int:
         declared.write_text(json.dumps({"primary": PRIMARY, "family": "every other comparison "
                                         "against real+dup, Holm", "level": LEVEL,
                                         "declared": dt.datetime.now(dt.timezone.utc).isoformat()}, indent=2))
-        (args.work / "command.txt").write_text(shlex.join(argv) + "\n")
+    _record_command(args.work / "command.txt", argv)
     seconds = run_sweep(args, cfgs, share)
     done = all((args.work / n / "results.json").is_file() for n in cfgs
                if n in args.protocols or n in ("converge", "ceiling"))

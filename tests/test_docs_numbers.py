@@ -113,18 +113,30 @@ def test_benchmark_pages_quote_the_sweep_of_record():
     fam = {(f["protocol"], f["frac"], f["arm"]): f for f in r["family"]}
     cells = {(c["protocol"], c["frac"], c["arm"]): c for c in r["cells"]}
     readme, bench = page("README.md"), page("docs/benchmarking.md")
-    assert r["primary"] is None and "No verdict yet" in r["verdict"]  # the pages say so
+    p = r["primary"]  # declared before the run: strict 5 %, synth->real minus real+dup
+    assert (p["protocol"], p["frac"], p["arm"], p["reference"]) == ("strict", 0.05, "synth->real", "real+dup")
+    assert r["verdict"].startswith("No benefit shown") and p["ci"][0] < 0 < p["ci"][1]
     for text in (readme, bench):
-        assert "no verdict" in text.lower()
+        assert "**No benefit shown**" in text or "**No benefit shown.**" in text
+        quoted(text, "{:+.3f} [{:+.3f}, {:+.3f}] mAUC", p["estimate"], *p["ci"])
         rs = fam[("paper", 0.01, "real+synth")]
         quoted(text, "`real+dup` = {:+.3f} [{:+.3f}, {:+.3f}]", rs["estimate"], *rs["ci"])
-        quoted(text, "{:.2f}", rs["p_holm"])
+        quoted(text, "{:.2f} a", rs["p_holm"])
+        quoted(text, "the {} ", len(r["family"]))
+        for arm in ("real+synth", "synth->real"):
+            f = fam[("strict", 0.01, arm)]
+            quoted(text, "{:+.3f} [{:+.3f}, {:+.3f}]", f["estimate"], *f["ci"])
         sr = fam[("paper", 0.01, "synth->real")]
-        quoted(text, "{:+.3f} [{:+.3f}, {:+.3f}]", sr["estimate"], *sr["ci"])
         at5 = [f["estimate"] for k, f in fam.items() if k[:2] == ("paper", 0.05)]
         quoted(text, "between {:+.3f} and {:+.3f} mAUC", min(at5), max(at5))
         nih = [c["external"]["nih14"]["estimate"] for c in r["cells"]]
         quoted(text, "{:.2f} to {:.2f}", min(nih), max(nih))
+    quoted(bench, "{:+.3f} [{:+.3f}, {:+.3f}]", sr["estimate"], *sr["ci"])
+    quoted(bench, "p = {:.3f}. **No benefit shown**", p["p_value"])
+    s5 = [f["estimate"] for k, f in fam.items() if k[:2] == ("strict", 0.05)]
+    quoted(bench, "every other arm between {:+.3f} and {:+.3f}", min(s5), max(s5))
+    sh = fam[("strict", 0.01, "shuffled-synth->real")]
+    quoted(bench, "`shuffled-synth->real` {:+.3f} [{:+.3f}, {:+.3f}]", sh["estimate"], *sh["ci"])
     for frac, lo_hi in ((0.01, "37 to 48"), (0.05, "199 to 223")):
         n = cells[("paper", frac, "real")]["n_real_images"]
         assert lo_hi == f"{min(n)} to {max(n)}" and lo_hi in readme
@@ -146,7 +158,14 @@ def test_benchmark_pages_quote_the_sweep_of_record():
     quoted(bench, "| one classifier job (200 steps), median | {} s |", c["paper"]["job_seconds_median"])
     quoted(bench, "| the paper protocol's {} jobs | {} h |", c["paper"]["jobs"], c["paper"]["classifier_hours"])
     quoted(bench, "| its 1,000-image cohort from `kermany-128` | {} h |", c["paper"]["cohort_hours"])
-    quoted(bench, "(paper, 2x budget, 100 %) | {} h |", c["total_hours"])
+    g = c["strict"]["by_frac"]
+    quoted(bench, "| one strict generator at 1 % (37 to 48 images) | {} h |", round(g["0.01"]["seconds_median"] / 3600, 2))
+    quoted(bench, "| one strict generator at 5 % (199 to 223 images) | {} h |", round(g["0.05"]["seconds_median"] / 3600, 2))
+    assert [g[f]["timed_whole"] for f in ("0.01", "0.05")] == [1, 3]  # "one at 1 %, three at 5 %"
+    quoted(bench, "| the strict protocol's {} jobs with a generator (real / real+dup reused from paper) | {} h |",
+           c["strict"]["jobs"], c["strict"]["classifier_hours"])
+    quoted(bench, "| its {} cohorts | {} h |", c["strict"]["generators"], c["strict"]["cohort_hours"])
+    quoted(bench, "(paper, strict, 2x budget, 100 %) | {} h |", c["total_hours"])
     assert r["cohorts"]["paper"]["all"]["counts"]["requested"] == 1000
     cov = {(s["draws"], s["seeds"]): s["coverage"] for s in load("interval_coverage.json")["shapes"]}
     quoted(bench, "in {:.1f} % of simulated experiments", 100 * cov[(3, 2)])

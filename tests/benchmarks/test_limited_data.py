@@ -49,7 +49,7 @@ def test_sweep_both_protocols_then_resume(tmp_path_factory, tmp_path, nih_fixtur
     assert rec["cost"]["strict"]["generators"] == 2 and rec["cost"]["strict"]["generator_hours"] > 0
     by_frac = rec["cost"]["strict"]["by_frac"]  # the cost of a strict generator, per fraction
     assert list(by_frac) == ["0.25"] and by_frac["0.25"]["timed_whole"] == 2
-    assert by_frac["0.25"]["hours_median"] > 0 and len(by_frac["0.25"]["n_images"]) == 2
+    assert by_frac["0.25"]["seconds_median"] > 0 and len(by_frac["0.25"]["n_images"]) == 2
     text = (results / "t.json").read_text()
     assert not re.search(r'[" =]/(tmp|work|root|home)/', text)  # no machine paths
     md = (results / "t.md").read_text()
@@ -75,3 +75,15 @@ def test_sweep_both_protocols_then_resume(tmp_path_factory, tmp_path, nih_fixtur
     # other classifier settings in the same work folder: refused, naming the field
     with pytest.raises(SystemExit, match="classifier.lr"):
         sweep.main([*argv, "--set", "classifier.lr=0.5"])
+
+
+def test_sweep_commands_are_recorded_in_order_without_the_job_share(tmp_path):
+    sweep = load_script("limited_data")
+    path = tmp_path / "command.txt"
+    base = ["benchmarks/limited_data.py", "--data", "d", "--protocols", "paper"]
+    sweep._record_command(path, [*base, "--job", "0/2"])
+    sweep._record_command(path, [*base, "--job=1/2"])  # the other share: the same sweep
+    sweep._record_command(path, [*base[:-1], "paper,strict", "--job", "0/2"])
+    assert path.read_text().splitlines() == ["benchmarks/limited_data.py --data d --protocols paper",
+                                             "benchmarks/limited_data.py --data d --protocols paper,strict"]
+
