@@ -170,3 +170,12 @@ def test_benchmark_pages_quote_the_sweep_of_record():
     cov = {(s["draws"], s["seeds"]): s["coverage"] for s in load("interval_coverage.json")["shapes"]}
     quoted(bench, "in {:.1f} % of simulated experiments", 100 * cov[(3, 2)])
     quoted(bench, "with 10 draws in {:.1f} %", 100 * cov[(10, 2)])
+
+
+def test_training_docs_quote_the_vae_precision_measurement():
+    r = load("vae_precision.json")
+    text = page("docs/training.md")
+    quoted(text, "bf16 trained the v3 recipe's VAE at {:.2f}x fp32's steps/s", r["bf16_over_fp32_steps_per_s"])
+    quoted(text, "held-out L1 ({:.3f}x)", r["bf16_over_fp32_held_out_l1"])
+    assert r["suggest"] == "bf16" and "amx_bf16" in r["cpu"]["flags"] and r["steps"] == 200
+
