@@ -178,4 +178,6 @@ def test_training_docs_quote_the_vae_precision_measurement():
     quoted(text, "bf16 trained the v3 recipe's VAE at {:.2f}x fp32's steps/s", r["bf16_over_fp32_steps_per_s"])
     quoted(text, "held-out L1 ({:.3f}x)", r["bf16_over_fp32_held_out_l1"])
     assert r["suggest"] == "bf16" and "amx_bf16" in r["cpu"]["flags"] and r["steps"] == 200
+    bf16 = r["bf16"]["steps_per_s"]
+    quoted(text, "its VAE trains at {:.2f} steps/s in bf16, about {:.1f} h for 12,000 steps", bf16, 12000 / bf16 / 3600)
 
