@@ -123,8 +123,9 @@ class _Progress:
     def from_json(cls, d: dict[str, Any], best_state: dict[str, torch.Tensor]) -> _Progress:
         best = ({"mauc": d["best_mauc"], "step": d["best_step"], "state": dict(best_state)}
                 if best_state else {"mauc": -math.inf, "step": d["best_step"], "state": None})
-        return cls(d["step"], d["evals"], best, d["since_best"], d["stopped_early"], d["losses"],
-                   d["t_data"], d["t_train"])
+        return cls(step=d["step"], evals=d["evals"], best=best, since_best=d["since_best"],
+                   stopped_early=d["stopped_early"], losses=d["losses"], t_data=d["t_data"],
+                   t_train=d["t_train"])
 
 
 def train_classifier(train: ArraySet, val: ArraySet | None, config: ClassifierConfig,
@@ -287,10 +288,11 @@ def _train_loop(run: _Training, done: _Progress, val: ArraySet | None, config: C
                 bar.update(task, mauc=f"{mauc:.4f} (best {done.best['mauc']:.4f})")
             if saving is not None and (done.step % saving[2] == 0 or done.step == run.total_steps
                                        or done.stopped_early):
-                _checkpoint(done, *saving)
+                state, folder, _ = saving
+                _checkpoint(done, state, folder)
 
 
-def _checkpoint(done: _Progress, state: TrainState, folder: Path, every: int) -> None:
+def _checkpoint(done: _Progress, state: TrainState, folder: Path) -> None:
     """Save the run after ``done.step`` steps (the newest checkpoint only)."""
     state.extra["progress"] = done.to_json()
     state.tensors.clear()

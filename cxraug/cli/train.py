@@ -128,9 +128,9 @@ def _train_classifier(recipe: Path | None, overrides: list[str], data: str | Non
     resuming = False
     if not dry_run:  # before torch is imported or any data read
         out = writable_out(out or Path("runs/classifier"))
-        # an interrupted run (checkpoints, no metrics yet) resumes; a finished one is refused
-        resuming = not overwrite and (out / CHECKPOINTS).is_dir() and (out / "config.yaml").is_file() \
-            and not (out / "metrics.json").is_file()
+        # an interrupted run (its config, no metrics yet) resumes, from its newest checkpoint if
+        # it reached one; a finished one is refused
+        resuming = not overwrite and (out / "config.yaml").is_file() and not (out / "metrics.json").is_file()
         if not resuming:
             out_dir_ok(out, overwrite, "classifier run")
     from cxraug.classify.dataset import DatasetClassifierConfig, train_on_dataset
@@ -150,7 +150,7 @@ def _train_classifier(recipe: Path | None, overrides: list[str], data: str | Non
         console.print(C.dump(cfg))
         return
     with run_lock(out, "classifier run"):
-        if resuming and C.load(DatasetClassifierConfig, out / "config.yaml") != cfg:
+        if resuming and _saved_classifier_config(out) != cfg:
             raise CxraugError(f"{out}: an interrupted classifier run with other settings (its "
                               "config.yaml); rerun it with the same options to resume, or pass "
                               "--overwrite or another --out")
@@ -173,6 +173,19 @@ def _train_classifier(recipe: Path | None, overrides: list[str], data: str | Non
                   f"({m['test']['n_images']} images)")
     console.print(f"[bold green]done[/]: {out / 'model'} (use --classifier {out}; metrics: "
                   f"{out / 'metrics.json'})")
+
+
+def _saved_classifier_config(out: Path):
+    """The settings an interrupted ``cxraug train classifier`` run in ``out`` was started with."""
+    from cxraug.classify.dataset import DatasetClassifierConfig
+    from cxraug.core import config as C
+    from cxraug.core.errors import CxraugError
+
+    try:
+        return C.load(DatasetClassifierConfig, out / "config.yaml")
+    except C.ConfigError:
+        raise CxraugError(f"{out}: holds a config.yaml that is not a classifier run's; pass another "
+                          "--out") from None
 
 
 def register(app: typer.Typer) -> None:

@@ -108,3 +108,33 @@ def test_train_classifier_reuses_a_runs_splits(kermany_fixture, tmp_path, capsys
     err = capsys.readouterr().err
     assert f"{other}: split file does not match this dataset" in err
     assert not (tmp_path / "f" / "splits.csv").exists()  # a wrong file is never copied in
+
+
+def test_train_classifier_interrupted_before_its_first_checkpoint_reruns(kermany_fixture, tmp_path,
+                                                                         capsys, monkeypatch):
+    """Ctrl-C while the data is read (config.yaml written, no checkpoint yet): the same command
+    then trains the run instead of refusing the folder; a generator run's folder is refused."""
+    import cxraug.classify.dataset as D
+
+    run = tmp_path / "run"
+    argv = ["train", "classifier", "--data", str(kermany_fixture), "--labels", "pneumonia",
+            "--epochs", "1", "--image-size", "16", "--arch", "resnet10t",
+            "--set", "classifier.batch_size=8", "--out", str(run)]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(D, "_real_data", interrupted)
+        assert main(argv) == 130
+    assert (run / "config.yaml").is_file() and not (run / "checkpoints").exists()
+    capsys.readouterr()
+    assert main(argv) == 0 and (run / "metrics.json").is_file()
+    assert not (run / "checkpoints").exists()
+
+    gen = tmp_path / "gen"  # a config.yaml that is not a classifier run's
+    gen.mkdir()
+    (gen / "config.yaml").write_text("vae:\n  steps: 3\n")
+    capsys.readouterr()
+    assert main([*argv[:-1], str(gen)]) == 2
+    assert "not a classifier run's" in capsys.readouterr().err
