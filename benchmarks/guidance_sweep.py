@@ -47,19 +47,28 @@ sys.path.insert(0, str(HERE))
 from vae_recon import reconstruct  # a sibling script
 
 
-def vae_reconstructions(model: str, data: str, n: int, out: Path) -> Path:
-    """decode(encode(x)) of ``n`` official test images (fixed random subset) as PNGs in ``out``."""
-    if len(list(out.glob("*.png"))) >= n:
+def vae_reconstructions(model: str, data: str, n: int, out: Path, vae: str | Path | None = None) -> Path:
+    """decode(encode(x)) of ``n`` official test images (fixed random subset) as PNGs in ``out``,
+    by the latent space of ``model`` (or the one saved in the folder ``vae``). Reused when ``out``
+    already holds the ``n`` images of the same latent space (``source.txt``: ``n``, the weights'
+    sizes and times)."""
+    folder = Path(vae or RunDir(resolve_model(model)).vae)
+    weights = sorted(folder.glob("*.safetensors"))
+    source = "\n".join([f"n {n}"] + [f"{w.name} {w.stat().st_size} {w.stat().st_mtime_ns}" for w in weights])
+    if (out / "source.txt").is_file() and (out / "source.txt").read_text() == source:
         return out
-    space = LatentSpace.load(RunDir(resolve_model(model)).vae)
+    space = LatentSpace.load(folder)
     ds = load_dataset(resolve_data(data))
     test = ds.select(ds.table["split"].to_numpy() == "test")
     pick = np.sort(np.random.default_rng(0).choice(len(test), min(n, len(test)), replace=False))
     images, _, _ = cached_images(test.select(np.isin(np.arange(len(test)), pick)), space.image_size,
                                  progress=False)
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):  # another latent space's, or another n's
+        old.unlink()
     for i, im in enumerate(reconstruct(space, np.asarray(images))):
         Image.fromarray(im).save(out / f"{i:05d}.png")
+    (out / "source.txt").write_text(source)
     return out
 
 

@@ -1,7 +1,8 @@
 """The quality card of a generator: everything issue #13 asks to compare, from one command.
 
     python benchmarks/quality_card.py --model runs/kermany-128 --data ../shared/data/kermany \
-        [--name kermany-128] [--n 400] [--vae-n 300] [--work runs/quality] [--stats-only]
+        [--name kermany-128] [--n 400] [--vae-n 300] [--work runs/quality] [--stats-only | --vae-only]
+        [--vae FOLDER]
 
 1. Cohort: ``cxraug synth --labels pneumonia --n N`` (0.2 negatives, seed 0, the memorisation
    gate), the same command as the 64 px card in the README, so the counts match (320 pneumonia,
@@ -21,6 +22,10 @@
 7. Image statistics of the cohort and of the VAE reconstructions (power spectrum per band,
    Laplacian variance, gradient, pixel std, 1st / 99th percentiles, each with its single-statistic
    AUC; centre-cropped at 128 px), each beside its real-vs-real floor: part of the eval card.
+
+``--vae-only`` grades a latent space before any denoiser is trained on it: 6. and 7. for the
+reconstructions alone (the run's ``vae/``, or ``--vae FOLDER``, e.g. a copy kept before decoder
+tuning replaced it), written to ``quality_<name>_vae.json`` and ``.md``.
 
 Writes ``benchmarks/results/quality_<name>.json``, ``.md`` and ``..._grid.png`` (paths relative to
 the working directory) and prints a summary. ``--stats-only`` skips the judge, the eval card,
@@ -128,6 +133,24 @@ def stats_only(args, work: Path, res: dict) -> Path:
     return HERE / "results" / f"quality_{res['model']}_stats.json"
 
 
+def recon_card(args, work: Path, res: dict, clf: Path) -> dict:
+    """The eval card of the VAE reconstructions, by the real-data judge ``clf``."""
+    from cxraug.experiments.quality import evaluate
+
+    keys = ("counts", "metrics", "two_sample_auc", "floor", "synthetic_matched")
+    recon = evaluate(args.data, work / "vae-recon", "classifier", clf, image_size=64, max_images=5000,
+                     seed=0)
+    res["vae_recon"] = {k: recon.get(k) for k in keys}
+    return recon
+
+
+def vae_only(args, work: Path, res: dict) -> Path:
+    """The eval card and image statistics of the VAE reconstructions alone (no cohort)."""
+    clf = extractor(args.model, args.data, args.work / "judges")
+    res["image_stats"] = {"vae_recon": recon_card(args, work, res, clf)["image_stats"]}
+    return HERE / "results" / f"quality_{res['model']}_vae.json"
+
+
 def full_card(args, work: Path, res: dict) -> Path:
     """The judge, the eval card of the cohort and of the VAE reconstructions, label fidelity, grid."""
     clf = extractor(args.model, args.data, args.work / "judges")
@@ -138,9 +161,7 @@ def full_card(args, work: Path, res: dict) -> Path:
                     seed=0)
     res["eval"] = {k: card.get(k) for k in keys}
     res["eval"]["extractor"] = {k: v for k, v in card["extractor"].items() if k != "path"}
-    recon = evaluate(args.data, work / "vae-recon", "classifier", clf, image_size=64, max_images=5000,
-                     seed=0)
-    res["vae_recon"] = {k: recon.get(k) for k in keys if k not in ("diversity", "per_label")}
+    recon = recon_card(args, work, res, clf)
     res["image_stats"] = {"vae_recon": recon["image_stats"], "generator": card["image_stats"]}  # real: all of --data
     if not args.skip_fidelity:
         out = work / "fidelity.json"
@@ -153,6 +174,18 @@ def full_card(args, work: Path, res: dict) -> Path:
                                  "judge_real_test_auc": fid["classifier"]["real_test"]["per_label"]}
     res["grid"] = rel(grid(str(args.model), args.data, HERE / "results" / f"quality_{res['model']}_grid.png"))
     return HERE / "results" / f"quality_{res['model']}.json"
+
+
+def recon_line(r: dict) -> str:
+    """FID and two-sample AUC of the VAE reconstructions, at equal n too, beside the floors."""
+    eq = (r.get("synthetic_matched") or {}).get("equal_n") or {}
+    f = r.get("floor") or {}
+    feq = f.get("equal_n") or {}
+    nan = float("nan")
+    return (f"VAE reconstructions ({r['counts']['synthetic']} test images): FID {r['metrics']['fid']:.1f} "
+            f"(floor {f.get('fid') or nan:.1f}), two-sample AUC {r['two_sample_auc']:.3f} (floor "
+            f"{f.get('two_sample_auc') or nan:.3f}; at equal n {eq.get('two_sample_auc') or nan:.3f}, "
+            f"floor {feq.get('two_sample_auc') or nan:.3f})")
 
 
 def print_card(res: dict) -> None:
@@ -169,10 +202,7 @@ def print_card(res: dict) -> None:
               f"{feq['precision']:.3f}), recall {eq['recall']:.3f} ({feq['recall']:.3f}), coverage "
               f"{eq['coverage']:.3f} ({feq['coverage']:.3f}), two-sample AUC {eq['two_sample_auc']:.3f} "
               f"({feq['two_sample_auc']:.3f})")
-    r = res["vae_recon"]
-    req = (r.get("synthetic_matched") or {}).get("equal_n") or {}
-    print(f"VAE reconstructions ({r['counts']['synthetic']} test images): FID {r['metrics']['fid']:.1f}, "
-          f"two-sample AUC {r['two_sample_auc']:.3f} (equal n {req.get('two_sample_auc') or float('nan'):.3f})")
+    print(recon_line(res["vae_recon"]))
     if "label_fidelity" in res:
         lf = res["label_fidelity"]["pneumonia"]
         print(f"label fidelity (pneumonia AUC): stage 1 {lf['stage1']['auc']:.3f}, + adapter "
@@ -190,20 +220,24 @@ def markdown(res: dict) -> str:
     card, and the image-statistics tables of the reconstructions and the cohort."""
     from cxraug.experiments.quality.image_stats import stats_markdown
 
-    mach, coh = res["machine"], res["cohort"]
+    mach, coh = res["machine"], res.get("cohort")
     lines = [f"# Quality card: {res['model']}", "", f"- command: `{res['command']}`",
              f"- machine: {mach['model']}, {mach['cores']} cores, {mach['torch_threads']} torch threads",
-             f"- date: {res['date']}",
-             f"- cohort: {coh['n']} images {coh['targets']}, memorisation gate rejected {coh['memorisation_fail']}",
-             ""]
+             f"- date: {res['date']}"]
+    if coh:
+        lines.append(f"- cohort: {coh['n']} images {coh['targets']}, memorisation gate rejected "
+                     f"{coh['memorisation_fail']}")
+    lines.append("")
     if "eval" in res:
-        m, f, r = res["eval"]["metrics"], res["eval"]["floor"], res["vae_recon"]
+        m, f = res["eval"]["metrics"], res["eval"]["floor"]
         lines += [(f"Eval card (real-data judge): FID {m['fid']:.1f} (floor {f['fid']:.1f}), two-sample AUC "
-                   f"{res['eval']['two_sample_auc']:.3f} (floor {f['two_sample_auc']:.3f}); VAE reconstructions: "
-                   f"FID {r['metrics']['fid']:.1f}, two-sample AUC {r['two_sample_auc']:.3f}."), ""]
-    lines += ["## Image statistics", "", STATS_NOTE, "",
-              stats_markdown({"VAE reconstructions of real test images": res["image_stats"]["vae_recon"],
-                              "generator cohort": res["image_stats"]["generator"]})]
+                   f"{res['eval']['two_sample_auc']:.3f} (floor {f['two_sample_auc']:.3f})."), ""]
+    if "vae_recon" in res:
+        lines += [recon_line(res["vae_recon"]) + ".", ""]
+    sections = {"VAE reconstructions of real test images": res["image_stats"]["vae_recon"]}
+    if "generator" in res["image_stats"]:
+        sections["generator cohort"] = res["image_stats"]["generator"]
+    lines += ["## Image statistics", "", STATS_NOTE, "", stats_markdown(sections)]
     return "\n".join(lines)
 
 
@@ -216,8 +250,12 @@ def main() -> None:
     ap.add_argument("--vae-n", type=int, default=300, help="official test images to reconstruct")
     ap.add_argument("--work", type=Path, default=Path("runs/quality"))
     ap.add_argument("--skip-fidelity", action="store_true")
-    ap.add_argument("--stats-only", action="store_true",
-                    help="image statistics only (no judge, eval card, label fidelity or grid)")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--stats-only", action="store_true",
+                      help="image statistics only (no judge, eval card, label fidelity or grid)")
+    mode.add_argument("--vae-only", action="store_true",
+                      help="the VAE reconstructions only: eval card and image statistics, no cohort")
+    ap.add_argument("--vae", type=Path, help="latent space folder to reconstruct with (default: the run's vae/)")
     args = ap.parse_args()
     from guidance_sweep import vae_reconstructions  # a sibling script
 
@@ -233,19 +271,20 @@ def main() -> None:
                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     t0 = time.perf_counter()
 
-    res["cohort"] = cohort(str(args.model), args.n, work / "cohort")
-    vae_reconstructions(str(args.model), args.data, args.vae_n, work / "vae-recon")
-    res["vae_recon_images"] = {"folder": rel(work / "vae-recon"), "n": args.vae_n, "split": "test"}
-    out = (stats_only if args.stats_only else full_card)(args, work, res)
+    if not args.vae_only:
+        res["cohort"] = cohort(str(args.model), args.n, work / "cohort")
+    vae_reconstructions(str(args.model), args.data, args.vae_n, work / "vae-recon", args.vae)
+    res["vae_recon_images"] = {"folder": rel(work / "vae-recon"), "n": args.vae_n, "split": "test",
+                               "vae": rel(args.vae) if args.vae else "the run's vae/"}
+    out = (stats_only if args.stats_only else vae_only if args.vae_only else full_card)(args, work, res)
     res["seconds"] = time.perf_counter() - t0
     out.write_text(json.dumps(res, indent=2, default=float) + "\n")
     out.with_suffix(".md").write_text(markdown(res) + "\n")
-    if not args.stats_only:
+    if "eval" in res:
         print_card(res)
-    from cxraug.experiments.quality.image_stats import stats_markdown
-
-    print(stats_markdown({"VAE reconstructions": res["image_stats"]["vae_recon"],
-                          "generator": res["image_stats"]["generator"]}))
+    elif "vae_recon" in res:
+        print(recon_line(res["vae_recon"]))
+    print(markdown(res).split("## Image statistics", 1)[1])
     print(f"-> {rel(out)}, {rel(out.with_suffix('.md'))}")
 
 

@@ -41,3 +41,48 @@ def test_stats_only_reads_copies_as_real_and_a_blurred_cohort_as_detail_poor(ker
     assert "- command: `benchmarks/quality_card.py --stats-only`" in md and "- machine: Some CPU, 2 cores" in md
     assert "### VAE reconstructions of real test images: 6 images vs 6 real" in md
     assert "### generator cohort: 6 images vs 6 real" in md and "| power_48-64 |" in md
+
+
+@pytest.mark.no_templates
+def test_vae_reconstructions_follow_the_latent_space_they_are_asked_for(kermany_fixture, tmp_path):
+    from cxraug.models.vae_train import VAEConfig, build_vae
+
+    GS = load_script("guidance_sweep")
+    vae = tmp_path / "vae"
+    build_vae(VAEConfig(image_size=32, block_out_channels=[8, 16, 16])).save(vae)
+    out = tmp_path / "recon"
+    GS.vae_reconstructions("unused", str(kermany_fixture), 6, out, vae)
+    first = sorted(out.glob("*.png"))
+    assert len(first) == 6 and Image.open(first[0]).size == (32, 32)
+    stamp = first[0].stat().st_mtime_ns
+    GS.vae_reconstructions("unused", str(kermany_fixture), 6, out, vae)  # the same: reused
+    assert first[0].stat().st_mtime_ns == stamp
+    GS.vae_reconstructions("unused", str(kermany_fixture), 4, out, vae)  # another n: redone, not mixed
+    assert len(list(out.glob("*.png"))) == 4
+    other = tmp_path / "vae-other"  # another latent space in the same folder: redone
+    build_vae(VAEConfig(image_size=32, block_out_channels=[8, 16, 16], latent_channels=8)).save(other)
+    before = np.asarray(Image.open(out / "00000.png"))
+    GS.vae_reconstructions("unused", str(kermany_fixture), 4, out, other)
+    assert not np.array_equal(np.asarray(Image.open(out / "00000.png")), before)
+
+
+def test_vae_only_markdown_has_no_cohort_and_names_the_reconstruction_floors():
+    from cxraug.experiments.quality.image_stats import stats_section
+
+    QC = load_script("quality_card")
+    rng = np.random.default_rng(0)
+    real, recon = (rng.integers(0, 256, (12, 128, 128), dtype=np.uint8) for _ in range(2))
+    res = {"model": "v3-vae", "command": "benchmarks/quality_card.py --vae-only", "date": "2026-12-07",
+           "machine": {"model": "Some CPU", "cores": 2, "torch_threads": 2},
+           "vae_recon": {"counts": {"synthetic": 300}, "metrics": {"fid": 3.21}, "two_sample_auc": 0.71,
+                         "floor": {"fid": 0.5, "two_sample_auc": 0.52, "equal_n": {"two_sample_auc": 0.55}},
+                         "synthetic_matched": {"equal_n": {"two_sample_auc": 0.66}}},
+           "image_stats": {"vae_recon": stats_section(real, recon, seed=0)}}
+    line = QC.recon_line(res["vae_recon"])
+    assert line == ("VAE reconstructions (300 test images): FID 3.2 (floor 0.5), two-sample AUC 0.710 "
+                    "(floor 0.520; at equal n 0.660, floor 0.550)")
+    md = QC.markdown(res)
+    head, tables = md.split("## Image statistics")
+    assert "cohort" not in head and line + "." in head
+    assert "### VAE reconstructions of real test images: 12 images" in tables
+    assert "generator cohort" not in tables and "| power_48-64 |" in tables
