@@ -66,7 +66,7 @@ def cohort(model: str, n: int, out: Path) -> dict:
     import pandas as pd
 
     m = pd.read_csv(out / "manifest.csv")
-    return {"folder": rel(out), "n": int(len(m)), "targets": m["target"].value_counts().to_dict(),
+    return {"folder": rel(out), "n": len(m), "targets": m["target"].value_counts().to_dict(),
             "memorisation_pass": int((m["memorisation"] == "pass").sum()),
             "memorisation_fail": int((m["memorisation"] == "fail").sum()),
             "seconds": time.perf_counter() - t0, "complete": bool(summary["complete"])}
