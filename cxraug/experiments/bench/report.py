@@ -45,9 +45,12 @@ def _grid(results: list[dict], frac: float) -> tuple[dict[str, list[dict]], int,
     return by_arm, len(draws), len(seeds)
 
 
-def _fraction_stats(cfg: BenchConfig, out: Path, results: list[dict], frac: float,
-                    y: np.ndarray, patient_ids: np.ndarray, test: TestSet | None) -> dict:
-    """Per arm of one fraction on one test set: (point [D, S], boot [D, S, B]) of the mAUC."""
+def arm_stats(cfg: BenchConfig, out: Path, results: list[dict], frac: float,
+              y: np.ndarray, patient_ids: np.ndarray, test: TestSet | None) -> dict:
+    """Per arm of one fraction on one test set: (point [D, S], boot [D, S, B]) of the mAUC. The
+    patient resamples depend only on the test set and the bootstrap seed, and the draw / seed
+    resamples only on the shape, so the stats of two benches on the same draws, seeds and test set
+    are paired at every level (:func:`paired_diff` of them is a paired difference)."""
     by_arm, n_d, n_s = _grid(results, frac)
     flat = [(arm, r) for arm, grid in by_arm.items() for r in grid]
     point, boot = H.job_resamples(y, [_scores(out, r, test) for _, r in flat], patient_ids,
@@ -60,7 +63,8 @@ def _fraction_stats(cfg: BenchConfig, out: Path, results: list[dict], frac: floa
     return stats
 
 
-def _diff(a: tuple, b: tuple) -> tuple[np.ndarray, np.ndarray]:
+def paired_diff(a: tuple, b: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """``a - b`` of two :func:`arm_stats` entries, job by job and replicate by replicate."""
     return a[0] - b[0], a[1] - b[1]
 
 
@@ -76,7 +80,7 @@ def _comparisons(cfg: BenchConfig, stats: dict[float, dict]) -> tuple[dict | Non
             if arm not in GEN_ARMS:
                 continue
             rec = {"frac": frac, "arm": arm, "reference": DUP,
-                   **H.summarise(*_diff(arms[arm], arms[DUP]))}
+                   **H.summarise(*paired_diff(arms[arm], arms[DUP]))}
             if primary_key == (frac, arm):
                 primary = rec | {"declared": cfg.primary or "default: smallest fraction, first synthetic arm"}
             else:
@@ -95,7 +99,7 @@ def summarise(cfg: BenchConfig, real: RealData, results: list[dict], out: Path,
     fracs = sorted({r["frac"] for r in results})
     sets = [("test", real.test.targets, real.test.patient_ids, None)]
     sets += [(t.name, t.data.targets, t.data.patient_ids, t) for t in tests]
-    stats = {name: {f: _fraction_stats(cfg, out, results, f, y, pids, t) for f in fracs}
+    stats = {name: {f: arm_stats(cfg, out, results, f, y, pids, t) for f in fracs}
              for name, y, pids, t in sets}
     cells = []
     for frac in fracs:
@@ -107,7 +111,7 @@ def summarise(cfg: BenchConfig, real: RealData, results: list[dict], out: Path,
             refs = stats["test"][frac]
             for key, ref in (("vs_real", "real"), ("vs_dup", DUP)):
                 if arm != ref and ref in refs and (key == "vs_real" or arm in GEN_ARMS):
-                    cell[key] = H.summarise(*_diff((point, boot), refs[ref]))
+                    cell[key] = H.summarise(*paired_diff((point, boot), refs[ref]))
             if tests:
                 cell["external"] = {t.name: H.summarise(*stats[t.name][frac][arm]) for t in tests}
             cells.append(cell)
@@ -116,7 +120,7 @@ def summarise(cfg: BenchConfig, real: RealData, results: list[dict], out: Path,
     for frac in fracs:
         arms = stats["test"][frac]
         if {"synth->real", GEN_DATA, "real"} <= set(arms):
-            q = H.ratio(_diff(arms["synth->real"], arms["real"]), _diff(arms[GEN_DATA], arms["real"]))
+            q = H.ratio(paired_diff(arms["synth->real"], arms["real"]), paired_diff(arms[GEN_DATA], arms["real"]))
             transfer.append({"frac": frac, **q})
     headroom = []
     if 1.0 in fracs:
