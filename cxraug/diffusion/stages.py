@@ -14,7 +14,7 @@ from cxraug import __version__
 from cxraug.core import config as C
 from cxraug.core.artifacts import check_component
 from cxraug.core.errors import CxraugError
-from cxraug.core.runs import RunDir
+from cxraug.core.runs import RunDir, cost_by_stage, timed_stage, training_cost
 from cxraug.core.training import resumable_checkpoint
 from cxraug.data.cache import cached_images
 from cxraug.diffusion.config import DecoderTuneConfig, DiffCXRConfig
@@ -291,7 +291,8 @@ def train_run(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool 
             if cfg.decoder.steps and check_decoder(cfg, run) != cfg.decoder.steps:
                 with state.main_process_first():
                     if state.is_main_process:
-                        stage_decoder(cfg, run, progress)
+                        with timed_stage(run.root, "decoder"):
+                            stage_decoder(cfg, run, progress)
             continue
         folder = {"vae": run.vae, "text": run.text, "1": run.denoiser, "2": run.adapter}[stage]
         # more stage-1 steps: train on from the checkpoint; the old export stays usable until the
@@ -306,9 +307,11 @@ def train_run(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool 
         if stage in ("vae", "text"):
             with state.main_process_first():
                 if not (folder / "config.json").is_file():
-                    (stage_vae if stage == "vae" else stage_text)(cfg, run, progress)
+                    with timed_stage(run.root, stage, state.is_main_process):
+                        (stage_vae if stage == "vae" else stage_text)(cfg, run, progress)
         else:
-            run_stage(cfg, run, int(stage), progress, max_steps)
+            with timed_stage(run.root, f"stage{stage}", state.is_main_process):
+                run_stage(cfg, run, int(stage), progress, max_steps)
     if state.is_main_process:
         write_model_card(cfg, run)
     return run
@@ -352,6 +355,20 @@ def _discard_adapter(run: RunDir) -> None:
     run.metrics(2).unlink(missing_ok=True)
 
 
+def _cost_lines(run: RunDir) -> list[str]:
+    """The model card's training-cost table (``training_cost.json``), if anything was recorded."""
+    by_stage = cost_by_stage(training_cost(run.root))
+    if not by_stage:
+        return []
+    rows = [f"| {stage} | {c['hours']:.2f} | {c['calls']} | {'; '.join(c['machines'])} |"
+            for stage, c in by_stage.items()]
+    return ["## Training cost",
+            "Wall time of each stage as `cxraug train` measured it (data loading included; a resumed",
+            "stage adds its calls; a killed call is not counted):", "",
+            "| stage | hours | calls | machine |", "|---|---|---|---|", *rows,
+            f"| all | {sum(c['hours'] for c in by_stage.values()):.2f} | | |", ""]
+
+
 def write_model_card(cfg: DiffCXRConfig, run: RunDir) -> Path:
     """README.md for the run: what it is, what it was trained on, what it is not for."""
     den, ada = _meta(run.denoiser), _meta(run.adapter)
@@ -379,6 +396,7 @@ def write_model_card(cfg: DiffCXRConfig, run: RunDir) -> Path:
         f" DKIM adapter: {ada.get('steps', 'not trained')} steps.",
         f"- sampling default: {cfg.sample.sampler} {cfg.sample.steps} steps, guidance {cfg.sample.guidance}.",
         "",
+        *_cost_lines(run),
         "## Intended use",
         "Research on synthetic data for chest X-ray classifiers. Not for diagnosis, not a source of",
         "clinical images, and not evidence of any finding in a real patient. Generated images can",

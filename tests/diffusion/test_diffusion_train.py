@@ -37,6 +37,35 @@ def test_all_stages_write_components(tiny_run):
     assert sorted(p.name for p in (run.root / "checkpoints").iterdir()) == ["stage1", "stage2"]
 
 
+def test_training_cost_is_recorded_per_stage_call_and_on_the_model_card(tiny_run, tmp_path):
+    from cxraug.core.runs import COST_NAME, training_cost
+
+    _, run, data = tiny_run
+    calls = training_cost(run.root)
+    assert [c["stage"] for c in calls] == ["vae", "text", "stage1", "stage2"]
+    assert all(c["seconds"] > 0 and not c["interrupted"] and c["machine"]["cpu"] for c in calls)
+    card = (run.root / "README.md").read_text()
+    assert "## Training cost" in card and "| stage1 | " in card and "| all | " in card
+    # a resumed stage adds its call; a finished run rerun records nothing
+    cfg = tiny_config(data, "train.steps=6", "train.checkpoint_every=3")
+    part = train_run(cfg, tmp_path / "part", ["1"], progress=False, max_steps=3)
+    train_run(cfg, part.root, ["1"], progress=False)
+    assert [c["stage"] for c in training_cost(part.root)] == ["vae", "text", "stage1", "stage1"]
+    before = (part.root / COST_NAME).read_bytes()
+    train_run(cfg, part.root, ["1"], progress=False)
+    assert (part.root / COST_NAME).read_bytes() == before
+
+
+def test_an_interrupted_stage_call_is_recorded_as_interrupted(tmp_path):
+    from cxraug.core.runs import timed_stage, training_cost
+
+    with pytest.raises(KeyboardInterrupt), timed_stage(tmp_path, "stage1"):
+        raise KeyboardInterrupt
+    with pytest.raises(CxraugError), timed_stage(tmp_path, "stage2"):  # a refusal: nothing recorded
+        raise CxraugError("refused")
+    assert [(c["stage"], c["interrupted"]) for c in training_cost(tmp_path)] == [("stage1", True)]
+
+
 def test_pipeline_from_run_is_batch_invariant(tiny_run):
     _, run, _ = tiny_run
     pipe = DiffCXRPipeline.from_pretrained(run.root)
