@@ -39,7 +39,7 @@ from cxraug.metrics import hierarchical as H
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from limited_data import reuse_generator_free_jobs  # a sibling script
+from limited_data import _ci, reuse_generator_free_jobs  # a sibling script
 
 ARMS = ["synth->real", "real+synth"]
 PRIMARY = {"protocol": "paper", "frac": 0.05, "arm": "synth->real", "comparison": "new - old"}
@@ -153,10 +153,6 @@ def verdict(primary: dict | None) -> str:
     if hi < 0:
         return f"The more realistic generator hurt: {what} = {est}."
     return f"No difference shown: {what} = {est}; the interval includes 0."
-
-
-def _ci(c: dict, sign: str = "") -> str:
-    return f"{c['estimate']:{sign}.3f} [{c['ci'][0]:{sign}.3f}, {c['ci'][1]:{sign}.3f}]"
 
 
 def markdown(rec: dict) -> str:
