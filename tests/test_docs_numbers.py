@@ -181,3 +181,21 @@ def test_training_docs_quote_the_vae_precision_measurement():
     bf16 = r["bf16"]["steps_per_s"]
     quoted(text, "its VAE trains at {:.2f} steps/s in bf16, about {:.1f} h for 12,000 steps", bf16, 12000 / bf16 / 3600)
 
+
+
+def test_training_docs_quote_the_v3_latent_space_cards():
+    def card(name):
+        r = load(f"quality_{name}_vae.json")
+        return r["vae_recon"]["synthetic_matched"]["equal_n"]["two_sample_auc"], \
+            {k: v["ratio"] for k, v in r["image_stats"]["vae_recon"]["synthetic"]["stats"].items()}
+
+    text = page("docs/training.md")
+    (untuned, u), (tuned, t), (old, _), (_, j) = (card(n) for n in (
+        "kermany-128-v3-untuned", "kermany-128-v3-tuned", "kermany-128", "kermany-128-v3-joint-disc"))
+    quoted(text, "two-sample AUC {:.3f} at equal n before decoder tuning and {:.3f} after 4,000 steps, "
+           "against {:.3f} for the shipped", untuned, tuned, old)
+    quoted(text, "only {:.2f} / {:.2f} of real images' spectral power at 32-48 / 48-64 cycles per image; "
+           "after, {:.2f} / {:.2f}", u["power_32-48"], u["power_48-64"], t["power_32-48"], t["power_48-64"])
+    quoted(text, "{:.2f} / {:.2f} / {:.2f} at 16-32 / 32-48 / 48-64 cycles against {:.2f} / {:.2f} / {:.2f}",
+           j["power_16-32"], j["power_32-48"], j["power_48-64"], t["power_16-32"], t["power_32-48"],
+           t["power_48-64"])

@@ -48,6 +48,29 @@ def test_patch_discriminator_and_adaptive_weight():
     assert d_loss.item() >= 0 and "logit_real" in d_logs
 
 
+def test_the_discriminator_learns_to_tell_detail_poor_crops_from_real_ones():
+    """Reconstructions that lack fine detail (here: blurred copies) must be told apart by the
+    discriminator alone (the decoder frozen), through the loss object the tuning uses."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(16, 3)
+    opt = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.9))
+    gaps = []
+    for _ in range(150):
+        real = ndimage.gaussian_filter(rng.standard_normal((8, 32, 32)), (0, 2, 2)) * 4 \
+            + 0.3 * rng.standard_normal((8, 32, 32))
+        blurred = ndimage.gaussian_filter(real, (0, 1.5, 1.5))
+        x, recon = (torch.from_numpy(a).float().clamp(-1, 1).unsqueeze(1) for a in (real, blurred))
+        loss, logs = DecoderGANLoss.disc_loss(recon, x, disc)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        gaps.append(logs["logit_real"] - logs["logit_fake"])
+    assert np.mean(gaps[-20:]) > 0.5, np.mean(gaps[-20:])
+
+
 def test_cli_tunes_the_decoder_only(tiny_run, tmp_path):
     _, run0, _ = tiny_run
     run = tmp_path / "run"
