@@ -10,6 +10,7 @@ The folder is what ``--model`` accepts anywhere (and what the shipped ``kermany-
                              labels, downsampled training images, val images; see
                              :mod:`cxraug.data.reference`), so no dataset is needed to use it
     DIR/README.md            model card (the run's, or the ``card`` file given)
+    DIR/training_cost.json   the run's measured stage calls (wall seconds, machine), when it has one
 
 Training-only files (checkpoints, caches, the contrastive image tower, splits) stay behind. The
 folder is built under a temporary name and renamed when complete.
@@ -28,7 +29,7 @@ from safetensors.torch import save_file
 from cxraug.core import config as C
 from cxraug.core.artifacts import load_weights
 from cxraug.core.errors import CxraugError
-from cxraug.core.runs import RunDir
+from cxraug.core.runs import COST_NAME, RunDir
 from cxraug.data.adapters import load_dataset, resolve_data
 from cxraug.data.cache import cached_images
 from cxraug.data.reference import REFERENCE_NAME, build_reference
@@ -102,6 +103,8 @@ def export_model(run_dir: str | Path, out: str | Path, dtype: str = "float16",
     card_text = Path(card).read_text() if card else (run.root / "README.md").read_text() \
         if (run.root / "README.md").is_file() else f"# {out.name}\n"
     (tmp / "README.md").write_text(card_text)
+    if (run.root / COST_NAME).is_file():
+        shutil.copyfile(run.root / COST_NAME, tmp / COST_NAME)
     (tmp / "export.json").write_text(json.dumps({"dtype": dtype, "reference_size": reference_size,
                                                  "components": [c for c in COMPONENTS
                                                                 if (tmp / c).is_dir()]}, indent=2) + "\n")

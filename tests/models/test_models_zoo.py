@@ -51,6 +51,7 @@ def test_export_writes_fp16_weights_reference_and_card(tiny, packaged):
     assert not set(ref.val.ids) & set(ref.train.ids)
     assert ref.train.images.shape[1:] == (16, 16) and ref.val.images.shape[1:] == (32, 32)
     assert ref.train.labels.shape == (len(ref.train.ids), 14)
+    assert (packaged / "training_cost.json").read_bytes() == (run / "training_cost.json").read_bytes()
 
 
 def test_packaged_model_synthesises_without_its_data(packaged, tmp_path):
