@@ -7,6 +7,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 MODEL = REPO / "cxraug" / "assets" / "models" / "kermany-128"
+SHIPPED_CARD = "quality_kermany-128-v3.json"  # the shipped model's quality card
 
 
 def load(name: str) -> dict:
@@ -27,7 +28,7 @@ def quoted(text: str, template: str, *values) -> None:
 
 
 def test_readme_quotes_the_shipped_models_quality_card():
-    q = load("quality_kermany-128-dec.json")
+    q = load(SHIPPED_CARD)
     ev, floor, fid = q["eval"], q["eval"]["floor"], q["label_fidelity"]
     eq, feq = ev["synthetic_matched"]["equal_n"], floor["equal_n"]
     text = page("README.md")
@@ -193,9 +194,57 @@ def test_training_docs_quote_the_v3_latent_space_cards():
     (untuned, u), (tuned, t), (old, _), (_, j) = (card(n) for n in (
         "kermany-128-v3-untuned", "kermany-128-v3-tuned", "kermany-128", "kermany-128-v3-joint-disc"))
     quoted(text, "two-sample AUC {:.3f} at equal n before decoder tuning and {:.3f} after 4,000 steps, "
-           "against {:.3f} for the shipped", untuned, tuned, old)
+           "against {:.3f} for `kermany-128` version 2's", untuned, tuned, old)
     quoted(text, "only {:.2f} / {:.2f} of real images' spectral power at 32-48 / 48-64 cycles per image; "
            "after, {:.2f} / {:.2f}", u["power_32-48"], u["power_48-64"], t["power_32-48"], t["power_48-64"])
     quoted(text, "{:.2f} / {:.2f} / {:.2f} at 16-32 / 32-48 / 48-64 cycles against {:.2f} / {:.2f} / {:.2f}",
            j["power_16-32"], j["power_32-48"], j["power_48-64"], t["power_16-32"], t["power_32-48"],
            t["power_48-64"])
+
+
+def test_v3_recipe_quotes_its_guidance_sweep():
+    r = {s["guidance"]: s for s in load("guidance_sweep_v3.json")["scales"]}
+    text = " ".join((REPO / "recipes" / "diffcxr-cpu128-v3.yaml").read_text().replace("#", " ").split())
+    quoted(text, "1.5: AUC {:.3f}, FID {:.1f}; 2.0: {:.3f}, {:.1f}; 3.0: {:.3f}, {:.1f}.", r[1.5]["two_sample_auc"],
+           r[1.5]["fid"], r[2.0]["two_sample_auc"], r[2.0]["fid"], r[3.0]["two_sample_auc"], r[3.0]["fid"])
+    assert shipped_guidance() == 1.5
+
+
+def shipped_guidance() -> float:
+    import yaml
+
+    return yaml.safe_load((MODEL / "config.yaml").read_text())["sample"]["guidance"]
+
+
+def test_evaluating_page_quotes_the_v3_guidance_sweep():
+    r = {s["guidance"]: s for s in load("guidance_sweep_v3.json")["scales"]}
+    text = page("docs/evaluating.md")
+    quoted(text, "two-sample AUC {:.3f} at guidance 1.5, {:.3f} at 2.0, {:.3f} at 3.0; FID {:.1f}, {:.1f}, {:.1f}",
+           *(r[g]["two_sample_auc"] for g in (1.5, 2.0, 3.0)), *(r[g]["fid"] for g in (1.5, 2.0, 3.0)))
+    quoted(text, "label AUC at least {:.3f} throughout", min(s["label_auc"] for s in r.values()))
+
+
+def test_model_card_quotes_its_quality_card_and_training_cost():
+    q, old = load(SHIPPED_CARD), load("quality_kermany-128-v2.json")
+    text = page("cxraug/assets/models/kermany-128/README.md")
+    for r in (q, old):
+        m, eq = r["eval"]["metrics"], r["eval"]["synthetic_matched"]["equal_n"]
+        quoted(text, "{:.1f} / {:.3f}", m["fid"], m["kid_mean"])
+        quoted(text, "{:.3f} / {:.3f}", r["eval"]["two_sample_auc"], eq["two_sample_auc"])
+        lf = r["label_fidelity"]["pneumonia"]
+        quoted(text, "{:.3f} / {:.3f}", lf["stage1"]["auc"], lf["stage1+adapter"]["auc"])
+        quoted(text, "| {} of {} |", r["cohort"]["memorisation_fail"], r["cohort"]["n"])
+    calls = json.loads((MODEL / "training_cost.json").read_text())["calls"]
+    hours = {s: sum(c["seconds"] for c in calls if c["stage"] == s) / 3600 for s in ("stage1", "stage2")}
+    quoted(text, "| stage 1 (denoiser) | 16,000 | bf16 (auto) | {:.2f} |", hours["stage1"])
+    quoted(text, "| stage 2 (DKIM adapter) | 800 | bf16 (auto) | {:.2f} |", hours["stage2"])
+    decoder = next(c for c in calls if c["stage"] == "decoder")
+    quoted(text, "| decoder tuning | 4,000 | fp32 | {:.2f} |", decoder["seconds"] / 3600)
+    assert all(c["machine"]["cpu"] in text for c in calls)
+
+
+def test_readme_quotes_the_model_cards_total_training_hours():
+    import re
+
+    total = re.search(r"\| all \| \| \| ([0-9.]+) \|", page("cxraug/assets/models/kermany-128/README.md")).group(1)
+    quoted(page("README.md"), "on 2 CPU cores in about {} hours", total)

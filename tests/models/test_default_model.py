@@ -22,7 +22,7 @@ def test_default_model_loads_by_name_at_128_px():
 
     pipe = DiffCXRPipeline.from_pretrained(DEFAULT_MODEL)
     assert pipe.space.image_size == 128 and pipe.has_adapter
-    assert pipe.space.latent_shape == (4, 16, 16)
+    assert pipe.space.latent_shape == (8, 16, 16)
     img = pipe(["There is pneumonia."], seeds=[0], steps=2)
     assert img.shape == (1, 128, 128) and img.dtype == np.uint8 and img.std() > 1
 
