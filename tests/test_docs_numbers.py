@@ -248,3 +248,22 @@ def test_readme_quotes_the_model_cards_total_training_hours():
 
     total = re.search(r"\| all \| \| \| ([0-9.]+) \|", page("cxraug/assets/models/kermany-128/README.md")).group(1)
     quoted(page("README.md"), "on 2 CPU cores in about {} hours", total)
+
+
+def test_docs_quote_the_generator_realism_comparison():
+    r = load("generator_realism.json")
+    p = r["primary"]
+    assert r["declared_primary"] == {"protocol": "paper", "frac": 0.05, "arm": "synth->real", "comparison": "new - old"}
+    ci = "{:+.3f} [{:+.3f}, {:+.3f}]".format(p["estimate"], *p["ci"])
+    quoted(page("README.md"), "`synth->real` at 5 % moved by {} mAUC", ci)
+    bench = page("docs/benchmarking.md")
+    quoted(bench, "new minus old, is {} mAUC (p = {:.3f})", ci, p["p_value"])
+    quoted(bench, "excludes 0 ({} comparisons, Holm-adjusted p >= {:.2f})", len(r["family"]),
+           min(f["p_holm"] for f in r["family"]))
+    assert all(f["ci"][0] <= 0 <= f["ci"][1] for f in r["family"])
+    nih = next(x for x in r["rows"] if (x["test_set"], x["frac"], x["arm"]) == ("nih14", 0.01, "real+synth"))
+    quoted(bench, "version 3's `real+synth` at 1 % scores {:+.3f} [{:+.3f}, {:+.3f}] below", nih["new_minus_old"]["estimate"],
+           *nih["new_minus_old"]["ci"])
+    old, new = load("quality_kermany-128-v2.json"), load(SHIPPED_CARD)
+    quoted(bench, "AUC {:.3f} against version 2's {:.3f} under the same judge", new["eval"]["two_sample_auc"],
+           old["eval"]["two_sample_auc"])
