@@ -256,6 +256,7 @@ def test_docs_quote_the_generator_realism_comparison():
     assert r["declared_primary"] == {"protocol": "paper", "frac": 0.05, "arm": "synth->real", "comparison": "new - old"}
     ci = "{:+.3f} [{:+.3f}, {:+.3f}]".format(p["estimate"], *p["ci"])
     quoted(page("README.md"), "`synth->real` at 5 % moved by {} mAUC", ci)
+    quoted(page("cxraug/assets/models/kermany-128/README.md"), "v3 minus v2 = {} mAUC", ci)
     bench = page("docs/benchmarking.md")
     quoted(bench, "new minus old, is {} mAUC (p = {:.3f})", ci, p["p_value"])
     quoted(bench, "excludes 0 ({} comparisons, Holm-adjusted p >= {:.2f})", len(r["family"]),
