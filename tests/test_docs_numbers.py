@@ -227,13 +227,16 @@ def test_evaluating_page_quotes_the_v3_guidance_sweep():
 def test_model_card_quotes_its_quality_card_and_training_cost():
     q, old = load(SHIPPED_CARD), load("quality_kermany-128-v2.json")
     text = page("cxraug/assets/models/kermany-128/README.md")
-    for r in (q, old):
-        m, eq = r["eval"]["metrics"], r["eval"]["synthetic_matched"]["equal_n"]
-        quoted(text, "{:.1f} / {:.3f}", m["fid"], m["kid_mean"])
-        quoted(text, "{:.3f} / {:.3f}", r["eval"]["two_sample_auc"], eq["two_sample_auc"])
-        lf = r["label_fidelity"]["pneumonia"]
-        quoted(text, "{:.3f} / {:.3f}", lf["stage1"]["auc"], lf["stage1+adapter"]["auc"])
-        quoted(text, "| {} of {} |", r["cohort"]["memorisation_fail"], r["cohort"]["n"])
+    def row(label, fmt, get):
+        quoted(text, "| " + label + " | " + fmt.format(*get(q)) + " | " + fmt.format(*get(old)) + " |")
+
+    row("FID / KID ({} accepted vs {:,} real)".format(q["eval"]["counts"]["synthetic"], q["eval"]["counts"]["real"]),
+        "{:.1f} / {:.3f}", lambda r: (r["eval"]["metrics"]["fid"], r["eval"]["metrics"]["kid_mean"]))
+    row("two-sample AUC (0.5 = indistinguishable), all / equal n", "{:.3f} / {:.3f}",
+        lambda r: (r["eval"]["two_sample_auc"], r["eval"]["synthetic_matched"]["equal_n"]["two_sample_auc"]))
+    row("label fidelity, pneumonia AUC (stage 1 / + DKIM adapter)", "{:.3f} / {:.3f}",
+        lambda r: (r["label_fidelity"]["pneumonia"]["stage1"]["auc"], r["label_fidelity"]["pneumonia"]["stage1+adapter"]["auc"]))
+    row("memorisation gate rejections", "{} of {}", lambda r: (r["cohort"]["memorisation_fail"], r["cohort"]["n"]))
     calls = json.loads((MODEL / "training_cost.json").read_text())["calls"]
     hours = {s: sum(c["seconds"] for c in calls if c["stage"] == s) / 3600 for s in ("stage1", "stage2")}
     quoted(text, "| stage 1 (denoiser) | 16,000 | bf16 (auto) | {:.2f} |", hours["stage1"])
