@@ -271,3 +271,11 @@ def test_docs_quote_the_generator_realism_comparison():
     old, new = load("quality_kermany-128-v2.json"), load(SHIPPED_CARD)
     quoted(bench, "AUC {:.3f} against version 2's {:.3f} under the same judge", new["eval"]["two_sample_auc"],
            old["eval"]["two_sample_auc"])
+
+
+def test_model_card_is_written_from_the_results():
+    from conftest import load_script
+
+    card = load_script("model_card")
+    assert card.INPUTS["card"] == SHIPPED_CARD
+    assert (MODEL / "README.md").read_text() == card.render(), "run python benchmarks/model_card.py"
