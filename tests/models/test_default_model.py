@@ -100,3 +100,23 @@ def test_bench_warns_when_a_subset_is_too_small(tmp_path):
     real = B.load_real_splits(cfg, tmp_path / "splits.csv", cfg.image_size, cfg.split_seed)
     warnings = B.subset_warnings(cfg, real)
     assert len(warnings) == 1 and warnings[0].startswith("real fraction 0.01:")
+
+
+def test_the_recipe_the_docs_name_is_the_shipped_models():
+    """README and docs/training.md name the recipe that made the shipped model: it must describe it."""
+    import yaml
+
+    from cxraug.core import config as C
+    from cxraug.diffusion.config import DiffCXRConfig
+
+    repo = Path(__file__).resolve().parents[2]
+    readme = " ".join((repo / "README.md").read_text().split())
+    recipe = re.search(r"`--recipe (recipes/[\w.-]+\.yaml)` is the shipped model's recipe", readme).group(1)
+    assert f"cxraug train --recipe {recipe} " in (repo / "docs" / "training.md").read_text()
+    made = C.to_dict(C.load(DiffCXRConfig, repo / recipe))
+    shipped = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for section in ("vae", "denoiser"):
+        assert made[section] == shipped[section], section
+    for key in ("steps", "prediction_type", "zero_terminal_snr"):
+        assert made["train"][key] == shipped["train"][key], key
+    assert made["sample"] == shipped["sample"]
