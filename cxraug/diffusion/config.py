@@ -49,6 +49,7 @@ class DecoderTuneConfig:
     alone before its loss reaches the decoder. Crops as in :class:`~cxraug.models.config.VAEConfig`;
     the loop is :func:`cxraug.diffusion.decoder_tune.tune_decoder`. ``perceptual_weight`` /
     ``perceptual_net``: the VAE's LPIPS-style term (``vae.perceptual_*``), here for the decoder.
+    ``disc_norm``: the discriminator's normalisation, ``batch`` (LDM's) or ``none``.
     """
 
     steps: int = 0
@@ -60,6 +61,7 @@ class DecoderTuneConfig:
     disc_start: int = 200
     disc_channels: int = 32
     disc_layers: int = 3
+    disc_norm: str = "batch"
     ema_decay: float = 0.999
     log_every: int = 50
     checkpoint_every: int = 250
@@ -78,6 +80,8 @@ class DecoderTuneConfig:
                 raise ConfigError(f"decoder.{key}: must be >= 1, got {getattr(self, key)}")
         if self.lr <= 0 or self.disc_lr <= 0 or self.adv_weight < 0:
             raise ConfigError("decoder.lr and decoder.disc_lr must be > 0 and decoder.adv_weight >= 0")
+        if self.disc_norm not in ("batch", "none"):
+            raise ConfigError(f"decoder.disc_norm: must be batch or none, got {self.disc_norm!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"decoder.ema_decay: must be in [0, 1), got {self.ema_decay}")
         if not (math.isfinite(self.perceptual_weight) and self.perceptual_weight >= 0):

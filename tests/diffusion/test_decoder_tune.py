@@ -71,6 +71,38 @@ def test_the_discriminator_learns_to_tell_detail_poor_crops_from_real_ones():
     assert np.mean(gaps[-20:]) > 0.5, np.mean(gaps[-20:])
 
 
+def _trained_gap(norm: str, contrast: float, steps: int = 100) -> float:
+    """Mean logit gap (real - fake) over the last 20 of ``steps`` discriminator updates, fakes being
+    the real crops with their greys compressed toward the middle by ``contrast``."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(16, 3, norm)
+    opt = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.9))
+    gaps = []
+    for _ in range(steps):
+        real = ndimage.gaussian_filter(rng.standard_normal((8, 32, 32)), (0, 2, 2)) * 4
+        x = torch.from_numpy(real).float().clamp(-1, 1).unsqueeze(1)
+        loss, logs = DecoderGANLoss.disc_loss(x * contrast, x, disc)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        gaps.append(logs["logit_real"] - logs["logit_fake"])
+    return float(np.mean(gaps[-20:]))
+
+
+def test_a_discriminator_without_batchnorm_learns_missing_contrast():
+    """``norm="none"``: no BatchNorm layer, and the discriminator alone learns to tell crops whose
+    greys are compressed toward the middle (x 0.7) from the real ones."""
+    assert _trained_gap("none", 0.7) > 0.5
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in PatchDiscriminator(8, 2, "none").modules())
+    with pytest.raises(ValueError, match="norm"):
+        PatchDiscriminator(8, 2, "layer")
+    with pytest.raises(ConfigError, match="decoder.disc_norm"):
+        C.load(DiffCXRConfig, None, ["decoder.disc_norm=group"])
+
+
 def test_cli_tunes_the_decoder_only(tiny_run, tmp_path):
     _, run0, _ = tiny_run
     run = tmp_path / "run"
