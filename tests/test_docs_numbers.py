@@ -279,3 +279,38 @@ def test_model_card_is_written_from_the_results():
     card = load_script("model_card")
     assert card.INPUTS["card"] == SHIPPED_CARD
     assert (MODEL / "README.md").read_text() == card.render(), "run python benchmarks/model_card.py"
+
+
+def test_evaluating_page_quotes_the_zero_terminal_snr_experiment():
+    z, v, vae = load("quality_kermany-128-v3z.json"), load(SHIPPED_CARD), load("quality_kermany-128-v3-tuned_vae.json")
+    def st(x, part="generator"): return x["image_stats"][part]["synthetic"]["stats"]
+    def eq(x): return x["eval"]["synthetic_matched"]["equal_n"]["two_sample_auc"]
+    text = page("docs/evaluating.md")
+    quoted(text, "(pixel standard deviation {:.2f}x real's, the darkest 1 % of pixels at {:.3f} against {:.3f})",
+           st(v)["pixel_std"]["ratio"], st(v)["p1"]["compared"], st(v)["p1"]["real"])
+    quoted(text, "have {:.3f}x real's pixel standard deviation and the darkest 1 % at {:.3f}",
+           st(vae, "vae_recon")["pixel_std"]["ratio"], st(vae, "vae_recon")["p1"]["compared"])
+    sweep = {s["guidance"]: s["two_sample_auc"] for s in load("guidance_sweep_v3z.json")["scales"]}
+    quoted(text, "(1.0: two-sample AUC {:.3f} at 1.0, {:.3f} at 1.5, {:.3f} at 2.0, {:.3f} at 3.0,",
+           sweep[1.0], sweep[1.5], sweep[2.0], sweep[3.0])
+    assert min(sweep, key=sweep.get) == 1.0
+    fifty = load("guidance_sweep_v3z_50steps.json")["scales"][0]
+    assert fifty["guidance"] == 1.0 and sweep[1.0] - fifty["two_sample_auc"] > 0.02
+    quoted(text, "instead of 25 ({:.3f},", fifty["two_sample_auc"])
+    bands = ("power_16-32", "power_32-48", "power_48-64")
+    rows = [("FID", lambda x: f"{x['eval']['metrics']['fid']:.1f}", f"{z['eval']['floor']['fid']:.1f} (floor)"),
+            ("two-sample AUC at equal n", lambda x: f"{eq(x):.3f}",
+             f"{z['eval']['floor']['equal_n']['two_sample_auc']:.3f} (floor)"),
+            ("pixel standard deviation / real's", lambda x: f"{st(x)['pixel_std']['ratio']:.2f}", "1"),
+            ("1st / 99th percentile of intensity", lambda x: f"{st(x)['p1']['compared']:.3f} / {st(x)['p99']['compared']:.3f}",
+             f"{st(z)['p1']['real']:.3f} / {st(z)['p99']['real']:.3f}"),
+            ("spectral power at 1-4 cycles per image / real's", lambda x: f"{st(x)['power_1-4']['ratio']:.2f}", "1"),
+            ("spectral power at 16-32 / 32-48 / 48-64 cycles / real's",
+             lambda x: " / ".join(f"{st(x)[b]['ratio']:.2f}" for b in bands), "1"),
+            ("variance of the Laplacian / real's", lambda x: f"{st(x)['laplacian_var']['ratio']:.2f}", "1"),
+            ("label fidelity (pneumonia AUC, with the adapter)",
+             lambda x: f"{x['label_fidelity']['pneumonia']['stage1+adapter']['auc']:.3f}", "-"),
+            ("memorisation gate rejections", lambda x: f"{x['cohort']['memorisation_fail']} of {x['cohort']['n']}", "-")]
+    for label, value, real in rows:
+        quoted(text, "| {} | {} | {} | {} |", label, value(z), value(v), real)
+    assert z["eval"]["metrics"]["fid"] > 5  # why it was not shipped
