@@ -314,3 +314,16 @@ def test_evaluating_page_quotes_the_zero_terminal_snr_experiment():
     for label, value, real in rows:
         quoted(text, "| {} | {} | {} | {} |", label, value(z), value(v), real)
     assert z["eval"]["metrics"]["fid"] > 5  # why it was not shipped
+
+
+def test_training_page_quotes_the_discriminator_norm_experiment():
+    def card(name):
+        r = load(f"quality_kermany-128-v3-{name}_vae.json")
+        return r["vae_recon"]["synthetic_matched"]["equal_n"]["two_sample_auc"], \
+            {k: v["ratio"] for k, v in r["image_stats"]["vae_recon"]["synthetic"]["stats"].items()}
+
+    (n_auc, n), (t_auc, t) = card("nonorm-disc"), card("tuned")
+    quoted(page("docs/training.md"), "power at 32-48 / 48-64 cycles per image ({:.2f} / {:.2f} against {:.2f} / {:.2f}; "
+           "two-sample AUC {:.3f} against {:.3f} at equal n;", n["power_32-48"], n["power_48-64"], t["power_32-48"],
+           t["power_48-64"], n_auc, t_auc)
+    assert min(n[b] for b in ("power_16-32", "power_32-48", "power_48-64")) < min(t[b] for b in ("power_16-32", "power_32-48", "power_48-64"))

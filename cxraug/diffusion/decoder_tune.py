@@ -41,12 +41,8 @@ class PatchDiscriminator(nn.Module):
     """pix2pix / LDM ``NLayerDiscriminator`` for one channel: ``[B, 1, H, W]`` in [-1, 1] ->
     patch logits ``[B, 1, h, w]`` (receptive field 70 px with 3 layers).
 
-    ``norm``: ``"batch"`` (LDM's) or ``"none"``. Real and reconstructed crops are scored in
-    separate batches, so BatchNorm standardises each batch on its own statistics: each batch's
-    mean logit is then pinned by the last BatchNorm's shift, up to the shape of the feature
-    distribution, and once the logits lie within (-1, 1) the hinge loss is
-    ``1 - (mean real - mean fake) / 2``, about 1.0 with next to no gradient (the v3 recipe's tuning
-    logged it within 0.01 of 1.0 from step 2,000 on). Without normalisation every crop is judged on its own.
+    ``norm``: ``"batch"`` (LDM's) or ``"none"`` (every crop judged on its own, whatever else is
+    in its batch; real and reconstructed crops are scored in separate batches).
     """
 
     def __init__(self, channels: int = 32, layers: int = 3, norm: str = "batch"):
