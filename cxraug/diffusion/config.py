@@ -40,6 +40,10 @@ class DataConfig:
             raise ConfigError(f"data.real_frac {self.real_frac}: must be in (0, 1]")
 
 
+#: the decoder-tuning discriminator's normalisations (:class:`~cxraug.diffusion.decoder_tune.PatchDiscriminator`)
+DISC_NORMS = ("batch", "none")
+
+
 @dataclass
 class DecoderTuneConfig:
     """How to fine-tune a latent space's decoder (``steps`` 0: leave it as trained).
@@ -80,8 +84,8 @@ class DecoderTuneConfig:
                 raise ConfigError(f"decoder.{key}: must be >= 1, got {getattr(self, key)}")
         if self.lr <= 0 or self.disc_lr <= 0 or self.adv_weight < 0:
             raise ConfigError("decoder.lr and decoder.disc_lr must be > 0 and decoder.adv_weight >= 0")
-        if self.disc_norm not in ("batch", "none"):
-            raise ConfigError(f"decoder.disc_norm: must be batch or none, got {self.disc_norm!r}")
+        if self.disc_norm not in DISC_NORMS:
+            raise ConfigError(f"decoder.disc_norm: must be one of {', '.join(DISC_NORMS)}, got {self.disc_norm!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"decoder.ema_decay: must be in [0, 1), got {self.ema_decay}")
         if not (math.isfinite(self.perceptual_weight) and self.perceptual_weight >= 0):

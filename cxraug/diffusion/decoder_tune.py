@@ -28,13 +28,10 @@ from torch import nn
 from cxraug.core.progress import MetricsLog, job_progress
 from cxraug.core.seeds import stable_seed
 from cxraug.core.training import BatchOrder, TrainState, ema_model
-from cxraug.diffusion.config import DecoderTuneConfig
+from cxraug.diffusion.config import DISC_NORMS, DecoderTuneConfig
 from cxraug.models.autoencoder import LatentSpace, first_output
 from cxraug.models.perceptual import PerceptualLoss
 from cxraug.models.vae_train import as_dataset, random_crop
-
-
-DISC_NORMS = ("batch", "none")
 
 
 class PatchDiscriminator(nn.Module):
