@@ -129,6 +129,12 @@ class TrainConfig:
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     snr_gamma: float = 0.0
     zero_terminal_snr: bool = False
+    # Stage 1 only: fine-tune another model's U-ViT instead of training one from scratch. A shipped
+    # model name, a run or model folder, or a hub id; the run takes that model's latent space and
+    # report encoder (its U-ViT was trained on them) and, from a run folder, its splits. Every
+    # setting here may differ from the source's (e.g. the prediction type): the weights are the
+    # starting point, the optimiser and the step count start afresh. "" = from scratch.
+    init_from: str = ""
     log_every: int = 10
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
@@ -193,6 +199,12 @@ class DiffCXRConfig:
                               "hint to keep; set adapter.report_drop instead")
         if not 0 <= self.adapter.report_drop < 1:
             raise ConfigError(f"adapter.report_drop {self.adapter.report_drop}: must be in [0, 1)")
+        if self.adapter.init_from:
+            raise ConfigError("adapter.init_from: only stage 1 starts from another model "
+                              "(train.init_from); the adapter is zero-initialised")
+        if self.train.init_from and self.vae.pretrained:
+            raise ConfigError("train.init_from: the run takes the source model's latent space; "
+                              "leave vae.pretrained empty")
         if self.vae.image_size != self.data.image_size:
             raise ConfigError(f"vae.image_size {self.vae.image_size} differs from data.image_size "
                               f"{self.data.image_size}; set both")

@@ -28,6 +28,7 @@ from cxraug.core.training import BatchOrder, TrainState, ema_model
 from cxraug.data import labels as L
 from cxraug.diffusion.config import DiffCXRConfig, TrainConfig
 from cxraug.diffusion.denoiser import Condition, Denoiser
+from cxraug.diffusion.init_from import init_weights
 from cxraug.diffusion.loss import DiffusionLoss
 from cxraug.diffusion.pipeline import DiffCXRPipeline, check_run_files, write_grid
 from cxraug.diffusion.prepare import TrainingSet, build_training_set
@@ -143,10 +144,13 @@ def run_stage(cfg: DiffCXRConfig, run: RunDir, stage: int, progress: bool = True
         data = build_training_set(cfg, run, space, encoder, progress and state.is_main_process)
     # 2. The model of this stage.
     torch.manual_seed(stable_seed(cfg.train.seed, "init", stage))
+    init = None
     if stage == 1:
         base = trainable = build_denoiser(cfg.denoiser, space, encoder)
         net = Denoiser.compose(base)
         tcfg = cfg.train
+        if tcfg.init_from:  # a resumed run's checkpoint overwrites these weights
+            init = init_weights(base, tcfg.init_from)
     else:
         if not (run.denoiser / "config.json").is_file():
 
@@ -177,6 +181,8 @@ def run_stage(cfg: DiffCXRConfig, run: RunDir, stage: int, progress: bool = True
             "image_size": space.image_size, "label_order": list(L.OBSERVATIONS)}
     if stage == 2:
         meta["base_steps"] = base.meta.get("steps")  # the stage-1 model this adapter fits
+    if init:
+        meta["init_from"] = init
     target = run.denoiser if stage == 1 else run.adapter
     ema.module.save_pretrained(target, meta)
     on_sample(tcfg.steps, ema.module)

@@ -20,6 +20,7 @@ from cxraug.data.cache import cached_images
 from cxraug.diffusion.config import DecoderTuneConfig, DiffCXRConfig
 from cxraug.diffusion.decoder_tune import tune_decoder
 from cxraug.diffusion.denoiser_training import run_stage
+from cxraug.diffusion.init_from import adopt_init
 from cxraug.diffusion.prepare import training_dataset
 from cxraug.diffusion.prompts import prompts_for
 from cxraug.models.autoencoder import META_NAME, LatentSpace, load_pretrained_vae
@@ -283,6 +284,8 @@ def train_run(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool 
     with state.main_process_first():
         run = open_run(cfg, out, overwrite if state.is_main_process else False,
                        main=state.is_main_process)
+        if state.is_main_process:
+            adopt_init(cfg, run)
     wanted = set(stages)
     last = max(STAGES.index(s) for s in wanted)
     _check_perceptual_nets(cfg, run, last)
@@ -392,8 +395,10 @@ def write_model_card(cfg: DiffCXRConfig, run: RunDir) -> Path:
         + (f"; decoder tuned {decoder_tuned_steps(run)} steps (L1 + PatchGAN, encoder frozen)."
            if decoder_tuned_steps(run) else "."),
         f"- report encoder: {cfg.text.encoder} + information squeeze to {cfg.text.cond_tokens} tokens.",
-        f"- denoiser: U-ViT preset `{cfg.denoiser.preset}`, stage 1 {den.get('steps', 'not trained')} steps;"
-        f" DKIM adapter: {ada.get('steps', 'not trained')} steps.",
+        f"- denoiser: U-ViT preset `{cfg.denoiser.preset}`, stage 1 {den.get('steps', 'not trained')} steps"
+        + (f" (fine-tuned from `{den['init_from']['name']}`, {den['init_from']['steps']} steps)"
+           if den.get("init_from") else "")
+        + f"; DKIM adapter: {ada.get('steps', 'not trained')} steps.",
         f"- sampling default: {cfg.sample.sampler} {cfg.sample.steps} steps, guidance {cfg.sample.guidance}.",
         "",
         *_cost_lines(run),

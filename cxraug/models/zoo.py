@@ -28,34 +28,36 @@ def shipped_path(name: str) -> Path:
     return ASSETS / SHIPPED[name]
 
 
-def resolve_model(ref: str | Path | None = None) -> Path:
-    """A model reference (shipped name, folder, or hub id; ``None``: the default) -> its folder."""
+def resolve_model(ref: str | Path | None = None, field: str = "--model") -> Path:
+    """A model reference (shipped name, folder, or hub id; ``None``: the default) -> its folder.
+
+    ``field``: how errors name where the reference came from (an option or a recipe key)."""
     ref = str(ref) if ref is not None else DEFAULT_MODEL
     if ref in SHIPPED:
         path = shipped_path(ref)
         if not (path / "denoiser" / "config.json").is_file():
-            raise CxraugError(f"--model {ref}: the shipped model is missing from this install "
+            raise CxraugError(f"{field} {ref}: the shipped model is missing from this install "
                               f"({path.name}/denoiser); reinstall cxraug")
         return path
     path = Path(ref).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise CxraugError(f"--model {ref}: is a file; pass a run folder, a shipped model "
+            raise CxraugError(f"{field} {ref}: is a file; pass a run folder, a shipped model "
                               f"({', '.join(SHIPPED)}) or a hub id")
         return path
     if _HUB_ID.match(ref) and not ref.startswith((".", "~")):
-        return _download(ref)
-    raise CxraugError(f"--model {ref}: no such run folder; pass a folder from cxraug train, a "
+        return _download(ref, field)
+    raise CxraugError(f"{field} {ref}: no such run folder; pass a folder from cxraug train, a "
                       f"shipped model ({', '.join(SHIPPED)}) or a Hugging Face Hub id (owner/name)")
 
 
-def _download(repo_id: str) -> Path:
+def _download(repo_id: str, field: str = "--model") -> Path:
     """A hub repo's files (hub cache); offline (``HF_HUB_OFFLINE``, read now, not when the hub
     library was imported) only what is cached already."""
     import textwrap
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    fix = f"download it where there is internet (`hf download {repo_id} --local-dir DIR`) and pass --model DIR"
+    fix = f"download it where there is internet (`hf download {repo_id} --local-dir DIR`) and pass {field} DIR"
     try:
         from huggingface_hub import snapshot_download
 
@@ -63,9 +65,9 @@ def _download(repo_id: str) -> Path:
             "*.json", "*.yaml", "*.safetensors", "*.npz", "*.md", "*.txt", "*.csv"]))
     except Exception as e:  # offline, unknown repo, gated, ...
         if offline:
-            raise CxraugError(f"--model {repo_id}: not a local folder nor in the hub cache, and "
+            raise CxraugError(f"{field} {repo_id}: not a local folder nor in the hub cache, and "
                               f"HF_HUB_OFFLINE is set (nothing is downloaded); {fix}") from None
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CxraugError(f"--model {repo_id}: not a local folder, and downloading it from the "
+        raise CxraugError(f"{field} {repo_id}: not a local folder, and downloading it from the "
                           f"Hugging Face Hub failed ({textwrap.shorten(first, 120, placeholder=' ...')}); "
                           f"{fix}") from None

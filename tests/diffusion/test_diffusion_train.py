@@ -347,3 +347,52 @@ def test_sampler_calls_both_stages_through_one_signature():
             assert torch.equal(old, new)
     with pytest.raises(ValueError, match="needs a hint"):
         Denoiser.compose(base, adapter)(noise, torch.zeros(2, dtype=torch.long), Condition(ctx))
+
+
+def test_init_from_fine_tunes_another_runs_stage1(tiny_run, tmp_path):
+    """``train.init_from``: stage 1 starts from the source's U-ViT (here with another prediction
+    type) on the source's latent space, report encoder and splits; the export records it."""
+    from cxraug.diffusion.denoiser_training import init_weights
+    from cxraug.models.uvit import UViT
+
+    _, run0, data = tiny_run
+    sets = ("train.prediction_type=v_prediction", "train.zero_terminal_snr=true", "train.steps=2",
+            "adapter.steps=1")
+    run = train_run(tiny_config(data, f"train.init_from={run0.root}", *sets), tmp_path / "ft",
+                    ["1", "2"], progress=False)
+    for part in ("vae", "text"):
+        for f in (run0.root / part).iterdir():
+            assert (run.root / part / f.name).read_bytes() == f.read_bytes()
+    assert run.splits.read_bytes() == run0.splits.read_bytes()
+    meta = json.loads((run.denoiser / "config.json").read_text())["meta"]
+    assert meta["init_from"] == {"name": run0.root.name, "steps": 4} and meta["steps"] == 2
+    assert f"fine-tuned from `{run0.root.name}`, 4 steps" in (run.root / "README.md").read_text()
+    # the starting point is the source's weights: 2 steps later the U-ViT is still near them,
+    # while the same 2 steps from scratch are not
+    source = UViT.from_pretrained(run0.denoiser)
+    loaded = UViT.from_pretrained(run0.denoiser)
+    for p in loaded.parameters():
+        p.data.zero_()
+    assert init_weights(loaded, str(run0.root)) == {"name": run0.root.name, "steps": 4}
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), source.state_dict().values()))
+    scratch = train_run(tiny_config(data, *sets), tmp_path / "scratch", ["1"], progress=False)
+
+    def dist(folder):
+        other = UViT.from_pretrained(folder).state_dict()
+        return sum(float((other[k] - v).norm()) for k, v in source.state_dict().items())
+
+    assert dist(run.denoiser) < 0.5 * dist(scratch.denoiser)
+    # refusals name the field, before anything trains
+    with pytest.raises(CxraugError, match="train.init_from .*no such run folder"):
+        train_run(tiny_config(data, f"train.init_from={tmp_path / 'missing'}"), tmp_path / "m", ["1"],
+                  progress=False)
+    import shutil
+
+    shutil.copytree(run.root, tmp_path / "changed")
+    latent = tmp_path / "changed" / "vae" / "cxraug_latent.json"
+    latent.write_text(latent.read_text() + " ")  # e.g. the source's decoder was re-tuned since
+    with pytest.raises(CxraugError, match="differs from vae/ of train.init_from"):
+        train_run(tiny_config(data, f"train.init_from={run0.root}", *sets), tmp_path / "changed",
+                  ["1"], progress=False)
+    with pytest.raises(Exception, match="adapter.init_from: only stage 1"):
+        tiny_config(data, f"adapter.init_from={run0.root}")
