@@ -129,6 +129,11 @@ class TrainConfig:
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     snr_gamma: float = 0.0
     zero_terminal_snr: bool = False
+    # Offset noise (Guttenberg 2023; diffusers' --noise_offset): add noise_offset * N(0, 1) per
+    # sample and channel, constant over the image, to the training noise, so the model learns to
+    # move an image's mean brightness, which the scaled-linear schedule's non-zero terminal SNR
+    # hides from it; 0 = off (the paper). Stage 2 inherits stage 1's.
+    noise_offset: float = 0.0
     # Stage 1 only: fine-tune another model's U-ViT instead of training one from scratch. A shipped
     # model name, a run or model folder, or a hub id; the run takes that model's latent space and
     # report encoder (its U-ViT was trained on them) and, from a run folder, its splits. Every
@@ -158,6 +163,9 @@ class TrainConfig:
             raise ConfigError(f"train.prediction_type {self.prediction_type!r}: epsilon or v_prediction")
         if self.snr_gamma < 0:
             raise ConfigError(f"train.snr_gamma {self.snr_gamma}: must be >= 0 (0 = uniform weighting)")
+        if not (math.isfinite(self.noise_offset) and self.noise_offset >= 0):
+            raise ConfigError(f"train.noise_offset {self.noise_offset}: must be a finite number >= 0 "
+                              "(0 = off; 0.05-0.1 is usual)")
         if self.zero_terminal_snr and self.prediction_type != "v_prediction":
             raise ConfigError("train.zero_terminal_snr needs train.prediction_type=v_prediction "
                               "(epsilon is undefined at zero SNR)")

@@ -40,7 +40,7 @@ from cxraug.text.squeeze import ReportEncoder
 
 # Settings that define the noise process; stage 2 always takes them from stage 1 (``train``).
 NOISE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type",
-              "zero_terminal_snr")
+              "zero_terminal_snr", "noise_offset")
 
 
 def _lr_lambda(warmup: int):

@@ -10,6 +10,7 @@ hint in stage 2), every sample ``i`` draws
     t_i ~ U{0, ..., T-1},  eps_i ~ N(0, I),  drop_i ~ Bernoulli(cond_drop)
     c_i <- null where drop_i                  (report and hint together: classifier-free guidance)
     c_i.context <- null where alone_i ~ Bernoulli(report_drop)     (only when report_drop > 0)
+    eps_i <- eps_i + noise_offset * o_i,  o_i ~ N(0, 1) per channel   (only when noise_offset > 0)
     x_t = sqrt(abar_t) z + sqrt(1 - abar_t) eps                      (the DDPM forward process)
 
 and its loss is ``w(t) * mean((net(x_t, t, c) - target)^2)`` with the target of the schedule's
@@ -19,8 +20,9 @@ prediction type, ``eps`` (``epsilon``) or ``v = sqrt(abar_t) eps - sqrt(1 - abar
 U-ViT are called the same way.
 
 Reproducibility: every draw comes from ``generator`` (a CPU generator, so CPU and GPU runs draw
-the same numbers), in the order t, eps, drop[, alone]; the ``alone`` mask is drawn only when
-``report_drop > 0``, so runs without it continue exactly from their older checkpoints.
+the same numbers), in the order t, eps, drop[, alone][, offset]; the ``alone`` mask is drawn only when
+``report_drop > 0`` and the offset only when ``noise_offset > 0``, so runs without them continue
+exactly from their older checkpoints.
 """
 
 from __future__ import annotations
@@ -62,20 +64,23 @@ class DiffusionLoss:
     the prediction type); ``null``: the null condition ``[K, D]`` fields, on the device of the
     batches; ``cond_drop``: probability of replacing a sample's condition by ``null``;
     ``report_drop``: probability of replacing its report context alone (stage 2; 0 = off);
-    ``snr_gamma``: Min-SNR-gamma weighting (0 = uniform).
+    ``snr_gamma``: Min-SNR-gamma weighting (0 = uniform); ``noise_offset``: offset noise, a
+    per-sample, per-channel constant ``noise_offset * N(0, 1)`` added to ``eps`` (0 = off).
     """
 
     def __init__(self, scheduler: DDPMScheduler, null: Condition, cond_drop: float = 0.1,
-                 report_drop: float = 0.0, snr_gamma: float = 0.0):
+                 report_drop: float = 0.0, snr_gamma: float = 0.0, noise_offset: float = 0.0):
         self.scheduler, self.null = scheduler, null
         self.cond_drop, self.report_drop, self.snr_gamma = cond_drop, report_drop, snr_gamma
+        self.noise_offset = noise_offset
         self._alphas: dict[torch.device, torch.Tensor] = {}
 
     @classmethod
     def from_config(cls, tcfg, null: Condition) -> DiffusionLoss:
         """The loss a :class:`~cxraug.diffusion.config.TrainConfig` describes."""
 
-        return cls(scheduler_for(tcfg), null, tcfg.cond_drop, tcfg.report_drop, tcfg.snr_gamma)
+        return cls(scheduler_for(tcfg), null, tcfg.cond_drop, tcfg.report_drop, tcfg.snr_gamma,
+                   tcfg.noise_offset)
 
     @property
     def prediction_type(self) -> str:
@@ -109,6 +114,8 @@ class DiffusionLoss:
         if self.report_drop > 0:  # drawn only then: older runs resume exactly
             alone = (torch.rand(b, generator=generator) < self.report_drop).to(device)
             cond = cond.drop_report(alone, self.null)
+        if self.noise_offset > 0:  # drawn only then, last: older runs resume exactly
+            eps = eps + self.noise_offset * torch.randn((b, z.shape[1], 1, 1), generator=generator).to(device)
         # 2. Noising: the forward process at t.
         a = self.alphas(device)[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * z + (1 - a).sqrt() * eps

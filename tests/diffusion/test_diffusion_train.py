@@ -210,6 +210,8 @@ def test_v_prediction_min_snr_zero_terminal_snr_train_and_sample(tiny_run, tmp_p
         assert images.shape == (1, 32, 32)
     with pytest.raises(Exception, match="zero_terminal_snr needs"):
         tiny_config(data, "train.zero_terminal_snr=true")
+    with pytest.raises(Exception, match="train.noise_offset -0.1: must be a finite number >= 0"):
+        tiny_config(data, "train.noise_offset=-0.1")
 
 
 def test_adapter_report_drop_retrains_only_the_adapter(tiny_run, tmp_path):
@@ -251,6 +253,8 @@ def _old_inline_loss(model, stage, sched, z, ctx, hint, null, gen, tcfg):
     if stage == 2 and tcfg.report_drop > 0:
         alone = torch.rand(per_proc, generator=gen) < tcfg.report_drop
         ctx = torch.where(alone[:, None, None], null, ctx)
+    if tcfg.noise_offset > 0:  # offset noise as diffusers' training scripts add it (--noise_offset)
+        eps = eps + tcfg.noise_offset * torch.randn((per_proc, z.shape[1], 1, 1), generator=gen)
     a = alphas[t].view(-1, 1, 1, 1)
     x_t = a.sqrt() * z + (1 - a).sqrt() * eps
     pred = model(x_t, t, ctx) if stage == 1 else model(x_t, t, ctx, hint)
@@ -262,7 +266,8 @@ def _old_inline_loss(model, stage, sched, z, ctx, hint, null, gen, tcfg):
 @pytest.mark.parametrize("stage", [1, 2])
 @pytest.mark.parametrize("extra", [{}, {"prediction_type": "v_prediction", "snr_gamma": 5.0,
                                         "zero_terminal_snr": True, "cond_drop": 0.5},
-                                   {"snr_gamma": 5.0, "cond_drop": 0.5, "report_drop": 0.5}])
+                                   {"snr_gamma": 5.0, "cond_drop": 0.5, "report_drop": 0.5},
+                                   {"noise_offset": 0.1, "report_drop": 0.5}])
 def test_diffusion_loss_equals_the_old_inline_loss_exactly(stage, extra):
     """DiffusionLoss through Denoiser(x_t, t, cond) gives the old loop's loss and gradients
     bit for bit, for the U-ViT and the adapter, and leaves the generator in the same state."""
