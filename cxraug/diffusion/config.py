@@ -128,6 +128,10 @@ class TrainConfig:
     # their default; 0 = off) and zero terminal SNR (Lin et al. 2024; needs v_prediction).
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     snr_gamma: float = 0.0
+    # Truncated-SNR weights (Salimans & Ho 2022): the x0 error weighted by max(SNR, 1), i.e.
+    # epsilon's emphasis on low-noise steps (fine detail) where SNR > 1 and x0's at high noise,
+    # zero SNR included; for v-prediction, whose plain loss weights the x0 error by SNR + 1.
+    truncated_snr: bool = False
     zero_terminal_snr: bool = False
     # Offset noise (Guttenberg 2023; diffusers' --noise_offset): add noise_offset * N(0, 1) per
     # sample and channel, constant over the image, to the training noise, so the model learns to
@@ -166,6 +170,8 @@ class TrainConfig:
         if not (math.isfinite(self.noise_offset) and self.noise_offset >= 0):
             raise ConfigError(f"train.noise_offset {self.noise_offset}: must be a finite number >= 0 "
                               "(0 = off; 0.05-0.1 is usual)")
+        if self.truncated_snr and self.snr_gamma:
+            raise ConfigError("train.truncated_snr and train.snr_gamma are two loss weightings; set one")
         if self.zero_terminal_snr and self.prediction_type != "v_prediction":
             raise ConfigError("train.zero_terminal_snr needs train.prediction_type=v_prediction "
                               "(epsilon is undefined at zero SNR)")

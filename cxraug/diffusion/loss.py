@@ -15,7 +15,8 @@ hint in stage 2), every sample ``i`` draws
 
 and its loss is ``w(t) * mean((net(x_t, t, c) - target)^2)`` with the target of the schedule's
 prediction type, ``eps`` (``epsilon``) or ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) z``
-(``v_prediction``), and ``w(t)`` = 1 or Min-SNR-gamma (see :func:`loss_target_and_weight`).
+(``v_prediction``), and ``w(t)`` = 1, Min-SNR-gamma or truncated SNR (see
+:func:`loss_target_and_weight`).
 ``net`` is any :class:`~cxraug.diffusion.denoiser.Denoiser`: the U-ViT and the adapter-steered
 U-ViT are called the same way.
 
@@ -39,19 +40,24 @@ from cxraug.diffusion.sampling import scheduler_for
 
 
 def loss_target_and_weight(scheduler: DDPMScheduler, z: torch.Tensor, eps: torch.Tensor,
-                           t: torch.Tensor, snr_gamma: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                           t: torch.Tensor, snr_gamma: float = 0.0,
+                           truncated_snr: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The regression target of the scheduler's prediction type (epsilon or v) and per-sample
-    loss weights ``[B]``: ones, or Min-SNR-gamma (``min(snr, g) / snr`` for epsilon,
-    ``min(snr, g) / (snr + 1)`` for v)."""
+    loss weights ``[B]``: ones, Min-SNR-gamma (``min(snr, g) / snr`` for epsilon,
+    ``min(snr, g) / (snr + 1)`` for v) or truncated SNR (``max(snr, 1)`` in place of
+    ``min(snr, g)``)."""
     a = scheduler.alphas_cumprod.to(z.device)[t].view(-1, 1, 1, 1)
     if scheduler.config.prediction_type == "v_prediction":
         target = a.sqrt() * eps - (1 - a).sqrt() * z
     else:
         target = eps
-    if snr_gamma <= 0:
+    if snr_gamma <= 0 and not truncated_snr:
         return target, torch.ones(len(t), device=z.device)
     snr = (a / (1 - a).clamp_min(1e-12)).flatten()
-    clipped = torch.minimum(snr, torch.full_like(snr, snr_gamma))
+    if truncated_snr:  # the x0 error's weight (the numerator below), Salimans & Ho 2022
+        clipped = snr.clamp_min(1.0)
+    else:
+        clipped = torch.minimum(snr, torch.full_like(snr, snr_gamma))
     if scheduler.config.prediction_type == "v_prediction":
         return target, clipped / (snr + 1)
     return target, clipped / snr.clamp_min(1e-12)
@@ -64,15 +70,17 @@ class DiffusionLoss:
     the prediction type); ``null``: the null condition ``[K, D]`` fields, on the device of the
     batches; ``cond_drop``: probability of replacing a sample's condition by ``null``;
     ``report_drop``: probability of replacing its report context alone (stage 2; 0 = off);
-    ``snr_gamma``: Min-SNR-gamma weighting (0 = uniform); ``noise_offset``: offset noise, a
+    ``snr_gamma``: Min-SNR-gamma weighting (0 = uniform); ``truncated_snr``: truncated-SNR
+    weighting instead; ``noise_offset``: offset noise, a
     per-sample, per-channel constant ``noise_offset * N(0, 1)`` added to ``eps`` (0 = off).
     """
 
     def __init__(self, scheduler: DDPMScheduler, null: Condition, cond_drop: float = 0.1,
-                 report_drop: float = 0.0, snr_gamma: float = 0.0, noise_offset: float = 0.0):
+                 report_drop: float = 0.0, snr_gamma: float = 0.0, noise_offset: float = 0.0,
+                 truncated_snr: bool = False):
         self.scheduler, self.null = scheduler, null
         self.cond_drop, self.report_drop, self.snr_gamma = cond_drop, report_drop, snr_gamma
-        self.noise_offset = noise_offset
+        self.noise_offset, self.truncated_snr = noise_offset, truncated_snr
         self._alphas: dict[torch.device, torch.Tensor] = {}
 
     @classmethod
@@ -80,7 +88,7 @@ class DiffusionLoss:
         """The loss a :class:`~cxraug.diffusion.config.TrainConfig` describes."""
 
         return cls(scheduler_for(tcfg), null, tcfg.cond_drop, tcfg.report_drop, tcfg.snr_gamma,
-                   tcfg.noise_offset)
+                   tcfg.noise_offset, tcfg.truncated_snr)
 
     @property
     def prediction_type(self) -> str:
@@ -122,6 +130,7 @@ class DiffusionLoss:
         # 3. Prediction, target and weight of the prediction type, weighted MSE per sample.
         with autocast():
             pred = net(x_t, t, cond)
-            target, weight = loss_target_and_weight(self.scheduler, z, eps, t, self.snr_gamma)
+            target, weight = loss_target_and_weight(self.scheduler, z, eps, t, self.snr_gamma,
+                                                    self.truncated_snr)
             per_sample = F.mse_loss(pred.float(), target, reduction="none").mean((1, 2, 3))
             return per_sample * weight

@@ -194,6 +194,13 @@ def test_loss_targets_and_min_snr_weights():
     assert w_eps[0] < 0.01 and w_eps[2] == pytest.approx(1.0)  # low noise down-weighted, high kept
     zero = noise_scheduler(prediction_type="v_prediction", zero_terminal_snr=True)
     assert float(zero.alphas_cumprod[-1]) == pytest.approx(0.0, abs=1e-6)
+    # truncated SNR: v's plain loss weighs the x0 error by snr + 1; these weights make it max(snr, 1)
+    _, w = loss_target_and_weight(zero, z, eps, t, truncated_snr=True)
+    a = zero.alphas_cumprod[t]
+    snr = a / (1 - a).clamp_min(1e-12)
+    torch.testing.assert_close(w * (snr + 1), torch.maximum(snr, torch.tensor(1.0)))
+    assert w[2] == pytest.approx(1.0) and w[0] == pytest.approx(1.0, abs=1e-3)  # x0 at zero SNR, eps at low noise
+    assert 0.5 < float(w[1]) < 1.0
 
 
 def test_v_prediction_min_snr_zero_terminal_snr_train_and_sample(tiny_run, tmp_path):
@@ -258,7 +265,7 @@ def _old_inline_loss(model, stage, sched, z, ctx, hint, null, gen, tcfg):
     a = alphas[t].view(-1, 1, 1, 1)
     x_t = a.sqrt() * z + (1 - a).sqrt() * eps
     pred = model(x_t, t, ctx) if stage == 1 else model(x_t, t, ctx, hint)
-    target, weight = loss_target_and_weight(sched, z, eps, t, tcfg.snr_gamma)
+    target, weight = loss_target_and_weight(sched, z, eps, t, tcfg.snr_gamma, tcfg.truncated_snr)
     per_sample = F.mse_loss(pred.float(), target, reduction="none").mean((1, 2, 3))
     return (per_sample * weight).mean()
 
@@ -267,7 +274,9 @@ def _old_inline_loss(model, stage, sched, z, ctx, hint, null, gen, tcfg):
 @pytest.mark.parametrize("extra", [{}, {"prediction_type": "v_prediction", "snr_gamma": 5.0,
                                         "zero_terminal_snr": True, "cond_drop": 0.5},
                                    {"snr_gamma": 5.0, "cond_drop": 0.5, "report_drop": 0.5},
-                                   {"noise_offset": 0.1, "report_drop": 0.5}])
+                                   {"noise_offset": 0.1, "report_drop": 0.5},
+                                   {"prediction_type": "v_prediction", "zero_terminal_snr": True,
+                                    "truncated_snr": True}])
 def test_diffusion_loss_equals_the_old_inline_loss_exactly(stage, extra):
     """DiffusionLoss through Denoiser(x_t, t, cond) gives the old loop's loss and gradients
     bit for bit, for the U-ViT and the adapter, and leaves the generator in the same state."""
