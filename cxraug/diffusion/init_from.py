@@ -1,8 +1,8 @@
 """``train.init_from``: stage 1 fine-tunes another model's U-ViT instead of training one from
 scratch (docs/training.md, fine-tuning a trained model).
 
-:func:`adopt_init` gives the run the source's latent space, report encoder and splits before any
-stage runs; :func:`init_weights` loads the source's U-ViT weights when stage 1 builds its model
+:func:`init_source` checks the source before the run folder is touched; :func:`adopt_init` gives
+the run the source's latent space, report encoder and splits before any stage runs; :func:`init_weights` loads the source's U-ViT weights when stage 1 builds its model
 (a resumed run's checkpoint then overwrites them).
 """
 
@@ -25,12 +25,9 @@ def _same_folder(a: Path, b: Path) -> bool:
         filecmp.cmp(a / n, b / n, shallow=False) for n in names)
 
 
-def adopt_init(cfg: DiffCXRConfig, run: RunDir) -> Path | None:
-    """``train.init_from``: the run fine-tunes another model's U-ViT, which was trained on that
-    model's latent space and report encoder, so the run takes both (copied into ``vae/`` and
-    ``text/``: the VAE, decoder and text stages have nothing left to do) and, from a run folder,
-    its ``splits.csv`` (the images the source held out stay held out). Refuses a run whose own
-    ``vae/`` or ``text/`` differ. Returns the source folder (None when unset)."""
+def init_source(cfg: DiffCXRConfig) -> Path | None:
+    """The folder ``train.init_from`` names (None when unset), refused in one line, before the
+    run folder is touched, when it is missing or lacks a component."""
     ref = cfg.train.init_from
     if not ref:
         return None
@@ -39,6 +36,18 @@ def adopt_init(cfg: DiffCXRConfig, run: RunDir) -> Path | None:
         if not (src / part / "config.json").is_file():
             raise CxraugError(f"train.init_from {ref}: no {part}/config.json there; name a run "
                               "folder from cxraug train, a folder from cxraug export or a shipped model")
+    return src
+
+
+def adopt_init(cfg: DiffCXRConfig, run: RunDir, src: Path | None) -> None:
+    """``train.init_from`` (``src``: :func:`init_source`'s folder; None: nothing to do): the run
+    fine-tunes another model's U-ViT, which was trained on that model's latent space and report
+    encoder, so the run takes both (copied into ``vae/`` and ``text/``: the VAE, decoder and text
+    stages have nothing left to do) and, from a run folder, its ``splits.csv`` (the images the
+    source held out stay held out). Refuses a run whose own ``vae/`` or ``text/`` differ."""
+    if src is None:
+        return
+    ref = cfg.train.init_from
     if (src / "splits.csv").is_file() and not run.splits.is_file():
         shutil.copyfile(src / "splits.csv", run.splits)
     for part in ("vae", "text"):
@@ -52,7 +61,6 @@ def adopt_init(cfg: DiffCXRConfig, run: RunDir) -> Path | None:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(src / part, tmp)
         tmp.rename(mine)
-    return src
 
 
 def init_weights(base: UViT, ref: str) -> dict:

@@ -20,7 +20,7 @@ from cxraug.data.cache import cached_images
 from cxraug.diffusion.config import DecoderTuneConfig, DiffCXRConfig
 from cxraug.diffusion.decoder_tune import tune_decoder
 from cxraug.diffusion.denoiser_training import run_stage
-from cxraug.diffusion.init_from import adopt_init
+from cxraug.diffusion.init_from import adopt_init, init_source
 from cxraug.diffusion.prepare import training_dataset
 from cxraug.diffusion.prompts import prompts_for
 from cxraug.models.autoencoder import META_NAME, LatentSpace, load_pretrained_vae
@@ -281,11 +281,12 @@ def train_run(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool 
     # Under `accelerate launch`, the main process prepares everything shared on disk (run
     # folder, frozen components, caches) first; the others then find it there.
     state = PartialState()
+    src = init_source(cfg)
     with state.main_process_first():
         run = open_run(cfg, out, overwrite if state.is_main_process else False,
                        main=state.is_main_process)
         if state.is_main_process:
-            adopt_init(cfg, run)
+            adopt_init(cfg, run, src)
     wanted = set(stages)
     last = max(STAGES.index(s) for s in wanted)
     _check_perceptual_nets(cfg, run, last)

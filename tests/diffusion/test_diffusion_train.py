@@ -400,6 +400,7 @@ def test_init_from_fine_tunes_another_runs_stage1(tiny_run, tmp_path):
     with pytest.raises(CxraugError, match="train.init_from .*no such run folder"):
         train_run(tiny_config(data, f"train.init_from={tmp_path / 'missing'}"), tmp_path / "m", ["1"],
                   progress=False)
+    assert not (tmp_path / "m").exists()  # refused before the run folder is made
     import shutil
 
     shutil.copytree(run.root, tmp_path / "changed")
