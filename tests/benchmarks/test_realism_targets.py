@@ -32,7 +32,9 @@ def test_targets_follow_the_card_and_their_thresholds():
 
 def test_committed_comparison_is_what_the_cards_say():
     rt = load_script("realism_targets")
-    for path in sorted((REPO / "benchmarks" / "results").glob("realism_targets_*.json")):
+    paths = sorted((REPO / "benchmarks" / "results").glob("realism_targets_*.json"))
+    assert paths
+    for path in paths:
         rec = json.loads(path.read_text())
         assert rec == json.loads(json.dumps(rt.score(list(rec["rows"])))), path.name
         assert (path.with_suffix(".md")).read_text() == rt.markdown(rec, path.stem[len("realism_targets_"):])
