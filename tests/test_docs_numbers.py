@@ -294,6 +294,9 @@ def test_evaluating_page_quotes_the_noise_process_experiments():
            *power(zt), st(zt)["laplacian_var"]["ratio"], fid(zt))
     g15 = load("quality_kermany-128-v3zt-g1.5_stats.json")
     quoted(text, "the same model at 1.5 draws still less (power {:.2f} / {:.2f} / {:.2f},", *power(g15))
+    vp = load("quality_kermany-128-v3v_stats.json")
+    quoted(text, "contrast (power {:.2f} / {:.2f} / {:.2f}, darkest 1 % at {:.3f}:", *power(vp), st(vp)["p1"]["compared"])
+    assert all(a < b for a, b in zip(power(vp), power(off)))  # detail the epsilon fine-tune kept
     scores = load("realism_targets_noise_schedule.json")["met"]  # why none was shipped
     v3 = scores.pop(SHIPPED_CARD[len("quality_"):-len(".json")])
     quoted(text, "meets more of the realism targets than version 3 ({} of {})", v3,
