@@ -18,11 +18,11 @@ RESULTS = REPO / "benchmarks" / "results"
 MODEL = REPO / "cxraug" / "assets" / "models" / "kermany-128"
 TEMPLATE = REPO / "benchmarks" / "model_cards" / "kermany-128.md"
 INPUTS = {
-    "card": "quality_kermany-128-v3.json",            # the shipped generator's quality card
-    "previous": "quality_kermany-128-v2.json",        # the version it replaces, same judge
-    "vae": "quality_kermany-128-v3-tuned_vae.json",   # its latent space alone
-    "sweep": "guidance_sweep_v3.json",                # how its guidance was picked
-    "realism": "generator_realism.json",              # downstream: new vs previous generator
+    "card": "quality_kermany-128-v4.json",               # the shipped generator's quality card
+    "previous": "quality_kermany-128-v3.json",           # the version it replaces, same judge
+    "vae": "quality_kermany-128-v3-spectral_vae.json",   # its latent space alone
+    "sweep": "guidance_sweep_v3.json",                   # how its guidance was picked (same denoiser)
+    "realism": "generator_realism_v4.json",              # downstream: new vs previous generator
 }
 # Hours of the components trained before cxraug recorded costs (summed from their logs' elapsed times).
 LOGGED_HOURS = {"perceptual": 0.9, "vae": 1.84}
@@ -81,10 +81,9 @@ def render() -> str:
                   for s in sw["scales"]]
 
     def hours(stage): return sum(c["seconds"] for c in calls if c["stage"] == stage) / 3600
-    decoder = [c for c in calls if c["stage"] == "decoder"]
     cost = [("perceptual network (resnet10t, 128 px)", "640 (early stop)", "fp32", LOGGED_HOURS["perceptual"], "its log"),
             ("VAE", "12,000", "bf16 (auto)", LOGGED_HOURS["vae"], "its log"),
-            ("decoder tuning", "4,000", "fp32", decoder[0]["seconds"] / 3600, "training_cost.json"),
+            ("decoder tuning", "4,000", "fp32", hours("decoder"), "training_cost.json"),
             ("text (AVA-TLS squeeze)", "1 epoch", "-", hours("text"), "training_cost.json"),
             ("stage 1 (denoiser)", "16,000", "bf16 (auto)", hours("stage1"), "training_cost.json"),
             ("stage 2 (DKIM adapter)", "800", "bf16 (auto)", hours("stage2"), "training_cost.json")]
@@ -95,13 +94,24 @@ def render() -> str:
     return TEMPLATE.read_text().format(
         metrics_rows="\n".join(metrics_rows), stats_rows="\n".join(stats_rows), sweep_rows="\n".join(sweep_rows),
         cost_rows="\n".join(cost_rows), floor_lo=min(floor_ratios), floor_hi=max(floor_ratios),
-        std_ratio=st(q)["pixel_std"]["ratio"], p1_v3=st(q)["p1"]["compared"], p1_real=st(q)["p1"]["real"],
+        std_ratio=st(q)["pixel_std"]["ratio"], p1_new=st(q)["p1"]["compared"], p1_real=st(q)["p1"]["real"],
         pow_lo=min(power), pow_hi=max(power), vae_auc=v["vae_recon"]["synthetic_matched"]["equal_n"]["two_sample_auc"],
-        decoder2_h=decoder[1]["seconds"] / 3600, auc_eq=eq(q)["two_sample_auc"],
+        auc_eq=eq(q)["two_sample_auc"],
         mem_fail=q["cohort"]["memorisation_fail"], mem_n=q["cohort"]["n"],
         prec=ev(q)["metrics"]["precision"], prec_old=ev(o)["metrics"]["precision"], prec_floor=f["precision"],
         rec=ev(q)["metrics"]["recall"],
-        realism="{:+.3f} [{:+.3f}, {:+.3f}]".format(rz["primary"]["estimate"], *rz["primary"]["ci"]))
+        realism="{:+.3f} [{:+.3f}, {:+.3f}]".format(rz["primary"]["estimate"], *rz["primary"]["ci"]),
+        realism_verdict=realism_words(rz["primary"]))
+
+
+def realism_words(primary: dict) -> str:
+    """The primary comparison's reading, in the card's words."""
+    lo, hi = primary["ci"]
+    if lo > 0:
+        return "version 4's cohort trained better classifiers than version 3's"
+    if hi < 0:
+        return "version 4's cohort trained worse classifiers than version 3's"
+    return "no difference between the two cohorts shown (the interval includes 0)"
 
 
 def main() -> int:

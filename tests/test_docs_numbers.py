@@ -7,7 +7,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 MODEL = REPO / "cxraug" / "assets" / "models" / "kermany-128"
-SHIPPED_CARD = "quality_kermany-128-v3.json"  # the shipped model's quality card
+SHIPPED_CARD = "quality_kermany-128-v4.json"  # the shipped model's quality card
 
 
 def load(name: str) -> dict:
@@ -236,8 +236,6 @@ def test_docs_quote_the_generator_realism_comparison():
     p = r["primary"]
     assert r["declared_primary"] == {"protocol": "paper", "frac": 0.05, "arm": "synth->real", "comparison": "new - old"}
     ci = "{:+.3f} [{:+.3f}, {:+.3f}]".format(p["estimate"], *p["ci"])
-    quoted(page("README.md"), "`synth->real` at 5 % moved by {} mAUC", ci)
-    quoted(page("cxraug/assets/models/kermany-128/README.md"), "v3 minus v2 = {} mAUC", ci)
     bench = page("docs/benchmarking.md")
     quoted(bench, "new minus old, is {} mAUC (p = {:.3f})", ci, p["p_value"])
     quoted(bench, "excludes 0 ({} comparisons, Holm-adjusted p >= {:.2f})", len(r["family"]),
@@ -246,9 +244,30 @@ def test_docs_quote_the_generator_realism_comparison():
     nih = next(x for x in r["rows"] if (x["test_set"], x["frac"], x["arm"]) == ("nih14", 0.01, "real+synth"))
     quoted(bench, "version 3's `real+synth` at 1 % scores {:+.3f} [{:+.3f}, {:+.3f}] below", nih["new_minus_old"]["estimate"],
            *nih["new_minus_old"]["ci"])
-    old, new = load("quality_kermany-128-v2.json"), load(SHIPPED_CARD)
+    old, new = load("quality_kermany-128-v2.json"), load("quality_kermany-128-v3.json")
     quoted(bench, "AUC {:.3f} against version 2's {:.3f} under the same judge", new["eval"]["two_sample_auc"],
            old["eval"]["two_sample_auc"])
+
+
+def test_docs_quote_the_v4_realism_comparison():
+    r = load("generator_realism_v4.json")
+    p = r["primary"]
+    assert r["declared_primary"] == {"protocol": "paper", "frac": 0.05, "arm": "synth->real", "comparison": "new - old"}
+    assert r["old_model"].endswith("kermany-128-v3") and r["new_model"].endswith("kermany-128-v4")
+    ci = "{:+.3f} [{:+.3f}, {:+.3f}]".format(p["estimate"], *p["ci"])
+    quoted(page("README.md"), "`synth->real` at 5 % moved by {} mAUC", ci)
+    quoted(page("cxraug/assets/models/kermany-128/README.md"), "v4 minus v3 = {} mAUC", ci)
+    bench = page("docs/benchmarking.md")
+    quoted(bench, "version 4 minus version 3, is {} mAUC (p = {:.3f})", ci, p["p_value"])
+    fam = r["family"]
+    quoted(bench, "({} comparisons, Holm-adjusted p >= {:.2f})", len(fam), min(f["p_holm"] for f in fam))
+    assert all(f["p_holm"] > 0.05 for f in fam)
+    top = max(fam, key=lambda f: f["estimate"])
+    assert (top["frac"], top["arm"], top["comparison"]) == (0.01, "real+synth", "new - real+dup")
+    quoted(bench, "is {:+.3f} [{:+.3f}, {:+.3f}] unadjusted (Holm p = {:.3f})", top["estimate"], *top["ci"], top["p_holm"])
+    met = load("realism_targets_decoder_spectral.json")["met"]
+    quoted(bench, "realism targets against version 3's {})", met["kermany-128-v3"])
+    quoted(bench, "its images meet {} of the {}", met["kermany-128-v4"], load("realism_targets_decoder_spectral.json")["of"])
 
 
 def test_model_card_is_written_from_the_results():
@@ -263,7 +282,7 @@ def test_model_card_is_written_from_the_results():
 
 
 def test_evaluating_page_quotes_the_noise_process_experiments():
-    z, v, vae = load("quality_kermany-128-v3z.json"), load(SHIPPED_CARD), load("quality_kermany-128-v3-tuned_vae.json")
+    z, v, vae = load("quality_kermany-128-v3z.json"), load("quality_kermany-128-v3.json"), load("quality_kermany-128-v3-tuned_vae.json")
     ft, off = load("quality_kermany-128-v3zft-pilot.json"), load("quality_kermany-128-v3off.json")
     def st(x, part="generator"): return x["image_stats"][part]["synthetic"]["stats"]
     def power(x): return [st(x)[f"power_{b}"]["ratio"] for b in ("16-32", "32-48", "48-64")]
@@ -298,7 +317,7 @@ def test_evaluating_page_quotes_the_noise_process_experiments():
     quoted(text, "contrast (power {:.2f} / {:.2f} / {:.2f}, darkest 1 % at {:.3f}:", *power(vp), st(vp)["p1"]["compared"])
     assert all(a < b for a, b in zip(power(vp), power(off)))  # detail the epsilon fine-tune kept
     scores = load("realism_targets_noise_schedule.json")["met"]  # why none was shipped
-    v3 = scores.pop(SHIPPED_CARD[len("quality_"):-len(".json")])
+    v3 = scores.pop("kermany-128-v3")
     quoted(text, "meets more of the realism targets than version 3 ({} of {})", v3,
            load("realism_targets_noise_schedule.json")["of"])
     assert len(scores) == 4 and max(scores.values()) <= v3
@@ -323,3 +342,29 @@ def test_training_page_quotes_the_faster_discriminator_experiment():
     quoted(page("docs/training.md"), "reached {:.2f} / {:.2f} at 16-32 / 32-48 cycles, but {:.2f} at 48-64 (two-sample AUC {:.3f};",
            s["power_16-32"], s["power_32-48"], s["power_48-64"], r["vae_recon"]["synthetic_matched"]["equal_n"]["two_sample_auc"])
     assert s["power_48-64"] < 0.9
+
+
+def test_training_page_quotes_the_spectral_decoder_experiment():
+    def recon(name):
+        r = load(f"quality_{name}_vae.json")
+        return r["vae_recon"]["synthetic_matched"]["equal_n"]["two_sample_auc"], \
+            {k: v["ratio"] for k, v in r["image_stats"]["vae_recon"]["synthetic"]["stats"].items()}
+
+    def gen(name): return {k: v["ratio"] for k, v in load(name)["image_stats"]["generator"]["synthetic"]["stats"].items()}
+    bands = ("power_16-32", "power_32-48", "power_48-64")
+    (sa, s), (ta, t) = recon("kermany-128-v3-spectral"), recon("kermany-128-v3-tuned")
+    g3, g4 = gen("quality_kermany-128-v3.json"), gen(SHIPPED_CARD)
+    text = page("docs/training.md")
+    quoted(text, "kept {:.2f} / {:.2f} / {:.2f} of real images' power at 16-32 / 32-48 / 48-64 cycles against "
+           "{:.2f} / {:.2f} / {:.2f}, and {:.2f}x their Laplacian variance against {:.2f}x", *(s[b] for b in bands),
+           *(t[b] for b in bands), s["laplacian_var"], t["laplacian_var"])
+    quoted(text, "(two-sample AUC {:.3f} against {:.3f} at equal n;", sa, ta)
+    assert sa > ta  # "slightly more easily"
+    quoted(text, "rose from {:.2f} / {:.2f} / {:.2f} to {:.2f} / {:.2f} / {:.2f} and their Laplacian variance from "
+           "{:.2f}x to {:.2f}x real's", *(g3[b] for b in bands), *(g4[b] for b in bands), g3["laplacian_var"],
+           g4["laplacian_var"])
+    assert all(g4[b] > g3[b] for b in bands)
+    met = load("realism_targets_decoder_spectral.json")["met"]
+    assert met == {"kermany-128-v3": 4, "kermany-128-v4": 5}
+    quoted(page("docs/evaluating.md"), "meet {} of the {} realism targets", met["kermany-128-v4"],
+           load("realism_targets_decoder_spectral.json")["of"])

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cxraug.core.config import ConfigError
-from cxraug.models.config import DenoiserConfig, VAEConfig
+from cxraug.models.config import SPECTRAL_WINDOWS, DenoiserConfig, VAEConfig
 from cxraug.text.config import TextConfig
 
 
@@ -54,6 +54,8 @@ class DecoderTuneConfig:
     the loop is :func:`cxraug.diffusion.decoder_tune.tune_decoder`. ``perceptual_weight`` /
     ``perceptual_net``: the VAE's LPIPS-style term (``vae.perceptual_*``), here for the decoder.
     ``disc_norm``: the discriminator's normalisation, ``batch`` (LDM's) or ``none``.
+    ``spectral_weight``: a multi-resolution spectral-magnitude term (:mod:`cxraug.models.spectral`)
+    beside L1, rewarding the right amount of fine texture wherever it is placed (0 = off).
     """
 
     steps: int = 0
@@ -72,6 +74,7 @@ class DecoderTuneConfig:
     keep_checkpoints: int = 2
     perceptual_weight: float = 0.0
     perceptual_net: str = ""
+    spectral_weight: float = 0.0
     seed: int = 0
 
     def validate(self, image_size: int | None = None, downsample: int = 1) -> None:
@@ -91,6 +94,14 @@ class DecoderTuneConfig:
         if not (math.isfinite(self.perceptual_weight) and self.perceptual_weight >= 0):
             raise ConfigError(f"decoder.perceptual_weight: must be a finite number >= 0 (0 = off), "
                               f"got {self.perceptual_weight}")
+        if not (math.isfinite(self.spectral_weight) and self.spectral_weight >= 0):
+            raise ConfigError(f"decoder.spectral_weight: must be a finite number >= 0 (0 = off), "
+                              f"got {self.spectral_weight}")
+        side = self.crop_size or image_size
+        if self.spectral_weight and side is not None and side < max(SPECTRAL_WINDOWS):
+            raise ConfigError(f"decoder.spectral_weight: the spectral term needs images or crops of at least "
+                              f"{max(SPECTRAL_WINDOWS)} px, not {side}; raise decoder.crop_size or set "
+                              "decoder.spectral_weight=0")
         if self.perceptual_weight and not self.perceptual_net.strip():
             raise ConfigError("decoder.perceptual_net: empty while decoder.perceptual_weight > 0; "
                               "set it to a classifier folder (as vae.perceptual_net)")

@@ -4,7 +4,8 @@ these latents stay valid; only ``vae.decoder`` (and ``post_quant_conv``) learn, 
 discriminator's hinge loss on top of the L1 reconstruction (LDM's ``LPIPSWithDiscriminator``;
 its LPIPS term, whose ImageNet weights a CPU-only offline run does not have, is optional here and
 uses a classifier trained on the training split instead: ``decoder.perceptual_weight``,
-:mod:`cxraug.models.perceptual`).
+:mod:`cxraug.models.perceptual`). Optional too: a multi-resolution spectral-magnitude term
+(``decoder.spectral_weight``, :mod:`cxraug.models.spectral`).
 
 Why: a small autoencoder trained with L1 alone decodes blurred textures; a classifier tells its
 reconstructions of real radiographs from the originals almost perfectly (two-sample AUC 0.968 for
@@ -31,6 +32,7 @@ from cxraug.core.training import BatchOrder, TrainState, ema_model
 from cxraug.diffusion.config import DISC_NORMS, DecoderTuneConfig
 from cxraug.models.autoencoder import LatentSpace, first_output
 from cxraug.models.perceptual import PerceptualLoss
+from cxraug.models.spectral import SpectralLoss
 from cxraug.models.vae_train import as_dataset, random_crop
 
 
@@ -73,9 +75,11 @@ class DecoderGANLoss:
     half, ``disc_loss`` the discriminator's; both return ``(loss, logs)``."""
 
     def __init__(self, last_layer: torch.Tensor, adv_weight: float = 0.5,
-                 perceptual: PerceptualLoss | None = None, perceptual_weight: float = 0.0):
+                 perceptual: PerceptualLoss | None = None, perceptual_weight: float = 0.0,
+                 spectral: SpectralLoss | None = None, spectral_weight: float = 0.0):
         self.last_layer, self.adv_weight = last_layer, adv_weight
         self.perceptual, self.perceptual_weight = perceptual, perceptual_weight
+        self.spectral, self.spectral_weight = spectral, spectral_weight
 
     def adaptive_weight(self, rec: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
         """``adv_weight * |d rec / d W_last| / |d adv / d W_last|``: at the decoder's output layer
@@ -93,6 +97,10 @@ class DecoderGANLoss:
             p = self.perceptual(recon, x)
             logs["perceptual"] = p.item()
             rec = rec + self.perceptual_weight * p
+        if self.spectral is not None:  # texture power per band, whatever its phase
+            s = self.spectral(recon, x)
+            logs["spectral"] = s.item()
+            rec = rec + self.spectral_weight * s
         if not adversarial:
             return rec, logs
         adv = -disc(recon).mean()
@@ -154,8 +162,9 @@ def tune_decoder(space: LatentSpace, images: np.ndarray | torch.utils.data.Datas
     perceptual = None
     if config.perceptual_weight:
         perceptual = PerceptualLoss.from_classifier(config.perceptual_net, "decoder.perceptual_net")
+    spectral = SpectralLoss() if config.spectral_weight else None
     loss_fn = DecoderGANLoss(space.vae.decoder.conv_out.weight, config.adv_weight, perceptual,
-                             config.perceptual_weight)
+                             config.perceptual_weight, spectral, config.spectral_weight)
     data = as_dataset(images)
     order = BatchOrder(len(data), stable_seed(config.seed, "decoder"))
     log = MetricsLog(log_path or ckpts.parent / "decoder_log.jsonl")

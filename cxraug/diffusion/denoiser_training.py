@@ -128,8 +128,9 @@ def train_denoiser(net: Denoiser, trainable: torch.nn.Module, data: TrainingSet,
 
 
 def run_stage(cfg: DiffCXRConfig, run: RunDir, stage: int, progress: bool = True,
-              max_steps: int | None = None) -> Path:
-    """Train one stage end to end and export its EMA weights as a component folder."""
+              max_steps: int | None = None, init_src: Path | None = None) -> Path:
+    """Train one stage end to end and export its EMA weights as a component folder
+    (``init_src``: the folder ``train.init_from`` resolved to, whose U-ViT stage 1 starts from)."""
     # 1. Frozen parts: latent space and report encoder; cached training inputs.
     from accelerate import PartialState
 
@@ -149,8 +150,11 @@ def run_stage(cfg: DiffCXRConfig, run: RunDir, stage: int, progress: bool = True
         base = trainable = build_denoiser(cfg.denoiser, space, encoder)
         net = Denoiser.compose(base)
         tcfg = cfg.train
-        if tcfg.init_from:  # a resumed run's checkpoint overwrites these weights
-            init = init_weights(base, tcfg.init_from)
+        if tcfg.init_from:  # not loaded when a checkpoint of this run will be resumed
+            if init_src is None:
+                raise ValueError("train.init_from is set: pass its resolved folder as init_src")
+            init = init_weights(base, init_src, tcfg.init_from,
+                                load=not any(run.checkpoints(stage).glob("step_*")))
     else:
         if not (run.denoiser / "config.json").is_file():
 

@@ -2,8 +2,10 @@
 scratch (docs/training.md, fine-tuning a trained model).
 
 :func:`init_source` checks the source before the run folder is touched; :func:`adopt_init` gives
-the run the source's latent space, report encoder and splits before any stage runs; :func:`init_weights` loads the source's U-ViT weights when stage 1 builds its model
-(a resumed run's checkpoint then overwrites them).
+the run the source's latent space, report encoder and splits before any stage runs;
+:func:`init_weights` loads the source's U-ViT weights when stage 1 builds its model, unless a
+checkpoint of the run will be resumed (its own weights are there). The decoder stage has nothing
+to do in such a run: its latent space, decoder tuning included, is the source's.
 """
 
 from __future__ import annotations
@@ -63,10 +65,14 @@ def adopt_init(cfg: DiffCXRConfig, run: RunDir, src: Path | None) -> None:
         tmp.rename(mine)
 
 
-def init_weights(base: UViT, ref: str) -> dict:
-    """``train.init_from``: load the source model's stage-1 U-ViT weights into ``base``; returns
-    what the export records (the source's folder name and its stage-1 steps)."""
-    src = resolve_model(ref, "train.init_from")
+def init_weights(base: UViT, src: Path, ref: str, load: bool = True) -> dict:
+    """``train.init_from`` ``ref``, resolved to ``src`` by :func:`init_source`: load the source
+    model's stage-1 U-ViT weights into ``base`` (``load`` False: a checkpoint will replace them;
+    nothing is loaded); returns what the export records (the source's folder name and its stage-1
+    steps)."""
+    name = Path(ref).name if Path(ref).is_absolute() else ref  # no absolute paths in an export
+    if not load:
+        return {"name": name, "steps": RunDir(src).meta("denoiser").get("steps")}
     source = UViT.from_pretrained(src / "denoiser")
     try:
         base.load_state_dict(source.state_dict())
@@ -74,5 +80,4 @@ def init_weights(base: UViT, ref: str) -> dict:
         raise CxraugError(f"train.init_from {ref}: its U-ViT ({src / 'denoiser' / 'config.json'}) is "
                           "not the one denoiser.* of this recipe builds; use the source's denoiser "
                           "settings") from None
-    name = Path(ref).name if Path(ref).is_absolute() else ref  # no absolute paths in an export
     return {"name": name, "steps": source.meta.get("steps")}

@@ -74,7 +74,8 @@ def open_run(cfg: DiffCXRConfig, out: Path, overwrite: bool = False, main: bool 
                               "differs); resume with the same recipe/--set, or pass --overwrite to "
                               "replace it, or another --out")
         _check_steps(run, cfg, adapter_restarts=bool(changed))
-        check_decoder(cfg, run)
+        if not cfg.train.init_from:  # else the latent space and its decoder are the source's
+            check_decoder(cfg, run)
         if main and _stale(run, "1", cfg):
             _check_resumable(run, cfg)
         if changed and main:
@@ -267,7 +268,7 @@ def _check_perceptual_nets(cfg: DiffCXRConfig, run: RunDir, last: int) -> None:
     (not after hours of VAE training, at the decoder)."""
     if cfg.vae.perceptual_weight and not cfg.vae.pretrained and not (run.vae / "config.json").is_file():
         classifier_folder(cfg.vae.perceptual_net, "vae.perceptual_net")
-    if last >= STAGES.index("decoder") and cfg.decoder.perceptual_weight \
+    if last >= STAGES.index("decoder") and cfg.decoder.perceptual_weight and not cfg.train.init_from \
             and decoder_tuned_steps(run) < cfg.decoder.steps:
         classifier_folder(cfg.decoder.perceptual_net, "decoder.perceptual_net")
 
@@ -292,7 +293,7 @@ def train_run(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool 
     _check_perceptual_nets(cfg, run, last)
     for stage in STAGES[: last + 1]:
         if stage == "decoder":  # on the main process (the others wait): an in-place swap of vae/
-            if cfg.decoder.steps and check_decoder(cfg, run) != cfg.decoder.steps:
+            if src is None and cfg.decoder.steps and check_decoder(cfg, run) != cfg.decoder.steps:
                 with state.main_process_first():
                     if state.is_main_process:
                         with timed_stage(run.root, "decoder"):
@@ -315,7 +316,7 @@ def train_run(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool 
                         (stage_vae if stage == "vae" else stage_text)(cfg, run, progress)
         else:
             with timed_stage(run.root, f"stage{stage}", state.is_main_process):
-                run_stage(cfg, run, int(stage), progress, max_steps)
+                run_stage(cfg, run, int(stage), progress, max_steps, src)
     if state.is_main_process:
         write_model_card(cfg, run)
     return run

@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 
 from cxraug.core.config import ConfigError
 
+#: the spectral loss's window sizes in pixels (:mod:`cxraug.models.spectral`): from the finest band
+#: up to a quarter of a 128 px image
+SPECTRAL_WINDOWS = (8, 16, 32)
+
 
 @dataclass
 class VAEConfig:

@@ -131,12 +131,16 @@ def test_cli_tunes_the_decoder_only(tiny_run, tmp_path):
     assert (run / "vae" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
 
 
-def test_resumed_tuning_equals_one_pass(tiny_run, tmp_path, one_thread):
+@pytest.mark.parametrize("spectral", ["0", "0.1"])
+def test_resumed_tuning_equals_one_pass(tiny_run, tmp_path, one_thread, spectral):
     _, run, _ = tiny_run
     cfg = C.from_dict(DecoderTuneConfig, C.apply_overrides(C.to_dict(DecoderTuneConfig()),
-                                                           [s.split(".", 1)[1] for s in TUNE]))
+                                                           [s.split(".", 1)[1] for s in TUNE]
+                                                           + [f"spectral_weight={spectral}"]))
     images = np.random.default_rng(0).integers(0, 255, (6, 32, 32), dtype=np.uint8)
     full = tune_decoder(LatentSpace.load(run.vae), images, cfg, tmp_path / "a", progress=False)
+    logs = [json.loads(x) for x in (tmp_path / "decoder_log.jsonl").read_text().splitlines()]
+    assert ("spectral" in logs[-1]) == (spectral != "0") and all(np.isfinite(r["rec"]) for r in logs)
     assert tune_decoder(LatentSpace.load(run.vae), images, cfg, tmp_path / "b", progress=False, max_steps=2) is None
     resumed = tune_decoder(LatentSpace.load(run.vae), images, cfg, tmp_path / "b", progress=False)
     for k, v in full.vae.state_dict().items():
@@ -150,6 +154,10 @@ def test_user_errors_are_one_line(tiny_run, tmp_path, capsys):
     assert "decoder.steps is 0" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(ConfigError, match="decoder.crop_size"):
         tiny_config(data, "decoder.steps=2", "decoder.crop_size=48")
+    with pytest.raises(ConfigError, match="decoder.spectral_weight: must be a finite"):
+        C.load(DiffCXRConfig, None, ["decoder.spectral_weight=-1"])
+    with pytest.raises(ConfigError, match="decoder.spectral_weight: the spectral term needs"):
+        tiny_config(data, "decoder.steps=2", "decoder.crop_size=16", "decoder.spectral_weight=0.1")
     with pytest.raises(ConfigError, match="keeps its decoder"):
         C.load(DiffCXRConfig, None, ["vae.pretrained=some/vae", "decoder.steps=2"])
     run = tmp_path / "run"

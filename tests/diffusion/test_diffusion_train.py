@@ -387,8 +387,12 @@ def test_init_from_fine_tunes_another_runs_stage1(tiny_run, tmp_path):
     loaded = UViT.from_pretrained(run0.denoiser)
     for p in loaded.parameters():
         p.data.zero_()
-    assert init_weights(loaded, str(run0.root)) == {"name": run0.root.name, "steps": 4}
+    assert init_weights(loaded, run0.root, str(run0.root)) == {"name": run0.root.name, "steps": 4}
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), source.state_dict().values()))
+    for p in loaded.parameters():  # a run resuming its checkpoint: nothing loaded, same record
+        p.data.zero_()
+    assert init_weights(loaded, run0.root, str(run0.root), load=False) == {"name": run0.root.name, "steps": 4}
+    assert all(not p.any() for p in loaded.parameters())
     scratch = train_run(tiny_config(data, *sets), tmp_path / "scratch", ["1"], progress=False)
 
     def dist(folder):
@@ -411,3 +415,24 @@ def test_init_from_fine_tunes_another_runs_stage1(tiny_run, tmp_path):
                   ["1"], progress=False)
     with pytest.raises(Exception, match="adapter.init_from: only stage 1"):
         tiny_config(data, f"adapter.init_from={run0.root}")
+
+
+def test_init_from_keeps_the_sources_decoder_and_resumes_exactly(tiny_run, tmp_path, one_thread):
+    """A fine-tuning run's latent space is the source's: the recipe's decoder tuning is not run
+    on it (nor checked against it). Stopped after a checkpoint, the rerun resumes the run's own
+    weights (not the source's) and ends where one uninterrupted pass does."""
+    from cxraug.models.uvit import UViT
+
+    _, run0, data = tiny_run
+    sets = (f"train.init_from={run0.root}", "train.steps=3", "train.checkpoint_every=1",
+            "decoder.steps=2", "decoder.batch_size=4", "decoder.disc_start=1")
+    full = train_run(tiny_config(data, *sets), tmp_path / "full", ["1"], progress=False)
+    for f in (run0.root / "vae").iterdir():
+        assert (full.root / "vae" / f.name).read_bytes() == f.read_bytes()
+    assert not full.checkpoints("decoder").exists()
+    cut = train_run(tiny_config(data, *sets), tmp_path / "cut", ["1"], progress=False, max_steps=2)
+    resumed = train_run(tiny_config(data, *sets), cut.root, ["1"], progress=False)
+    a, b = (UViT.from_pretrained(r.denoiser).state_dict() for r in (full, resumed))
+    for k, v in a.items():
+        torch.testing.assert_close(b[k], v, rtol=1e-5, atol=1e-6)
+    assert json.loads((resumed.denoiser / "config.json").read_text())["meta"]["init_from"]["steps"] == 4

@@ -115,7 +115,7 @@ def test_the_recipe_the_docs_name_is_the_shipped_models():
     assert f"cxraug train --recipe {recipe} " in (repo / "docs" / "training.md").read_text()
     made = C.to_dict(C.load(DiffCXRConfig, repo / recipe))
     shipped = yaml.safe_load((ROOT / "config.yaml").read_text())
-    for section in ("vae", "denoiser"):
+    for section in ("vae", "decoder", "denoiser"):
         assert made[section] == shipped[section], section
     for key in ("steps", "prediction_type", "zero_terminal_snr"):
         assert made["train"][key] == shipped["train"][key], key
