@@ -368,3 +368,22 @@ def test_training_page_quotes_the_spectral_decoder_experiment():
     assert met == {"kermany-128-v3": 4, "kermany-128-v4": 5}
     quoted(page("docs/evaluating.md"), "meet {} of the {} realism targets", met["kermany-128-v4"],
            load("realism_targets_decoder_spectral.json")["of"])
+
+
+def test_evaluating_page_quotes_the_expert_handoff():
+    r = load("expert_handoff.json")
+    rows = {x["name"]: x for x in r["rows"]}
+    alone, k4 = rows["K=0"], rows["K=4"]
+    control = next(x for x in r["rows"] if x["name"].startswith("control"))
+    bands = ("power_16-32", "power_32-48", "power_48-64")
+    text = page("docs/evaluating.md")
+    quoted(text, "(darkest 1 % at {:.3f}, power at 1-4 cycles {:.2f} of real's against {:.2f} with version 4 alone)",
+           k4["p1"], k4["ratio"]["power_1-4"], alone["ratio"]["power_1-4"])
+    quoted(text, "(Laplacian variance {:.2f}x against {:.2f}x, power at 16-32 / 32-48 / 48-64 cycles "
+           "{:.2f} / {:.2f} / {:.2f} against {:.2f} / {:.2f} / {:.2f})", k4["ratio"]["laplacian_var"],
+           alone["ratio"]["laplacian_var"], *(k4["ratio"][b] for b in bands), *(alone["ratio"][b] for b in bands))
+    assert r["n"] == 400 and r["steps"] == 25 and control["k"] == 12
+    quoted(text, "version 4 handed to itself at K = {} drew what it draws alone", control["k"])
+    assert all(abs(control["ratio"][s] - alone["ratio"][s]) < 0.02 for s in alone["ratio"])  # "what it draws alone"
+    for k in (8, 12):  # "larger K changed little"
+        assert all(abs(rows[f"K={k}"]["ratio"][s] - k4["ratio"][s]) < 0.05 for s in k4["ratio"])

@@ -1,0 +1,177 @@
+"""Where do contrast and fine detail get decided? Two denoisers on one latent space, one trajectory.
+
+    python benchmarks/expert_handoff.py --structure runs/v3zt --model runs/kermany-128-v4 \
+        --data ../shared/data/kermany --cohort runs/quality/kermany-128-v4/cohort/manifest.csv \
+        --k 0,4,8,12 --n 400 --out expert_handoff
+
+A diagnostic, not a sampler cxraug ships. The ``--structure`` model (e.g. a zero-terminal-SNR
+v-prediction fine-tune: real contrast, little detail) draws the first K of the ``--model``'s
+sampler steps (DPM-Solver++, each model at its own guidance); at the handoff it predicts the clean
+latent and the noise at its current timestep, the sample is recomposed at the ``--model``'s
+timestep with the nearest alpha_bar, and the ``--model`` (e.g. an epsilon model: detail, too little
+contrast) draws the rest from there. K = 0 is the ``--model`` alone. ``--control`` also hands the
+``--model`` to itself after the largest K: the handoff alone must change nothing measurable.
+
+Both models must share the latent space (``train.init_from`` runs do); images are decoded by the
+``--model``'s decoder. Prompts, DKIM hints and seeds are the first ``--n`` rows of a cohort
+manifest (``cxraug synth``'s, e.g. a quality card's), without its gates. Each K's images are
+compared with the official test images on the quality card's image statistics (power per band,
+Laplacian variance, 1st / 99th percentiles; ``--stats-only``'s reference).
+Writes ``benchmarks/results/OUT.json`` and ``.md`` (command, machine, date, no machine paths).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxraug.core.precision import cpu_info
+from cxraug.data.transforms import model_to_uint8
+from cxraug.diffusion.denoiser import Condition
+from cxraug.diffusion.pipeline import DiffCXRPipeline
+from cxraug.diffusion.sampling import initial_noise, make_sampler
+from cxraug.experiments.quality.image_stats import STATS_SIZE, stats_section
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from quality_card import official_test_images  # a sibling script
+
+SHOWN = ("power_1-4", "power_4-8", "power_8-16", "power_16-32", "power_32-48", "power_48-64", "laplacian_var",
+         "pixel_std")
+
+
+def _guided(pipe: DiffCXRPipeline, x, t, cond: Condition, null: Condition, guidance: float) -> torch.Tensor:
+    """One model output with classifier-free guidance (as :func:`cxraug.diffusion.sampling.sample`)."""
+    guided = guidance != 1.0
+    inp = torch.cat([x, x]) if guided else x
+    out = pipe.denoise(inp, t.expand(inp.shape[0]), cond.with_null(null) if guided else cond)
+    if guided:
+        out_c, out_u = out.chunk(2)
+        out = out_u + guidance * (out_c - out_u)
+    return out
+
+
+def _clean_and_noise(pipe: DiffCXRPipeline, out: torch.Tensor, x: torch.Tensor, ab: torch.Tensor):
+    """``(x0, eps)`` from a model output at ``alpha_bar`` ``ab``, whatever its prediction type."""
+    kind = pipe.train_scheduler.config.prediction_type
+    if kind == "epsilon":
+        return (x - (1 - ab).sqrt() * out) / ab.sqrt(), out
+    if kind == "v_prediction":
+        return ab.sqrt() * x - (1 - ab).sqrt() * out, (1 - ab).sqrt() * x + ab.sqrt() * out
+    raise ValueError(f"prediction type {kind!r} is not handled here")
+
+
+@torch.inference_mode()
+def handoff(first: DiffCXRPipeline, second: DiffCXRPipeline, k: int, prompts: list[str], hints: list[str],
+            seeds: list[int]) -> np.ndarray:
+    """``uint8 [N, H, W]`` images: ``first`` draws the first ``k`` of ``second``'s sampler steps
+    (at ``first``'s guidance), ``second`` the rest (at its own); ``k`` 0 is ``second`` alone."""
+    cond = Condition(second.encode(prompts), second.encode(hints))
+    null = Condition(second.null, second.null)
+    steps = second.sample_cfg.steps
+    s1 = make_sampler(first.sample_cfg.sampler, first.train_scheduler)
+    s2 = make_sampler(second.sample_cfg.sampler, second.train_scheduler)
+    s1.set_timesteps(steps)
+    s2.set_timesteps(steps)
+    x = initial_noise(seeds, second.space.latent_shape)
+    start = 0
+    if k:
+        x = x * s1.init_noise_sigma
+        for t in s1.timesteps[:k]:
+            out = _guided(first, s1.scale_model_input(x, t), t, cond, null, first.sample_cfg.guidance)
+            x = s1.step(out, t, x).prev_sample
+        # hand off: recompose the sample at second's timestep with the nearest alpha_bar
+        t = s1.timesteps[k]
+        ab = first.train_scheduler.alphas_cumprod[int(t)]
+        x0, eps = _clean_and_noise(first, _guided(first, x, t, cond, null, first.sample_cfg.guidance), x, ab)
+        ab2 = second.train_scheduler.alphas_cumprod[s2.timesteps.long()]
+        start = int((ab2 - ab).abs().argmin())
+        x = ab2[start].sqrt() * x0 + (1 - ab2[start]).sqrt() * eps
+        s2.set_begin_index(start)
+    else:
+        x = x * s2.init_noise_sigma
+    for t in s2.timesteps[start:]:
+        out = _guided(second, s2.scale_model_input(x, t), t, cond, null, second.sample_cfg.guidance)
+        x = s2.step(out, t, x).prev_sample
+    return model_to_uint8(second.space.decode(x))
+
+
+def row(name: str, k: int, real: np.ndarray, images: np.ndarray, seconds: float) -> dict:
+    st = stats_section(real, images, seed=0)["synthetic"]["stats"]
+    return {"name": name, "k": k, "n": len(images), "seconds": round(seconds, 1),
+            "ratio": {s: st[s]["ratio"] for s in SHOWN},
+            "p1": st["p1"]["compared"], "p99": st["p99"]["compared"],
+            "real_p1": st["p1"]["real"], "real_p99": st["p99"]["real"]}
+
+
+def markdown(rec: dict) -> str:
+    head = "| images | " + " | ".join(SHOWN) + " | p1 | p99 |"
+    lines = [f"# Expert handoff: {rec['structure']} then {rec['model']}", "",
+             f"Written by `benchmarks/expert_handoff.py`; every number is in [`{rec['out']}.json`]({rec['out']}.json).", "",
+             f"Command: `{rec['command']}`  ", (f"Machine: {rec['machine']['model']} ({', '.join(rec['machine']['flags'])}), {rec['machine']['cores']} cores; "
+             f"{rec['date']}."), "",
+             (f"{rec['n']} images per row (prompts, hints and seeds of `{rec['cohort']}`), {rec['steps']} "
+             f"sampler steps in all; K = steps drawn by `{rec['structure']}` before the handoff. Ratios: "
+             "synthetic / real mean against the official test images (p1 / p99: the percentiles themselves; "
+             f"real: {rec['rows'][0]['real_p1']:.3f} / {rec['rows'][0]['real_p99']:.3f})."), "",
+             head, "|" + "---|" * (len(SHOWN) + 3)]
+    for r in rec["rows"]:
+        lines.append(f"| {r['name']} | " + " | ".join(f"{r['ratio'][s]:.2f}" for s in SHOWN)
+                     + f" | {r['p1']:.3f} | {r['p99']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--structure", required=True, help="run folder that draws the first K steps")
+    ap.add_argument("--model", required=True, help="run folder that draws the rest (its decoder decodes)")
+    ap.add_argument("--data", required=True, help="the real dataset (its official test split is the reference)")
+    ap.add_argument("--cohort", type=Path, required=True, help="a cohort manifest.csv: prompt, hint, seed")
+    ap.add_argument("--k", default="0,4,8,12", help="comma-separated K values")
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--control", action="store_true", help="also hand the --model to itself at the largest K")
+    ap.add_argument("--out", default="expert_handoff", help="file stem under --out-dir")
+    ap.add_argument("--out-dir", type=Path, default=HERE / "results")
+    args = ap.parse_args(argv)
+    command = shlex.join(["benchmarks/expert_handoff.py", *(sys.argv[1:] if argv is None else argv)])
+    ks = [int(k) for k in args.k.split(",")]
+    second = DiffCXRPipeline.from_pretrained(args.model)
+    first = DiffCXRPipeline.from_pretrained(args.structure)
+    first.space = second.space  # one latent space; the second model's decoder
+    manifest = pd.read_csv(args.cohort, dtype={"id": str}).head(args.n)
+    real = official_test_images(args.data, STATS_SIZE)
+    runs = [(f"K={k}", first if k else second, k) for k in ks]
+    if args.control:
+        runs.append((f"control: K={max(ks)}, {Path(args.model).name} to itself", second, max(ks)))
+    rows = []
+    for name, a, k in runs:
+        t0, images = time.perf_counter(), []
+        for i in range(0, len(manifest), args.batch_size):
+            part = manifest.iloc[i:i + args.batch_size]
+            images.append(handoff(a, second, k, part["prompt"].tolist(), part["hint"].tolist(),
+                                  [int(s) for s in part["seed"]]))
+        rows.append(row(name, k, real, np.concatenate(images), time.perf_counter() - t0))
+        print(name, {s: round(v, 3) for s, v in rows[-1]["ratio"].items()}, "p1", round(rows[-1]["p1"], 4), flush=True)
+    rec = {"out": args.out, "date": dt.date.today().isoformat(), "command": command,
+           "machine": cpu_info() | {"torch_threads": torch.get_num_threads()},
+           "structure": Path(args.structure).name, "model": Path(args.model).name,
+           "cohort": "/".join(args.cohort.parts[-3:]), "n": len(manifest), "steps": second.sample_cfg.steps,
+           "guidance": {"structure": first.sample_cfg.guidance, "model": second.sample_cfg.guidance}, "rows": rows}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"{args.out}.json").write_text(json.dumps(rec, indent=2) + "\n")
+    (args.out_dir / f"{args.out}.md").write_text(markdown(rec))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
