@@ -34,11 +34,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxraug.core.paths import relative_paths
 from cxraug.core.precision import cpu_info
 from cxraug.data.transforms import model_to_uint8
 from cxraug.diffusion.denoiser import Condition
 from cxraug.diffusion.pipeline import DiffCXRPipeline
-from cxraug.diffusion.sampling import initial_noise, make_sampler
+from cxraug.diffusion.sampling import guidance_condition, guided_output, initial_noise, make_sampler
 from cxraug.experiments.quality.image_stats import STATS_SIZE, stats_section
 
 HERE = Path(__file__).resolve().parent
@@ -47,17 +48,6 @@ from quality_card import official_test_images  # a sibling script
 
 SHOWN = ("power_1-4", "power_4-8", "power_8-16", "power_16-32", "power_32-48", "power_48-64", "laplacian_var",
          "pixel_std")
-
-
-def _guided(pipe: DiffCXRPipeline, x, t, cond: Condition, null: Condition, guidance: float) -> torch.Tensor:
-    """One model output with classifier-free guidance (as :func:`cxraug.diffusion.sampling.sample`)."""
-    guided = guidance != 1.0
-    inp = torch.cat([x, x]) if guided else x
-    out = pipe.denoise(inp, t.expand(inp.shape[0]), cond.with_null(null) if guided else cond)
-    if guided:
-        out_c, out_u = out.chunk(2)
-        out = out_u + guidance * (out_c - out_u)
-    return out
 
 
 def _clean_and_noise(pipe: DiffCXRPipeline, out: torch.Tensor, x: torch.Tensor, ab: torch.Tensor):
@@ -77,6 +67,8 @@ def handoff(first: DiffCXRPipeline, second: DiffCXRPipeline, k: int, prompts: li
     (at ``first``'s guidance), ``second`` the rest (at its own); ``k`` 0 is ``second`` alone."""
     cond = Condition(second.encode(prompts), second.encode(hints))
     null = Condition(second.null, second.null)
+    g1, g2 = first.sample_cfg.guidance, second.sample_cfg.guidance
+    cond1, cond2 = guidance_condition(cond, null, g1), guidance_condition(cond, null, g2)
     steps = second.sample_cfg.steps
     s1 = make_sampler(first.sample_cfg.sampler, first.train_scheduler)
     s2 = make_sampler(second.sample_cfg.sampler, second.train_scheduler)
@@ -87,12 +79,11 @@ def handoff(first: DiffCXRPipeline, second: DiffCXRPipeline, k: int, prompts: li
     if k:
         x = x * s1.init_noise_sigma
         for t in s1.timesteps[:k]:
-            out = _guided(first, s1.scale_model_input(x, t), t, cond, null, first.sample_cfg.guidance)
-            x = s1.step(out, t, x).prev_sample
+            x = s1.step(guided_output(first.denoise, s1, x, t, cond1, g1), t, x).prev_sample
         # hand off: recompose the sample at second's timestep with the nearest alpha_bar
         t = s1.timesteps[k]
         ab = first.train_scheduler.alphas_cumprod[int(t)]
-        x0, eps = _clean_and_noise(first, _guided(first, x, t, cond, null, first.sample_cfg.guidance), x, ab)
+        x0, eps = _clean_and_noise(first, guided_output(first.denoise, s1, x, t, cond1, g1), x, ab)
         ab2 = second.train_scheduler.alphas_cumprod[s2.timesteps.long()]
         start = int((ab2 - ab).abs().argmin())
         x = ab2[start].sqrt() * x0 + (1 - ab2[start]).sqrt() * eps
@@ -100,8 +91,7 @@ def handoff(first: DiffCXRPipeline, second: DiffCXRPipeline, k: int, prompts: li
     else:
         x = x * s2.init_noise_sigma
     for t in s2.timesteps[start:]:
-        out = _guided(second, s2.scale_model_input(x, t), t, cond, null, second.sample_cfg.guidance)
-        x = s2.step(out, t, x).prev_sample
+        x = s2.step(guided_output(second.denoise, s2, x, t, cond2, g2), t, x).prev_sample
     return model_to_uint8(second.space.decode(x))
 
 
@@ -167,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
            "structure": Path(args.structure).name, "model": Path(args.model).name,
            "cohort": "/".join(args.cohort.parts[-3:]), "n": len(manifest), "steps": second.sample_cfg.steps,
            "guidance": {"structure": first.sample_cfg.guidance, "model": second.sample_cfg.guidance}, "rows": rows}
+    rec = relative_paths(rec, args.out_dir)  # no machine paths in a committed result
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"{args.out}.json").write_text(json.dumps(rec, indent=2) + "\n")
     (args.out_dir / f"{args.out}.md").write_text(markdown(rec))

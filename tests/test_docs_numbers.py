@@ -387,3 +387,15 @@ def test_evaluating_page_quotes_the_expert_handoff():
     assert all(abs(control["ratio"][s] - alone["ratio"][s]) < 0.02 for s in alone["ratio"])  # "what it draws alone"
     for k in (8, 12):  # "larger K changed little"
         assert all(abs(rows[f"K={k}"]["ratio"][s] - k4["ratio"][s]) < 0.05 for s in k4["ratio"])
+
+
+def test_v4_recipe_quotes_the_decoder_loss_balance():
+    r = load("decoder_loss_balance.json")
+    t = r["terms"]
+    assert r["vae"] == "kermany-128-v3.vae-untuned" and (r["batch_size"], r["crop_size"]) == (8, 64)
+    text = " ".join((REPO / "recipes" / "diffcxr-cpu128-v4.yaml").read_text().replace("#", " ").split())
+    quoted(text, "L1 {:.2f}, 0.45 x perceptual {:.2f}, spectral at weight 1 {:.2f}, matching weight {:.2f}.",
+           t["l1"]["grad_norm"], t["perceptual_weighted"]["grad_norm"], t["spectral"]["grad_norm"],
+           r["spectral_weight_matching_perceptual"])
+    quoted(page("docs/training.md"), "a weight of {:.2f} for this VAE", r["spectral_weight_matching_perceptual"])
+    assert r["perceptual_weight"] == 0.45

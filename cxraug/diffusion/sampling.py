@@ -76,16 +76,27 @@ def sample(model: Callable[..., torch.Tensor], scheduler, latents: torch.Tensor,
     null condition (``[K, D]`` fields, broadcast). Returns ``z_0``.
     """
     scheduler.set_timesteps(steps, device=latents.device)
-    guided = guidance != 1.0
-    cond = cond.with_null(null) if guided else cond
+    cond = guidance_condition(cond, null, guidance)
     x = latents * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
-        inp = torch.cat([x, x]) if guided else x
-        inp = scheduler.scale_model_input(inp, t)
-        tt = t.expand(inp.shape[0]).to(latents.device)
-        eps = model(inp, tt, cond)
-        if guided:
-            eps_c, eps_u = eps.chunk(2)
-            eps = eps_u + guidance * (eps_c - eps_u)
-        x = scheduler.step(eps, t, x).prev_sample
+        x = scheduler.step(guided_output(model, scheduler, x, t, cond, guidance), t, x).prev_sample
     return x
+
+
+def guidance_condition(cond: Condition, null: Condition, guidance: float) -> Condition:
+    """The condition :func:`guided_output` takes: ``cond`` followed by ``null`` (one doubled
+    batch) when guided, ``cond`` alone when ``guidance`` is 1."""
+    return cond.with_null(null) if guidance != 1.0 else cond
+
+
+def guided_output(model: Callable[..., torch.Tensor], scheduler, x: torch.Tensor, t: torch.Tensor,
+                  cond: Condition, guidance: float) -> torch.Tensor:
+    """One model output at timestep ``t`` with classifier-free guidance
+    (``out_u + w (out_c - out_u)``); ``cond`` from :func:`guidance_condition`."""
+    guided = guidance != 1.0
+    inp = scheduler.scale_model_input(torch.cat([x, x]) if guided else x, t)
+    out = model(inp, t.expand(inp.shape[0]).to(x.device), cond)
+    if guided:
+        out_c, out_u = out.chunk(2)
+        out = out_u + guidance * (out_c - out_u)
+    return out
