@@ -12,6 +12,12 @@ timestep with the nearest alpha_bar, and the ``--model`` (e.g. an epsilon model:
 contrast) draws the rest from there. K = 0 is the ``--model`` alone. ``--control`` also hands the
 ``--model`` to itself after the largest K: the handoff alone must change nothing measurable.
 
+``--structure real``: the layout comes from real images instead of a model. The first K steps
+are skipped and the sample at the model's K-th timestep is an official test image's latent noised
+by the forward process (K = 0: the training signal leak of that very image at the first timestep),
+each paired with a cohort row of its label; the ``--model`` draws the rest. Does the model finish
+a real layout with real detail?
+
 Both models must share the latent space (``train.init_from`` runs do); images are decoded by the
 ``--model``'s decoder. Prompts, DKIM hints and seeds are the first ``--n`` rows of a cohort
 manifest (``cxraug synth``'s, e.g. a quality card's), without its gates. Each K's images are
@@ -36,6 +42,7 @@ import torch
 
 from cxraug.core.paths import relative_paths
 from cxraug.core.precision import cpu_info
+from cxraug.data import labels as L
 from cxraug.data.transforms import model_to_uint8
 from cxraug.diffusion.denoiser import Condition
 from cxraug.diffusion.pipeline import DiffCXRPipeline
@@ -61,12 +68,15 @@ def _clean_and_noise(pipe: DiffCXRPipeline, out: torch.Tensor, x: torch.Tensor, 
 
 
 @torch.inference_mode()
-def handoff(first: DiffCXRPipeline, second: DiffCXRPipeline, k: int, prompts: list[str], hints: list[str],
-            seeds: list[int]) -> np.ndarray:
+def handoff(first: DiffCXRPipeline | None, second: DiffCXRPipeline, k: int, prompts: list[str],
+            hints: list[str], seeds: list[int], real: torch.Tensor | None = None) -> np.ndarray:
     """``uint8 [N, H, W]`` images: ``first`` draws the first ``k`` of ``second``'s sampler steps
-    (at ``first``'s guidance), ``second`` the rest (at its own); ``k`` 0 is ``second`` alone."""
+    (at ``first``'s guidance), ``second`` the rest (at its own); ``k`` 0 is ``second`` alone.
+    With ``real`` latents ``[N, C, h, w]`` instead of ``first``, they are noised to ``second``'s
+    ``k``-th timestep and ``second`` draws from there."""
     cond = Condition(second.encode(prompts), second.encode(hints))
     null = Condition(second.null, second.null)
+    first = first or second  # real layouts: second draws every step it draws
     g1, g2 = first.sample_cfg.guidance, second.sample_cfg.guidance
     cond1, cond2 = guidance_condition(cond, null, g1), guidance_condition(cond, null, g2)
     steps = second.sample_cfg.steps
@@ -76,7 +86,11 @@ def handoff(first: DiffCXRPipeline, second: DiffCXRPipeline, k: int, prompts: li
     s2.set_timesteps(steps)
     x = initial_noise(seeds, second.space.latent_shape)
     start = 0
-    if k:
+    if real is not None:  # the forward process of real latents at the k-th timestep
+        ab = second.train_scheduler.alphas_cumprod[int(s2.timesteps[k])]
+        x, start = ab.sqrt() * real + (1 - ab).sqrt() * x, k
+        s2.set_begin_index(k)
+    elif k:
         x = x * s1.init_noise_sigma
         for t in s1.timesteps[:k]:
             x = s1.step(guided_output(first.denoise, s1, x, t, cond1, g1), t, x).prev_sample
@@ -95,6 +109,24 @@ def handoff(first: DiffCXRPipeline, second: DiffCXRPipeline, k: int, prompts: li
     return model_to_uint8(second.space.decode(x))
 
 
+def real_latents(pipe: DiffCXRPipeline, data: str, manifest: pd.DataFrame) -> torch.Tensor:
+    """Official test images' latents (posterior means), one per cohort row, of the row's label
+    (pneumonia or not), each image used once, in the split's order."""
+    from cxraug.data.adapters import load_dataset, resolve_data
+    from cxraug.data.transforms import load_grayscale, resize_square, uint8_to_model
+
+    ds = load_dataset(resolve_data(data))
+    test = ds.select(ds.table["split"].to_numpy() == "test")
+    sick = test.labels[:, L.OBSERVATIONS.index("Pneumonia")] == 1
+    queues = {True: list(np.flatnonzero(sick)), False: list(np.flatnonzero(~sick))}
+    rows = [queues[bool(v == 1)].pop(0) for v in manifest["Pneumonia"].fillna(0)]
+    size = pipe.space.image_size
+    x = np.stack([resize_square(load_grayscale(test.paths[i]), size, mode="crop") for i in rows])
+    with torch.inference_mode():
+        return torch.cat([pipe.space.mode(pipe.space.encode_moments(uint8_to_model(x[i:i + 32])))
+                          for i in range(0, len(x), 32)])
+
+
 def row(name: str, k: int, real: np.ndarray, images: np.ndarray, seconds: float) -> dict:
     st = stats_section(real, images, seed=0)["synthetic"]["stats"]
     return {"name": name, "k": k, "n": len(images), "seconds": round(seconds, 1),
@@ -110,7 +142,9 @@ def markdown(rec: dict) -> str:
              f"Command: `{rec['command']}`  ", (f"Machine: {rec['machine']['model']} ({', '.join(rec['machine']['flags'])}), {rec['machine']['cores']} cores; "
              f"{rec['date']}."), "",
              (f"{rec['n']} images per row (prompts, hints and seeds of `{rec['cohort']}`), {rec['steps']} "
-             f"sampler steps in all; K = steps drawn by `{rec['structure']}` before the handoff. Ratios: "
+             f"sampler steps in all; K = " + ("steps skipped: the sample at the K-th timestep is an official test image "
+             "of the row's label noised by the forward process (K = 0: its signal leak at the first timestep)"
+             if rec["structure"] == "real" else f"steps drawn by `{rec['structure']}` before the handoff") + ". Ratios: "
              "synthetic / real mean against the official test images (p1 / p99: the percentiles themselves; "
              f"real: {rec['rows'][0]['real_p1']:.3f} / {rec['rows'][0]['real_p99']:.3f})."), "",
              head, "|" + "---|" * (len(SHOWN) + 3)]
@@ -122,7 +156,8 @@ def markdown(rec: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--structure", required=True, help="run folder that draws the first K steps")
+    ap.add_argument("--structure", required=True, help="run folder that draws the first K steps, or 'real': "
+                    "official test images' latents noised to the K-th timestep")
     ap.add_argument("--model", required=True, help="run folder that draws the rest (its decoder decodes)")
     ap.add_argument("--data", required=True, help="the real dataset (its official test split is the reference)")
     ap.add_argument("--cohort", type=Path, required=True, help="a cohort manifest.csv: prompt, hint, seed")
@@ -136,27 +171,36 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["benchmarks/expert_handoff.py", *(sys.argv[1:] if argv is None else argv)])
     ks = [int(k) for k in args.k.split(",")]
     second = DiffCXRPipeline.from_pretrained(args.model)
-    first = DiffCXRPipeline.from_pretrained(args.structure)
-    first.space = second.space  # one latent space; the second model's decoder
     manifest = pd.read_csv(args.cohort, dtype={"id": str}).head(args.n)
     real = official_test_images(args.data, STATS_SIZE)
-    runs = [(f"K={k}", first if k else second, k) for k in ks]
+    layouts = None
+    if args.structure == "real":
+        first, layouts = None, real_latents(second, args.data, manifest)
+    else:
+        first = DiffCXRPipeline.from_pretrained(args.structure)
+        first.space = second.space  # one latent space; the second model's decoder
+    # (name, first model, K, real layouts or None)
+    runs = [(f"K={k}", first if k else second, k, layouts) for k in ks]
+    if layouts is not None:
+        runs.insert(0, (f"{Path(args.model).name} alone", second, 0, None))
     if args.control:
-        runs.append((f"control: K={max(ks)}, {Path(args.model).name} to itself", second, max(ks)))
+        runs.append((f"control: K={max(ks)}, {Path(args.model).name} to itself", second, max(ks), None))
     rows = []
-    for name, a, k in runs:
+    for name, a, k, lay in runs:
         t0, images = time.perf_counter(), []
         for i in range(0, len(manifest), args.batch_size):
             part = manifest.iloc[i:i + args.batch_size]
             images.append(handoff(a, second, k, part["prompt"].tolist(), part["hint"].tolist(),
-                                  [int(s) for s in part["seed"]]))
+                                  [int(s) for s in part["seed"]],
+                                  None if lay is None else lay[i:i + args.batch_size]))
         rows.append(row(name, k, real, np.concatenate(images), time.perf_counter() - t0))
         print(name, {s: round(v, 3) for s, v in rows[-1]["ratio"].items()}, "p1", round(rows[-1]["p1"], 4), flush=True)
     rec = {"out": args.out, "date": dt.date.today().isoformat(), "command": command,
            "machine": cpu_info() | {"torch_threads": torch.get_num_threads()},
            "structure": Path(args.structure).name, "model": Path(args.model).name,
            "cohort": "/".join(args.cohort.parts[-3:]), "n": len(manifest), "steps": second.sample_cfg.steps,
-           "guidance": {"structure": first.sample_cfg.guidance, "model": second.sample_cfg.guidance}, "rows": rows}
+           "guidance": {"structure": first.sample_cfg.guidance if first else None,
+                        "model": second.sample_cfg.guidance}, "rows": rows}
     rec = relative_paths(rec, args.out_dir)  # no machine paths in a committed result
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"{args.out}.json").write_text(json.dumps(rec, indent=2) + "\n")

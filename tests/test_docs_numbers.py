@@ -399,3 +399,48 @@ def test_v4_recipe_quotes_the_decoder_loss_balance():
            r["spectral_weight_matching_perceptual"])
     quoted(page("docs/training.md"), "a weight of {:.2f} for this VAE", r["spectral_weight_matching_perceptual"])
     assert r["perceptual_weight"] == 0.45
+
+
+def test_docs_quote_the_signal_leak_and_the_stronger_spectral_term():
+    def gen(card): return card["image_stats"]["generator"]["synthetic"]["stats"]
+    def recon(name): return load(f"quality_{name}_vae.json")["image_stats"]["vae_recon"]["synthetic"]["stats"]
+    def auc(card): return card["eval"]["synthetic_matched"]["equal_n"]["two_sample_auc"]
+    v4, leak, s2 = load(SHIPPED_CARD), load("quality_kermany-128-v4leak.json"), load("quality_kermany-128-v5spec.json")
+    g4, gl, gs = gen(v4), gen(leak), gen(s2)
+    bands = ("power_16-32", "power_32-48", "power_48-64")
+    text = page("docs/evaluating.md")
+    quoted(text, "the darkest 1 % at {:.3f} against {:.3f} (real {:.3f}), the brightest at {:.3f} against {:.3f} "
+           "(real {:.3f}), power at 1-4 cycles {:.2f} of real's against {:.2f}, and the two-sample AUC fell to "
+           "{:.3f} from {:.3f}.", gl["p1"]["compared"], g4["p1"]["compared"], gl["p1"]["real"], gl["p99"]["compared"],
+           g4["p99"]["compared"], gl["p99"]["real"], gl["power_1-4"]["ratio"], g4["power_1-4"]["ratio"], auc(leak), auc(v4))
+    quoted(text, "(Laplacian variance {:.2f}x against {:.2f}x; power at 16-32 / 32-48 / 48-64 cycles {:.2f} / {:.2f} / "
+           "{:.2f} against {:.2f} / {:.2f} / {:.2f}), FID rose to {:.1f}, label fidelity fell to {:.3f} and the "
+           "memorisation gate rejected {} of {} images (version 4: {}).", gl["laplacian_var"]["ratio"],
+           g4["laplacian_var"]["ratio"], *(gl[b]["ratio"] for b in bands), *(g4[b]["ratio"] for b in bands),
+           leak["eval"]["metrics"]["fid"], leak["label_fidelity"]["pneumonia"]["stage1+adapter"]["auc"],
+           leak["cohort"]["memorisation_fail"], leak["cohort"]["n"], v4["cohort"]["memorisation_fail"])
+    met = load("realism_targets_signal_leak.json")["met"]
+    quoted(text, "That meets {} of the {} realism targets", met["kermany-128-v4leak"], load("realism_targets_signal_leak.json")["of"])
+    assert met["kermany-128-v4leak"] < met["kermany-128-v4"] and met["kermany-128-v5spec"] < met["kermany-128-v4"]
+    r2, r1 = recon("kermany-128-v3-spectral2"), recon("kermany-128-v3-spectral")
+    quoted(page("docs/training.md"), "did not go further: {:.2f} / {:.2f} / {:.2f} at 16-32 / 32-48 / 48-64 cycles and "
+           "{:.2f}x the Laplacian variance", *(r2[b]["ratio"] for b in bands), r2["laplacian_var"]["ratio"])
+    assert min(r2[b]["ratio"] for b in bands) < 0.9 and r2["laplacian_var"]["ratio"] < r1["laplacian_var"]["ratio"]
+    quoted(page("docs/training.md"), "through the same denoiser and adapter {:.2f} / {:.2f} / {:.2f} and {:.2f}x, one "
+           "realism target fewer than version 4", *(gs[b]["ratio"] for b in bands), gs["laplacian_var"]["ratio"])
+    assert met["kermany-128-v4"] - met["kermany-128-v5spec"] == 1
+
+
+def test_evaluating_page_quotes_the_real_layout_handoff():
+    r = load("real_layout_handoff.json")
+    rows = {x["name"]: x for x in r["rows"]}
+    alone, k0, k12 = rows["kermany-128-v4 alone"], rows["K=0"], rows["K=12"]
+    text = page("docs/evaluating.md")
+    assert r["structure"] == "real" and r["n"] == 400 and r["steps"] == 25
+    quoted(text, "(K = 0) the Laplacian variance was {:.2f}x real's; from the image noised only to the middle step "
+           "(K = 12) still {:.2f}x, with power at 16-32 / 32-48 / 48-64 cycles {:.2f} / {:.2f} / {:.2f}, while the "
+           "contrast was real's (pixel standard deviation {:.2f}x; version 4 alone {:.2f}x and Laplacian {:.2f}x)",
+           k0["ratio"]["laplacian_var"], k12["ratio"]["laplacian_var"],
+           *(k12["ratio"][b] for b in ("power_16-32", "power_32-48", "power_48-64")),
+           k12["ratio"]["pixel_std"], alone["ratio"]["pixel_std"], alone["ratio"]["laplacian_var"])
+    assert all(rows[f"K={k}"]["ratio"]["laplacian_var"] < alone["ratio"]["laplacian_var"] - 0.15 for k in (0, 4, 8, 12))

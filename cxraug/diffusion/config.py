@@ -197,6 +197,9 @@ class SampleConfig:
     guidance: float = 2.0
     batch_size: int = 16
     grid_per_prompt: int = 4
+    # start from noise carrying the training latents' signal leak (cxraug.diffusion.signal_leak;
+    # fitted by stage 1 to the training split): the contrast a non-zero terminal SNR otherwise loses
+    signal_leak: bool = False
 
     def validate(self) -> None:
         if self.steps < 1 or self.steps > 1000:

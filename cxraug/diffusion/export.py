@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from cxraug.core import config as C
@@ -45,10 +46,12 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 
 
 def convert_weights(src: Path, dst: Path, dtype: torch.dtype) -> None:
-    """Copy a safetensors file, storing floating-point tensors in ``dtype``."""
+    """Copy a safetensors file (with its metadata), storing floating-point tensors in ``dtype``."""
     sd = load_weights(src)  # a damaged file is one line naming it
+    with safe_open(str(src), framework="pt") as f:
+        metadata = f.metadata()
     save_file({k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in sd.items()},
-              str(dst))
+              str(dst), metadata=metadata)
 
 
 def reference_for(cfg: DiffCXRConfig, run: RunDir, reference_size: int):

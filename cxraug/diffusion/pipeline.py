@@ -33,6 +33,7 @@ from cxraug.diffusion.sampling import (
     sample,
     scheduler_for,
 )
+from cxraug.diffusion.signal_leak import LEAK_NAME, SignalLeak
 from cxraug.models.adapter import ControlledUViT, DiseaseAdapter
 from cxraug.models.autoencoder import META_NAME, LatentSpace
 from cxraug.models.uvit import UViT
@@ -59,13 +60,15 @@ class DiffCXRPipeline:
     wrap it, e.g. in bf16 autocast); :attr:`denoise` calls it as ``net(x_t, t, cond)``."""
 
     def __init__(self, latent_space, report_encoder, denoiser, adapter=None,
-                 sample_cfg: SampleConfig | None = None, train_cfg=None, device: str = "cpu"):
+                 sample_cfg: SampleConfig | None = None, train_cfg=None, device: str = "cpu",
+                 leak: SignalLeak | None = None):
 
         self.space, self.encoder = latent_space.eval(), report_encoder.eval()
         self.denoiser = denoiser.eval()
         self.adapter = adapter.eval() if adapter is not None else None
         self.model = ControlledUViT(denoiser, adapter) if adapter is not None else denoiser
         self.sample_cfg = sample_cfg or SampleConfig()
+        self.leak = leak  # the sampler starts from noise with the training signal leak
         tc = train_cfg
         self.train_scheduler = scheduler_for(tc) if tc else noise_scheduler()
         self.device = torch.device(device)
@@ -100,7 +103,8 @@ class DiffCXRPipeline:
         encoder = ReportEncoder.from_pretrained(run.text, device)
         den = UViT.from_pretrained(run.denoiser, device)
         ada = DiseaseAdapter.from_pretrained(run.adapter, device) if use_adapter else None
-        pipe = cls(space, encoder, den, ada, cfg.sample, cfg.train, device)
+        leak = SignalLeak.load(run.denoiser / LEAK_NAME) if cfg.sample.signal_leak else None
+        pipe = cls(space, encoder, den, ada, cfg.sample, cfg.train, device, leak)
         pipe.run = run
         return pipe
 
@@ -133,6 +137,10 @@ class DiffCXRPipeline:
         null = self.null.to(self.device)
         cond, null = Condition(ctx, hint), Condition(null, null)
         noise = initial_noise(seeds, self.space.latent_shape, self.device)
+        if self.leak is not None:  # mixed in as the forward process mixes a training latent
+            scheduler.set_timesteps(steps, device=self.device)
+            abar = float(self.train_scheduler.alphas_cumprod[int(scheduler.timesteps[0])])
+            noise = self.leak.start(noise, seeds, abar)
         return sample(self.denoise, scheduler, noise, cond, null, steps, guidance)
 
     @torch.inference_mode()

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxraug.core.errors import DataError
+from cxraug.core.errors import DataError, WeightsError
 from cxraug.core.runs import RunDir
+from cxraug.core.seeds import stable_seed
 from cxraug.data.adapters import load_dataset, resolve_data
 from cxraug.data.cache import cached_images
 from cxraug.data.datasets import CXRDataset
@@ -21,7 +22,8 @@ from cxraug.data.splits import real_subset, splits_for
 from cxraug.data.tables import read_csv
 from cxraug.diffusion.config import DataConfig, DiffCXRConfig
 from cxraug.diffusion.prompts import embed_texts, hints_for, null_condition, prompts_for
-from cxraug.models.autoencoder import cache_moments
+from cxraug.diffusion.signal_leak import LEAK_NAME, SignalLeak
+from cxraug.models.autoencoder import LatentSpace, cache_moments
 
 
 def training_dataset(cfg: DiffCXRConfig, run: RunDir) -> CXRDataset:
@@ -82,15 +84,44 @@ class TrainingSet:
         return len(self.cond_index)
 
 
-def build_training_set(cfg: DiffCXRConfig, run: RunDir, latent_space, encoder,
-                       progress: bool = True) -> TrainingSet:
-    """Images -> cached latent moments; texts -> condition embeddings; labels -> DKIM hints."""
-
+def training_moments(cfg: DiffCXRConfig, run: RunDir, latent_space, progress: bool = True):
+    """The training images and their latent posterior moments ``[N, 2C, h, w]`` (cached in the
+    run folder, keyed by the image ids and the latent space)."""
     train = training_dataset(cfg, run)
     images, train, _ = cached_images(train, cfg.data.image_size, skip_bad=cfg.data.skip_bad,
                                      progress=progress)
     key = hashlib.sha256(("|".join(train.ids) + latent_space.fingerprint()).encode()).hexdigest()[:16]
-    moments = cache_moments(latent_space, images, run.cache / f"moments-{key}.npy", key=key)
+    return train, cache_moments(latent_space, images, run.cache / f"moments-{key}.npy", key=key,
+                                progress=progress)
+
+
+def write_signal_leak(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Path:
+    """Fit the sampler's signal leak (:mod:`cxraug.diffusion.signal_leak`) to the latents of the
+    run's training images and save it beside the stage-1 denoiser; kept while it was fitted to
+    this latent space and these images."""
+    space = LatentSpace.load(run.vae)
+    train = training_dataset(cfg, run)
+    info = {"latent_space": space.fingerprint()[:16], "trained_on": train.name,
+            "images": hashlib.sha256("|".join(train.ids).encode()).hexdigest()[:16]}
+    path = run.denoiser / LEAK_NAME
+    if path.is_file():
+        try:
+            if all(SignalLeak.load(path).info.get(k) == v for k, v in info.items()):
+                return path
+        except WeightsError:
+            pass  # damaged: fitted again below
+    _, moments = training_moments(cfg, run, space, progress)
+    g = torch.Generator().manual_seed(stable_seed(cfg.train.seed, "signal_leak"))
+    z = torch.cat([space.sample(torch.from_numpy(np.array(moments[i:i + 256])), g)
+                   for i in range(0, len(moments), 256)])
+    return SignalLeak.fit(z.cpu(), info=info).save(path)
+
+
+def build_training_set(cfg: DiffCXRConfig, run: RunDir, latent_space, encoder,
+                       progress: bool = True) -> TrainingSet:
+    """Images -> cached latent moments; texts -> condition embeddings; labels -> DKIM hints."""
+
+    train, moments = training_moments(cfg, run, latent_space, progress)
     prompts = prompts_for(train, cfg.data.prompts, cfg.train.seed)
     cond_bank, cond_index = embed_texts(encoder, prompts)
     hints = hints_for(train.labels)

@@ -21,7 +21,7 @@ from cxraug.diffusion.config import DecoderTuneConfig, DiffCXRConfig
 from cxraug.diffusion.decoder_tune import tune_decoder
 from cxraug.diffusion.denoiser_training import run_stage
 from cxraug.diffusion.init_from import adopt_init, init_source
-from cxraug.diffusion.prepare import training_dataset
+from cxraug.diffusion.prepare import training_dataset, write_signal_leak
 from cxraug.diffusion.prompts import prompts_for
 from cxraug.models.autoencoder import META_NAME, LatentSpace, load_pretrained_vae
 from cxraug.models.perceptual import classifier_folder
@@ -318,6 +318,8 @@ def train_run(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool 
             with timed_stage(run.root, f"stage{stage}", state.is_main_process):
                 run_stage(cfg, run, int(stage), progress, max_steps, src)
     if state.is_main_process:
+        if "1" in wanted and (run.denoiser / "config.json").is_file():
+            write_signal_leak(cfg, run, progress)  # the sampler's start (sample.signal_leak)
         write_model_card(cfg, run)
     return run
 
@@ -401,7 +403,8 @@ def write_model_card(cfg: DiffCXRConfig, run: RunDir) -> Path:
         + (f" (fine-tuned from `{den['init_from']['name']}`, {den['init_from']['steps']} steps)"
            if den.get("init_from") else "")
         + f"; DKIM adapter: {ada.get('steps', 'not trained')} steps.",
-        f"- sampling default: {cfg.sample.sampler} {cfg.sample.steps} steps, guidance {cfg.sample.guidance}.",
+        f"- sampling default: {cfg.sample.sampler} {cfg.sample.steps} steps, guidance {cfg.sample.guidance}"
+        + (", starting from the training latents' signal leak." if cfg.sample.signal_leak else "."),
         "",
         *_cost_lines(run),
         "## Intended use",

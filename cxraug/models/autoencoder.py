@@ -148,9 +148,12 @@ class LatentSpace(nn.Module):
                 "downsample": self.downsample, "source": self.source, "subfolder": self.subfolder}
 
     def fingerprint(self) -> str:
-        """A stable hash of config, scale and weights, for cache keys (computed once)."""
+        """A stable hash of config, scale and weights, for cache keys (computed once); where the
+        folder was loaded from (diffusers' ``_name_or_path``) is left out, so a moved or copied
+        run keeps its caches."""
         if self._fingerprint is None:
-            h = hashlib.sha256(json.dumps(self.meta() | {"config": dict(self.vae.config)},
+            config = {k: v for k, v in dict(self.vae.config).items() if k != "_name_or_path"}
+            h = hashlib.sha256(json.dumps(self.meta() | {"config": config},
                                           sort_keys=True, default=str).encode())
             for name, t in sorted(self.vae.state_dict().items()):
                 h.update(name.encode())

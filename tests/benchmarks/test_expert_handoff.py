@@ -9,7 +9,7 @@ import torch
 from conftest import load_script, train_tiny_run
 
 from cxraug.diffusion.pipeline import DiffCXRPipeline
-from cxraug.diffusion.sampling import noise_scheduler
+from cxraug.diffusion.sampling import initial_noise, make_sampler, noise_scheduler
 
 handoff = load_script("expert_handoff")
 
@@ -42,12 +42,45 @@ def test_a_model_handed_to_itself_draws_nearly_the_same_images(tmp_path_factory)
     assert np.abs(handed - alone).mean() < 0.25 * np.abs(other - alone).mean()
 
 
-def test_committed_report_is_the_scripts_rendering_of_its_json():
+def test_real_layouts_are_noised_to_the_kth_step_and_drawn_from_there(tmp_path_factory):
+    """--structure real: each cohort row gets an official test image of its label (each once);
+    the model's first call is at its K-th timestep, on the forward process of that image's latent."""
+    import pandas as pd
+
+    _, run, data = train_tiny_run(tmp_path_factory)
+    pipe = DiffCXRPipeline.from_pretrained(run.root)
+    pipe.sample_cfg.steps = 10
+    manifest = pd.DataFrame({"Pneumonia": [1.0, None, 1.0]})
+    z = handoff.real_latents(pipe, str(data), manifest)
+    assert z.shape == (3, *pipe.space.latent_shape) and not torch.equal(z[0], z[2])
+    calls, inner = [], pipe.model
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x, t, *args, **kwargs):
+            calls.append((x.clone(), t.clone()))
+            return inner(x, t, *args, **kwargs)
+
+    pipe.model = Recorder()
+    seeds, prompts = [1, 2, 3], ["There is pneumonia.", "No finding.", "There is pneumonia."]
+    images = handoff.handoff(None, pipe, 4, prompts, prompts, seeds, real=z)
+    assert images.shape == (3, 32, 32) and len(calls) == 10 - 4
+    sampler = make_sampler(pipe.sample_cfg.sampler, pipe.train_scheduler)
+    sampler.set_timesteps(10)
+    t4 = int(sampler.timesteps[4])
+    ab = pipe.train_scheduler.alphas_cumprod[t4]
+    expected = ab.sqrt() * z + (1 - ab).sqrt() * initial_noise(seeds, pipe.space.latent_shape)
+    x, t = calls[0]
+    assert int(t[0]) == t4
+    torch.testing.assert_close(x[:3], expected)  # the conditional half of the guided batch
+
+
+@pytest.mark.parametrize("name", ["expert_handoff", "real_layout_handoff"])
+def test_committed_report_is_the_scripts_rendering_of_its_json(name):
     import json
 
     from conftest import REPO
 
     results = REPO / "benchmarks" / "results"
-    rec = json.loads((results / "expert_handoff.json").read_text())
-    assert (results / "expert_handoff.md").read_text() == handoff.markdown(rec)
+    rec = json.loads((results / f"{name}.json").read_text())
+    assert (results / f"{name}.md").read_text() == handoff.markdown(rec)
     assert "/work" not in json.dumps(rec) and not rec["command"].count("/tmp/")

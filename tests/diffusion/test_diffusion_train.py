@@ -1,6 +1,7 @@
 """Diff-CXR end to end on tiny configs: every stage trains, resumes exactly, and samples."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -8,10 +9,15 @@ import torch
 from conftest import TINY, tiny_config, train_tiny_run
 
 from cxraug.cli.main import main
+from cxraug.core import config as C
 from cxraug.core.errors import CxraugError
 from cxraug.core.runs import RunDir
+from cxraug.diffusion.config import DiffCXRConfig
 from cxraug.diffusion.pipeline import DiffCXRPipeline
+from cxraug.diffusion.prepare import training_moments, write_signal_leak
+from cxraug.diffusion.signal_leak import LEAK_NAME, SignalLeak
 from cxraug.diffusion.stages import train_run
+from cxraug.models.autoencoder import LatentSpace
 
 
 def _losses(path):
@@ -116,8 +122,6 @@ def test_more_steps_extend_a_finished_stage(tiny_run, tmp_path):
 
 
 def test_extending_stage1_retrains_the_adapter(tiny_run, tmp_path):
-    import shutil
-
     _, run0, data = tiny_run
     shutil.copytree(run0.root, tmp_path / "copy")
     run = train_run(tiny_config(data, "train.steps=6"), tmp_path / "copy", ["2"], progress=False)
@@ -130,8 +134,6 @@ def test_stage1_alone_extended_leaves_a_stale_adapter_unused(tiny_run, tmp_path,
     """`--stage 1` with more steps keeps the adapter on disk (nothing written is lost), but it was
     fitted to the old denoiser: sampling and cohorts go without it, saying so in one line, until
     `--stage 2` refits it."""
-    import shutil
-
     from cxraug.cohorts.generator import LoadedGenerator
 
     _, run0, data = tiny_run
@@ -224,8 +226,6 @@ def test_v_prediction_min_snr_zero_terminal_snr_train_and_sample(tiny_run, tmp_p
 def test_adapter_report_drop_retrains_only_the_adapter(tiny_run, tmp_path):
     """Changed adapter settings on a finished run retrain stage 2 on the same frozen stage 1;
     ``adapter.report_drop`` trains on hint-only samples too; stage 1 refuses it."""
-    import shutil
-
     _, run0, data = tiny_run
     shutil.copytree(run0.root, tmp_path / "rd")
     denoiser = (run0.denoiser / "model.safetensors").read_bytes()
@@ -405,8 +405,6 @@ def test_init_from_fine_tunes_another_runs_stage1(tiny_run, tmp_path):
         train_run(tiny_config(data, f"train.init_from={tmp_path / 'missing'}"), tmp_path / "m", ["1"],
                   progress=False)
     assert not (tmp_path / "m").exists()  # refused before the run folder is made
-    import shutil
-
     shutil.copytree(run.root, tmp_path / "changed")
     latent = tmp_path / "changed" / "vae" / "cxraug_latent.json"
     latent.write_text(latent.read_text() + " ")  # e.g. the source's decoder was re-tuned since
@@ -436,3 +434,47 @@ def test_init_from_keeps_the_sources_decoder_and_resumes_exactly(tiny_run, tmp_p
     for k, v in a.items():
         torch.testing.assert_close(b[k], v, rtol=1e-5, atol=1e-6)
     assert json.loads((resumed.denoiser / "config.json").read_text())["meta"]["init_from"]["steps"] == 4
+
+
+def test_stage1_fits_the_signal_leak_to_the_training_split_and_the_sampler_uses_it(tiny_run, tmp_path):
+    cfg, run, data = tiny_run
+    path = run.denoiser / LEAK_NAME
+    leak = SignalLeak.load(path)
+    space = LatentSpace.load(run.vae)
+    train, moments = training_moments(cfg, run, space, progress=False)
+    assert leak.info["latent_space"] == space.fingerprint()[:16] and leak.info["n_latents"] == len(train)
+    # the mean of the training latents: their posterior means, up to 5 standard errors of the
+    # posterior noise the fit draws (the latents stage 1 trains on are posterior samples)
+    m = torch.from_numpy(np.array(moments)).float()
+    mode = space.mode(m)
+    post_std = space.normalise(m.chunk(2, 1)[0] + (0.5 * m.chunk(2, 1)[1]).exp()) - mode
+    tol = 5 * post_std.pow(2).mean(0).sqrt() / len(m) ** 0.5 + 1e-4
+    assert ((leak.mean - mode.mean(0)).abs() <= tol).all()
+    before = path.read_bytes()
+    assert write_signal_leak(cfg, run, progress=False) == path and path.read_bytes() == before  # kept
+
+    plain = DiffCXRPipeline.from_pretrained(run.root)
+    assert plain.leak is None
+    copy = tmp_path / "leaky"
+    shutil.copytree(run.root, copy)
+    assert LatentSpace.load(copy / "vae").fingerprint() == space.fingerprint()  # caches survive a move
+    C.save(C.load(DiffCXRConfig, copy / "config.yaml", ["sample.signal_leak=true"]), copy)
+    pipe = DiffCXRPipeline.from_pretrained(copy)
+    assert pipe.leak is not None
+    reports = ["There is pneumonia.", "No acute findings."]
+    a, b = pipe(reports, seeds=[5, 6], batch_size=1, steps=3), pipe(reports, seeds=[5, 6], batch_size=2, steps=3)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert not np.array_equal(a, plain(reports, seeds=[5, 6], steps=3))
+
+
+def test_a_missing_signal_leak_is_one_line(tiny_run, tmp_path, capsys):
+    _, run, _ = tiny_run
+    copy = tmp_path / "leaky"
+    shutil.copytree(run.root, copy)
+    C.save(C.load(DiffCXRConfig, copy / "config.yaml", ["sample.signal_leak=true"]), copy)
+    (copy / "denoiser" / LEAK_NAME).unlink()
+    code = main(["generate", "--model", str(copy), "--report", "There is pneumonia.", "--n", "1",
+                 "--steps", "2", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code != 0 and LEAK_NAME in err and "Traceback" not in err
+    assert "sample.signal_leak: false" in err
