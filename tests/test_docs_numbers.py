@@ -22,6 +22,13 @@ def scale(name: str, g: float) -> dict:
     return next(s for s in load(name)["scales"] if s["guidance"] == g)
 
 
+def vae_card(name: str) -> tuple[float, dict]:
+    """A VAE-only quality card: (two-sample AUC at equal n, {statistic: ratio to real})."""
+    r = load(f"quality_{name}_vae.json")
+    return r["vae_recon"]["synthetic_matched"]["equal_n"]["two_sample_auc"], \
+        {k: v["ratio"] for k, v in r["image_stats"]["vae_recon"]["synthetic"]["stats"].items()}
+
+
 def quoted(text: str, template: str, *values) -> None:
     expected = template.format(*values)
     assert expected in text, f"expected {expected!r} (from the JSON)"
@@ -185,13 +192,8 @@ def test_training_docs_quote_the_vae_precision_measurement():
 
 
 def test_training_docs_quote_the_v3_latent_space_cards():
-    def card(name):
-        r = load(f"quality_{name}_vae.json")
-        return r["vae_recon"]["synthetic_matched"]["equal_n"]["two_sample_auc"], \
-            {k: v["ratio"] for k, v in r["image_stats"]["vae_recon"]["synthetic"]["stats"].items()}
-
     text = page("docs/training.md")
-    (untuned, u), (tuned, t), (old, _), (_, j) = (card(n) for n in (
+    (untuned, u), (tuned, t), (old, _), (_, j) = (vae_card(n) for n in (
         "kermany-128-v3-untuned", "kermany-128-v3-tuned", "kermany-128", "kermany-128-v3-joint-disc"))
     quoted(text, "two-sample AUC {:.3f} at equal n before decoder tuning and {:.3f} after 4,000 steps, "
            "against {:.3f} for `kermany-128` version 2's", untuned, tuned, old)
@@ -324,12 +326,7 @@ def test_evaluating_page_quotes_the_noise_process_experiments():
 
 
 def test_training_page_quotes_the_discriminator_norm_experiment():
-    def card(name):
-        r = load(f"quality_kermany-128-v3-{name}_vae.json")
-        return r["vae_recon"]["synthetic_matched"]["equal_n"]["two_sample_auc"], \
-            {k: v["ratio"] for k, v in r["image_stats"]["vae_recon"]["synthetic"]["stats"].items()}
-
-    (n_auc, n), (t_auc, t) = card("nonorm-disc"), card("tuned")
+    (n_auc, n), (t_auc, t) = vae_card("kermany-128-v3-nonorm-disc"), vae_card("kermany-128-v3-tuned")
     quoted(page("docs/training.md"), "power at 32-48 / 48-64 cycles per image ({:.2f} / {:.2f} against {:.2f} / {:.2f}; "
            "two-sample AUC {:.3f} against {:.3f} at equal n;", n["power_32-48"], n["power_48-64"], t["power_32-48"],
            t["power_48-64"], n_auc, t_auc)
@@ -337,22 +334,16 @@ def test_training_page_quotes_the_discriminator_norm_experiment():
 
 
 def test_training_page_quotes_the_faster_discriminator_experiment():
-    r = load("quality_kermany-128-v3-disc-lr1e-3_vae.json")
-    s = {k: v["ratio"] for k, v in r["image_stats"]["vae_recon"]["synthetic"]["stats"].items()}
+    auc, s = vae_card("kermany-128-v3-disc-lr1e-3")
     quoted(page("docs/training.md"), "reached {:.2f} / {:.2f} at 16-32 / 32-48 cycles, but {:.2f} at 48-64 (two-sample AUC {:.3f};",
-           s["power_16-32"], s["power_32-48"], s["power_48-64"], r["vae_recon"]["synthetic_matched"]["equal_n"]["two_sample_auc"])
+           s["power_16-32"], s["power_32-48"], s["power_48-64"], auc)
     assert s["power_48-64"] < 0.9
 
 
 def test_training_page_quotes_the_spectral_decoder_experiment():
-    def recon(name):
-        r = load(f"quality_{name}_vae.json")
-        return r["vae_recon"]["synthetic_matched"]["equal_n"]["two_sample_auc"], \
-            {k: v["ratio"] for k, v in r["image_stats"]["vae_recon"]["synthetic"]["stats"].items()}
-
     def gen(name): return {k: v["ratio"] for k, v in load(name)["image_stats"]["generator"]["synthetic"]["stats"].items()}
     bands = ("power_16-32", "power_32-48", "power_48-64")
-    (sa, s), (ta, t) = recon("kermany-128-v3-spectral"), recon("kermany-128-v3-tuned")
+    (sa, s), (ta, t) = vae_card("kermany-128-v3-spectral"), vae_card("kermany-128-v3-tuned")
     g3, g4 = gen("quality_kermany-128-v3.json"), gen(SHIPPED_CARD)
     text = page("docs/training.md")
     quoted(text, "kept {:.2f} / {:.2f} / {:.2f} of real images' power at 16-32 / 32-48 / 48-64 cycles against "
@@ -403,7 +394,6 @@ def test_v4_recipe_quotes_the_decoder_loss_balance():
 
 def test_docs_quote_the_signal_leak_and_the_stronger_spectral_term():
     def gen(card): return card["image_stats"]["generator"]["synthetic"]["stats"]
-    def recon(name): return load(f"quality_{name}_vae.json")["image_stats"]["vae_recon"]["synthetic"]["stats"]
     def auc(card): return card["eval"]["synthetic_matched"]["equal_n"]["two_sample_auc"]
     v4, leak, s2 = load(SHIPPED_CARD), load("quality_kermany-128-v4leak.json"), load("quality_kermany-128-v5spec.json")
     g4, gl, gs = gen(v4), gen(leak), gen(s2)
@@ -422,10 +412,10 @@ def test_docs_quote_the_signal_leak_and_the_stronger_spectral_term():
     met = load("realism_targets_signal_leak.json")["met"]
     quoted(text, "That meets {} of the {} realism targets", met["kermany-128-v4leak"], load("realism_targets_signal_leak.json")["of"])
     assert met["kermany-128-v4leak"] < met["kermany-128-v4"] and met["kermany-128-v5spec"] < met["kermany-128-v4"]
-    r2, r1 = recon("kermany-128-v3-spectral2"), recon("kermany-128-v3-spectral")
+    (_, r2), (_, r1) = vae_card("kermany-128-v3-spectral2"), vae_card("kermany-128-v3-spectral")
     quoted(page("docs/training.md"), "did not go further: {:.2f} / {:.2f} / {:.2f} at 16-32 / 32-48 / 48-64 cycles and "
-           "{:.2f}x the Laplacian variance", *(r2[b]["ratio"] for b in bands), r2["laplacian_var"]["ratio"])
-    assert min(r2[b]["ratio"] for b in bands) < 0.9 and r2["laplacian_var"]["ratio"] < r1["laplacian_var"]["ratio"]
+           "{:.2f}x the Laplacian variance", *(r2[b] for b in bands), r2["laplacian_var"])
+    assert min(r2[b] for b in bands) < 0.9 and r2["laplacian_var"] < r1["laplacian_var"]
     quoted(page("docs/training.md"), "through the same denoiser and adapter {:.2f} / {:.2f} / {:.2f} and {:.2f}x, one "
            "realism target fewer than version 4", *(gs[b]["ratio"] for b in bands), gs["laplacian_var"]["ratio"])
     assert met["kermany-128-v4"] - met["kermany-128-v5spec"] == 1
@@ -447,12 +437,7 @@ def test_evaluating_page_quotes_the_real_layout_handoff():
 
 
 def test_training_page_quotes_the_longer_spectral_tuning():
-    def recon(name):
-        r = load(f"quality_{name}_vae.json")
-        return r["vae_recon"]["synthetic_matched"]["equal_n"]["two_sample_auc"], \
-            {k: v["ratio"] for k, v in r["image_stats"]["vae_recon"]["synthetic"]["stats"].items()}
-
-    (la, l), (sa, s) = recon("kermany-128-v3-spectral-8k"), recon("kermany-128-v3-spectral")
+    (la, l), (sa, s) = vae_card("kermany-128-v3-spectral-8k"), vae_card("kermany-128-v3-spectral")
     bands = ("power_16-32", "power_32-48", "power_48-64")
     quoted(page("docs/training.md"), "Twice the steps (the same tuning continued to 8,000 from its step-4,000 checkpoint) "
            "kept {:.2f} / {:.2f} / {:.2f} and {:.2f}x the Laplacian variance (two-sample AUC {:.3f} at equal n;",
