@@ -80,8 +80,8 @@ def handoff(first: DiffCXRPipeline | None, second: DiffCXRPipeline, k: int, prom
     g1, g2 = first.sample_cfg.guidance, second.sample_cfg.guidance
     cond1, cond2 = guidance_condition(cond, null, g1), guidance_condition(cond, null, g2)
     steps = second.sample_cfg.steps
-    s1 = make_sampler(first.sample_cfg.sampler, first.train_scheduler)
-    s2 = make_sampler(second.sample_cfg.sampler, second.train_scheduler)
+    s1 = make_sampler(first.sample_cfg.sampler, first.train_scheduler, first.sample_cfg.karras_sigmas)
+    s2 = make_sampler(second.sample_cfg.sampler, second.train_scheduler, second.sample_cfg.karras_sigmas)
     s1.set_timesteps(steps)
     s2.set_timesteps(steps)
     x = initial_noise(seeds, second.space.latent_shape)

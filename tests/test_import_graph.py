@@ -23,7 +23,7 @@ def _imported_modules(path: Path, root: Path) -> list[tuple[str, int]]:
     """Absolute ``cxraug.*`` modules imported anywhere in ``path`` (relative imports resolved)."""
     tree = ast.parse(path.read_text(), str(path))
     parts = path.relative_to(root.parent).with_suffix("").parts
-    package = parts[:-1] if parts[-1] != "__init__" else parts[:-1]
+    package = parts[:-1]  # a module and a package's __init__ both resolve against their folder
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

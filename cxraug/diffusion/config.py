@@ -122,6 +122,10 @@ class TrainConfig:
     weight_decay: float = 0.03
     betas: list[float] = field(default_factory=lambda: [0.9, 0.9])
     warmup_steps: int = 200
+    # After the warm-up: "constant" (the paper), or "cosine" / "linear" decay to 0 at train.steps
+    # (diffusers.optimization). A decay ends a run, or a train.init_from continuation, on a
+    # lower loss than the same steps at a constant rate.
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
     ema_decay: float = 0.999
     cond_drop: float = 0.1
     # Stage 2 only (``adapter.report_drop``): also replace the report alone by the null embedding
@@ -168,6 +172,8 @@ class TrainConfig:
             raise ConfigError(f"lr {self.lr}: must be a finite number > 0, e.g. 2e-4")
         if self.warmup_steps < 0 or not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
             raise ConfigError("warmup_steps must be >= 0 and grad_clip a finite number >= 0")
+        if self.lr_schedule not in ("constant", "cosine", "linear"):
+            raise ConfigError(f"train.lr_schedule {self.lr_schedule!r}: constant, cosine or linear")
         if not 0 <= self.cond_drop < 1:
             raise ConfigError(f"train.cond_drop {self.cond_drop}: must be in [0, 1)")
         if not 0 <= self.ema_decay < 1:
@@ -200,6 +206,10 @@ class SampleConfig:
     # start from noise carrying the training latents' signal leak (cxraug.diffusion.signal_leak;
     # fitted by stage 1 to the training split): the contrast a non-zero terminal SNR otherwise loses
     signal_leak: bool = False
+    # dpm++ only: space the sampler's noise levels as Karras et al. (2022) do (diffusers'
+    # use_karras_sigmas), more of them near the clean image, where fine detail is drawn, and the
+    # last model call at the schedule's smallest noise instead of a jump from sigma ~0.2 to 0
+    karras_sigmas: bool = False
 
     def validate(self) -> None:
         if self.steps < 1 or self.steps > 1000:
@@ -227,6 +237,9 @@ class DiffCXRConfig:
                               "hint to keep; set adapter.report_drop instead")
         if not 0 <= self.adapter.report_drop < 1:
             raise ConfigError(f"adapter.report_drop {self.adapter.report_drop}: must be in [0, 1)")
+        if self.sample.karras_sigmas and self.train.zero_terminal_snr:
+            raise ConfigError("sample.karras_sigmas: needs a finite largest noise level; a "
+                              "train.zero_terminal_snr model samples with the default spacing")
         if self.adapter.init_from:
             raise ConfigError("adapter.init_from: only stage 1 starts from another model "
                               "(train.init_from); the adapter is zero-initialised")

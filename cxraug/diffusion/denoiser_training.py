@@ -43,8 +43,16 @@ NOISE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", 
               "zero_terminal_snr", "noise_offset")
 
 
-def _lr_lambda(warmup: int):
-    return lambda step: min(1.0, (step + 1) / max(1, warmup))
+def lr_scheduler(opt: torch.optim.Optimizer, tcfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_steps``, then ``tcfg.lr_schedule``: constant, or diffusers'
+    cosine / linear decay to 0 at ``tcfg.steps``."""
+    if tcfg.lr_schedule == "constant":  # reaches the full rate at the warm-up's last step, not after it
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: min(1.0, (step + 1) / max(1, tcfg.warmup_steps)))
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(tcfg.lr_schedule, opt, num_warmup_steps=tcfg.warmup_steps,
+                         num_training_steps=tcfg.steps)
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -67,7 +75,7 @@ def train_denoiser(net: Denoiser, trainable: torch.nn.Module, data: TrainingSet,
     loss_fn = DiffusionLoss.from_config(tcfg, Condition(null, null))
     params = [p for p in trainable.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=tuple(tcfg.betas))
-    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(tcfg.warmup_steps))
+    lr_sched = lr_scheduler(opt, tcfg)
     ema = ema_model(trainable, tcfg.ema_decay)
     ckpt_dir, log = run.checkpoints(stage), MetricsLog(run.metrics(stage), acc.is_main_process)
     state = TrainState(trainable, opt, ema, lr_sched)

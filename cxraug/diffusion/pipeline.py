@@ -129,7 +129,7 @@ class DiffCXRPipeline:
 
         sc = self.sample_cfg
         steps, guidance = steps or sc.steps, sc.guidance if guidance is None else guidance
-        scheduler = make_sampler(sampler or sc.sampler, self.train_scheduler)
+        scheduler = make_sampler(sampler or sc.sampler, self.train_scheduler, sc.karras_sigmas)
         ctx, hint = self.encode(reports), None
         if self.has_adapter:  # the DKIM hint of the target labels
             vecs = labels if labels is not None else np.stack([L.empty_vector()] * len(reports))

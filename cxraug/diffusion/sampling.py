@@ -44,13 +44,16 @@ def scheduler_for(train_cfg) -> DDPMScheduler:
                            getattr(train_cfg, "zero_terminal_snr", False))
 
 
-def make_sampler(name: str, train_scheduler: DDPMScheduler):
-    """A sampling scheduler with the same noise schedule as training."""
+def make_sampler(name: str, train_scheduler: DDPMScheduler, karras_sigmas: bool = False):
+    """A sampling scheduler with the same noise schedule as training. ``karras_sigmas``
+    (``sample.karras_sigmas``): dpm++ visits Karras et al.'s noise levels; DDIM keeps its
+    uniform timesteps."""
     config = train_scheduler.config
     if name == "dpm++":
         spacing = {"timestep_spacing": "trailing"} if config.get("rescale_betas_zero_snr") else {}
         return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++",
-                                                       solver_order=2, **spacing)
+                                                       solver_order=2, use_karras_sigmas=karras_sigmas,
+                                                       **spacing)
     if name == "ddim":
         # zero terminal SNR: sample from the last timestep ("trailing"), as Lin et al. prescribe
         spacing = {"timestep_spacing": "trailing"} if config.get("rescale_betas_zero_snr") else {}

@@ -318,7 +318,7 @@ def train_run(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool 
             with timed_stage(run.root, f"stage{stage}", state.is_main_process):
                 run_stage(cfg, run, int(stage), progress, max_steps, src)
     if state.is_main_process:
-        if "1" in wanted and (run.denoiser / "config.json").is_file():
+        if last >= STAGES.index("1") and (run.denoiser / "config.json").is_file():
             write_signal_leak(cfg, run, progress)  # the sampler's start (sample.signal_leak)
         write_model_card(cfg, run)
     return run
@@ -404,6 +404,7 @@ def write_model_card(cfg: DiffCXRConfig, run: RunDir) -> Path:
            if den.get("init_from") else "")
         + f"; DKIM adapter: {ada.get('steps', 'not trained')} steps.",
         f"- sampling default: {cfg.sample.sampler} {cfg.sample.steps} steps, guidance {cfg.sample.guidance}"
+        + (", Karras noise levels" if cfg.sample.karras_sigmas and cfg.sample.sampler == "dpm++" else "")
         + (", starting from the training latents' signal leak." if cfg.sample.signal_leak else "."),
         "",
         *_cost_lines(run),

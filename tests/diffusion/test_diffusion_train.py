@@ -122,10 +122,14 @@ def test_more_steps_extend_a_finished_stage(tiny_run, tmp_path):
 
 
 def test_extending_stage1_retrains_the_adapter(tiny_run, tmp_path):
+    """... and ``--stage 2`` refits the signal leak of the longer stage 1 (stage 1 trained as a
+    prerequisite writes it as ``--stage 1`` does)."""
     _, run0, data = tiny_run
     shutil.copytree(run0.root, tmp_path / "copy")
+    (tmp_path / "copy" / "denoiser" / LEAK_NAME).unlink()
     run = train_run(tiny_config(data, "train.steps=6"), tmp_path / "copy", ["2"], progress=False)
     assert [json.loads(x)["step"] for x in run.metrics(1).read_text().splitlines()][-1] == 6
+    assert SignalLeak.load(run.denoiser / LEAK_NAME).info["n_latents"] > 0
     meta = json.loads((run.adapter / "config.json").read_text())["meta"]
     assert meta["base_steps"] == 6 and len(_losses(run.metrics(2))) == 2
 
@@ -478,3 +482,63 @@ def test_a_missing_signal_leak_is_one_line(tiny_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code != 0 and LEAK_NAME in err and "Traceback" not in err
     assert "sample.signal_leak: false" in err
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "linear"])
+def test_lr_schedule_warms_up_then_holds_or_decays_to_zero_and_resumes(schedule):
+    """train.lr_schedule: the warm-up ramps to train.lr; constant holds it (the rule before the
+    setting existed), cosine and linear reach 0 at train.steps; a scheduler restored from a
+    checkpoint's state continues the same curve."""
+    from cxraug.diffusion.config import TrainConfig
+    from cxraug.diffusion.denoiser_training import lr_scheduler
+
+    tcfg = TrainConfig(steps=40, warmup_steps=5, lr=2e-3, lr_schedule=schedule)
+    tcfg.validate()
+
+    def curve(sched, opt, n):
+        out = []
+        for _ in range(n):
+            out.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
+        return out
+
+    def fresh():
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=tcfg.lr)
+        return lr_scheduler(opt, tcfg), opt
+
+    sched, opt = fresh()
+    lrs = curve(sched, opt, 40)
+    assert max(lrs) == pytest.approx(2e-3) and lrs[0] < lrs[3] < 2e-3
+    if schedule == "constant":
+        assert lrs == [min(1.0, (s + 1) / 5) * 2e-3 for s in range(40)]
+    else:
+        assert lrs[20] < 0.75 * 2e-3 and lrs[-1] < 0.05 * 2e-3 and sched.get_last_lr()[0] == pytest.approx(0.0)
+        assert all(a >= b for a, b in zip(lrs[5:], lrs[6:]))
+    first, opt1 = fresh()
+    curve(first, opt1, 17)
+    again, opt2 = fresh()
+    again.load_state_dict(first.state_dict())
+    assert curve(again, opt2, 23) == lrs[17:]
+    with pytest.raises(Exception, match="train.lr_schedule 'step': constant, cosine or linear"):
+        TrainConfig(lr_schedule="step").validate()
+
+
+def test_karras_sigmas_setting_reaches_the_sampler(tiny_run, tmp_path):
+    """sample.karras_sigmas=true in a run's config.yaml: the denoiser's last call is at t=0
+    (the default spacing stops above it) and images change; with
+    zero terminal SNR it is refused in one line."""
+    cfg, run, data = tiny_run
+    copy = tmp_path / "karras"
+    shutil.copytree(run.root, copy)
+    C.save(C.load(DiffCXRConfig, copy / "config.yaml", ["sample.karras_sigmas=true"]), copy)
+    plain, pipe = DiffCXRPipeline.from_pretrained(run.root), DiffCXRPipeline.from_pretrained(copy)
+    seen = []
+    hook = pipe.model.register_forward_pre_hook(lambda mod, args: seen.append(int(args[1].flatten()[0])))
+    a = pipe(["There is pneumonia."], seeds=[3], steps=5)
+    hook.remove()
+    assert seen[-1] == 0 and len(set(seen)) == 5
+    assert not (a == plain(["There is pneumonia."], seeds=[3], steps=5)).all()
+    with pytest.raises(Exception, match="sample.karras_sigmas: needs a finite largest noise level"):
+        tiny_config(data, "train.prediction_type=v_prediction", "train.zero_terminal_snr=true",
+                    "sample.karras_sigmas=true")
