@@ -482,3 +482,14 @@ def test_evaluating_page_quotes_the_sampler_noise_levels_cards():
     gain = v5k["power_1-4"]["ratio"] - v4["power_1-4"]["ratio"]
     quoted(text, "raised it by {:.3f})", gain)
     assert 0 < gain < 0.03 and not any(r["met"] for r in targets["rows"]["kermany-128-v5karras"][:1])  # not shipped
+
+
+def test_evaluating_page_quotes_real_layouts_with_karras_noise_levels():
+    karras = {x["name"]: x for x in load("real_layout_handoff_karras.json")["rows"]}
+    plain = {x["name"]: x for x in load("real_layout_handoff.json")["rows"]}
+    assert load("real_layout_handoff_karras.json")["structure"] == "real"
+    quoted(page("docs/evaluating.md"), "version 4 finishing real layouts drew {:.2f}x (K = 0) and {:.2f}x (K = 12) real "
+           "images' Laplacian variance, against {:.2f}x and {:.2f}x with the default spacing",
+           *(karras[k]["ratio"]["laplacian_var"] for k in ("K=0", "K=12")),
+           *(plain[k]["ratio"]["laplacian_var"] for k in ("K=0", "K=12")))
+    assert all(karras[k]["ratio"]["laplacian_var"] < 0.75 for k in ("K=0", "K=12"))  # "not all of it"
