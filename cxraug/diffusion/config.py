@@ -172,8 +172,6 @@ class TrainConfig:
             raise ConfigError(f"lr {self.lr}: must be a finite number > 0, e.g. 2e-4")
         if self.warmup_steps < 0 or not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
             raise ConfigError("warmup_steps must be >= 0 and grad_clip a finite number >= 0")
-        if self.lr_schedule not in ("constant", "cosine", "linear"):
-            raise ConfigError(f"train.lr_schedule {self.lr_schedule!r}: constant, cosine or linear")
         if not 0 <= self.cond_drop < 1:
             raise ConfigError(f"train.cond_drop {self.cond_drop}: must be in [0, 1)")
         if not 0 <= self.ema_decay < 1:

@@ -520,8 +520,11 @@ def test_lr_schedule_warms_up_then_holds_or_decays_to_zero_and_resumes(schedule)
     again, opt2 = fresh()
     again.load_state_dict(first.state_dict())
     assert curve(again, opt2, 23) == lrs[17:]
-    with pytest.raises(Exception, match="train.lr_schedule 'step': constant, cosine or linear"):
-        TrainConfig(lr_schedule="step").validate()
+
+
+def test_an_unknown_lr_schedule_is_refused_by_the_config_loader(tiny_run):
+    with pytest.raises(Exception, match="train.lr_schedule: must be one of constant, cosine, linear; got 'step'"):
+        tiny_config(tiny_run[2], "train.lr_schedule=step")
 
 
 def test_karras_sigmas_setting_reaches_the_sampler(tiny_run, tmp_path):
