@@ -18,11 +18,12 @@ RESULTS = REPO / "benchmarks" / "results"
 MODEL = REPO / "cxraug" / "assets" / "models" / "kermany-128"
 TEMPLATE = REPO / "benchmarks" / "model_cards" / "kermany-128.md"
 INPUTS = {
-    "card": "quality_kermany-128-v4.json",               # the shipped generator's quality card
-    "previous": "quality_kermany-128-v3.json",           # the version it replaces, same judge
+    "card": "quality_kermany-128-v5map.json",            # the shipped generator's quality card
+    "previous": "quality_kermany-128-v4-judge2.json",    # the version it replaces, same judge
     "vae": "quality_kermany-128-v3-spectral_vae.json",   # its latent space alone
     "sweep": "guidance_sweep_v3.json",                   # how its guidance was picked (same denoiser)
-    "realism": "generator_realism_v4.json",              # downstream: new vs previous generator
+    "realism": "generator_realism_v5.json",              # downstream: new vs previous generator
+    "targets": "realism_targets_intensity_map.json",     # the realism targets, new and previous
 }
 # Hours of the components trained before cxraug recorded costs (summed from their logs' elapsed times).
 LOGGED_HOURS = {"perceptual": 0.9, "vae": 1.84}
@@ -33,7 +34,7 @@ def load(name: str) -> dict:
 
 
 def render() -> str:
-    q, o, v, sw, rz = (load(INPUTS[k]) for k in ("card", "previous", "vae", "sweep", "realism"))
+    q, o, v, sw, rz, tg = (load(INPUTS[k]) for k in ("card", "previous", "vae", "sweep", "realism", "targets"))
     calls = json.loads((MODEL / "training_cost.json").read_text())["calls"]
 
     def ev(x): return x["eval"]
@@ -86,7 +87,8 @@ def render() -> str:
             ("decoder tuning", "4,000", "fp32", hours("decoder"), "training_cost.json"),
             ("text (AVA-TLS squeeze)", "1 epoch", "-", hours("text"), "training_cost.json"),
             ("stage 1 (denoiser)", "16,000", "bf16 (auto)", hours("stage1"), "training_cost.json"),
-            ("stage 2 (DKIM adapter)", "800", "bf16 (auto)", hours("stage2"), "training_cost.json")]
+            ("stage 2 (DKIM adapter)", "800", "bf16 (auto)", hours("stage2"), "training_cost.json"),
+            ("intensity map (256 images drawn)", "-", "fp32", hours("intensity_map"), "training_cost.json")]
     cost_rows = [f"| {a} | {b} | {c} | {d:.2f} | {e} |" for a, b, c, d, e in cost]
     cost_rows.append(f"| all | | | {sum(r[3] for r in cost):.1f} | |")
 
@@ -95,6 +97,8 @@ def render() -> str:
         metrics_rows="\n".join(metrics_rows), stats_rows="\n".join(stats_rows), sweep_rows="\n".join(sweep_rows),
         cost_rows="\n".join(cost_rows), floor_lo=min(floor_ratios), floor_hi=max(floor_ratios),
         std_ratio=st(q)["pixel_std"]["ratio"], p1_new=st(q)["p1"]["compared"], p1_real=st(q)["p1"]["real"],
+        p99_new=st(q)["p99"]["compared"], p99_real=st(q)["p99"]["real"],
+        met_new=tg["met"]["kermany-128-v5map"], met_old=tg["met"]["kermany-128-v4-judge2"], met_of=tg["of"],
         pow_lo=min(power), pow_hi=max(power), vae_auc=v["vae_recon"]["synthetic_matched"]["equal_n"]["two_sample_auc"],
         auc_eq=eq(q)["two_sample_auc"],
         mem_fail=q["cohort"]["memorisation_fail"], mem_n=q["cohort"]["n"],

@@ -107,5 +107,12 @@ def cohort_settings(cfg: SynthConfig, gen: LoadedGenerator, steps: int, guidance
     s["gate"].pop("batch_size")
     s.pop("classifier")  # the weights identify the classifier, not the path it was given by
     s["classifier_hash"] = folder_hash(Path(cfg.classifier)) if cfg.classifier else None
+    # the model config's sampling options that change the images (recorded when on, so cohorts
+    # of a model that uses none of them read as before)
+    sc = gen.cfg.sample
+    sampling = {k: getattr(sc, k) for k in ("karras_sigmas", "signal_leak", "intensity_match") if getattr(sc, k)}
+    if sc.intensity_match:
+        sampling["intensity_sigma"] = sc.intensity_sigma
     return s | {"steps": steps, "guidance": guidance, "generator": gen.hash,
-                "precision": resolve_precision(cfg.precision, default_device())}
+                "precision": resolve_precision(cfg.precision, default_device())} \
+        | ({"sampling": sampling} if sampling else {})

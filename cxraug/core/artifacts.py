@@ -125,6 +125,18 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[s
         raise WeightsError(f"{path}: corrupt weights file ({why}); {DAMAGED_FIX}") from None
 
 
+def load_tables(path: str | Path, missing: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the metadata of a small safetensors file a sampler reads (the signal
+    leak, the intensity map): ``missing`` (the way to make it) when absent, a damaged file as one
+    line naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: missing; {missing}")
+    tensors = load_weights(path)
+    with safe_open(str(path), framework="pt") as f:
+        return tensors, f.metadata() or {}
+
+
 def read_json(path: str | Path) -> Any:
     """A JSON file of a component or run, or a one-line :class:`WeightsError` when it is damaged."""
     path = Path(path)

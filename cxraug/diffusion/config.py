@@ -208,12 +208,23 @@ class SampleConfig:
     # use_karras_sigmas), more of them near the clean image, where fine detail is drawn, and the
     # last model call at the schedule's smallest noise instead of a jump from sigma ~0.2 to 0
     karras_sigmas: bool = False
+    # map the images' coarse layout (a Gaussian blur of intensity_sigma px) to the training images'
+    # intensity distribution (cxraug.diffusion.intensity): fitted at the end of cxraug train on
+    # intensity_fit_n images drawn for training rows at these sampling settings; 0 px = pointwise
+    intensity_match: bool = False
+    intensity_sigma: float = 16.0
+    intensity_fit_n: int = 256
 
     def validate(self) -> None:
         if self.steps < 1 or self.steps > 1000:
             raise ConfigError(f"sample.steps {self.steps}: must be between 1 and 1000")
         if not (math.isfinite(self.guidance) and self.guidance >= 0):
             raise ConfigError(f"sample.guidance {self.guidance}: must be a finite number >= 0 (1 = no guidance)")
+        if not (math.isfinite(self.intensity_sigma) and self.intensity_sigma >= 0):
+            raise ConfigError(f"sample.intensity_sigma {self.intensity_sigma}: must be a finite number "
+                              ">= 0 (pixels at the model's image size; 0 = pointwise)")
+        if self.intensity_fit_n < 2:
+            raise ConfigError(f"sample.intensity_fit_n {self.intensity_fit_n}: must be at least 2")
 
 
 @dataclass

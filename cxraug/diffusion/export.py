@@ -5,7 +5,8 @@ The folder is what ``--model`` accepts anywhere (and what the shipped ``kermany-
     DIR/config.yaml          the run's resolved recipe
     DIR/vae/ text/ denoiser/ adapter/
                              components (config.json + safetensors), float weights stored in
-                             ``dtype`` (fp16 halves the size; they are loaded back as float32)
+                             ``dtype`` (fp16 halves the size; they are loaded back as float32;
+                             the intensity map's quantile tables are kept in float32)
     DIR/reference.npz        the generator's real-data reference for ``cxraug synth`` (training
                              labels, downsampled training images, val images; see
                              :mod:`cxraug.data.reference`), so no dataset is needed to use it
@@ -36,6 +37,7 @@ from cxraug.data.cache import cached_images
 from cxraug.data.reference import REFERENCE_NAME, build_reference
 from cxraug.data.splits import splits_for
 from cxraug.diffusion.config import DiffCXRConfig
+from cxraug.diffusion.intensity import INTENSITY_NAME
 from cxraug.diffusion.prepare import training_dataset
 
 COMPONENTS = ("vae", "text", "denoiser", "adapter")
@@ -98,7 +100,7 @@ def export_model(run_dir: str | Path, out: str | Path, dtype: str = "float16",
         for f in sorted(src.iterdir()):
             if not f.is_file() or f.name in SKIP_FILES or f.suffix not in KEEP_SUFFIXES:
                 continue
-            if f.suffix == ".safetensors":
+            if f.suffix == ".safetensors" and f.name != INTENSITY_NAME:  # quantile tables stay fp32
                 convert_weights(f, tmp / name / f.name, DTYPES[dtype])
             else:
                 shutil.copyfile(f, tmp / name / f.name)

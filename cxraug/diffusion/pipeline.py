@@ -26,6 +26,7 @@ from cxraug.data.templates import paper_hint
 from cxraug.data.transforms import model_to_uint8
 from cxraug.diffusion.config import DiffCXRConfig, SampleConfig
 from cxraug.diffusion.denoiser import Condition, Denoiser
+from cxraug.diffusion.intensity import INTENSITY_NAME, IntensityMap
 from cxraug.diffusion.sampling import (
     initial_noise,
     make_sampler,
@@ -61,7 +62,7 @@ class DiffCXRPipeline:
 
     def __init__(self, latent_space, report_encoder, denoiser, adapter=None,
                  sample_cfg: SampleConfig | None = None, train_cfg=None, device: str = "cpu",
-                 leak: SignalLeak | None = None):
+                 leak: SignalLeak | None = None, intensity: IntensityMap | None = None):
 
         self.space, self.encoder = latent_space.eval(), report_encoder.eval()
         self.denoiser = denoiser.eval()
@@ -69,6 +70,7 @@ class DiffCXRPipeline:
         self.model = ControlledUViT(denoiser, adapter) if adapter is not None else denoiser
         self.sample_cfg = sample_cfg or SampleConfig()
         self.leak = leak  # the sampler starts from noise with the training signal leak
+        self.intensity = intensity  # the decoded images' coarse layout mapped to the training images'
         tc = train_cfg
         self.train_scheduler = scheduler_for(tc) if tc else noise_scheduler()
         self.device = torch.device(device)
@@ -104,7 +106,8 @@ class DiffCXRPipeline:
         den = UViT.from_pretrained(run.denoiser, device)
         ada = DiseaseAdapter.from_pretrained(run.adapter, device) if use_adapter else None
         leak = SignalLeak.load(run.denoiser / LEAK_NAME) if cfg.sample.signal_leak else None
-        pipe = cls(space, encoder, den, ada, cfg.sample, cfg.train, device, leak)
+        imap = IntensityMap.load(run.denoiser / INTENSITY_NAME) if cfg.sample.intensity_match else None
+        pipe = cls(space, encoder, den, ada, cfg.sample, cfg.train, device, leak, imap)
         pipe.run = run
         return pipe
 
@@ -160,7 +163,8 @@ class DiffCXRPipeline:
         for i in range(0, len(reports), bs):
             lab = None if labels is None else np.atleast_2d(labels)[i:i + bs]
             z = self.latents(reports[i:i + bs], seeds[i:i + bs], lab, steps, guidance, sampler)
-            out.append(model_to_uint8(self.space.decode(z)))
+            x = self.space.decode(z)
+            out.append(model_to_uint8(self.intensity.apply(x) if self.intensity is not None else x))
         return np.concatenate(out) if out else np.zeros((0, self.space.image_size, self.space.image_size), np.uint8)
 
 

@@ -1,6 +1,7 @@
 """Everything the denoiser trains on, computed once per run and cached in the run folder: the
 training set (splits, real subset, LNFS filter), its latent moments and condition embeddings (the
-texts come from :mod:`cxraug.diffusion.prompts`); the folder layout is ``cxraug.core.runs.RunDir``."""
+texts come from :mod:`cxraug.diffusion.prompts`); the folder layout is ``cxraug.core.runs.RunDir``.
+Also what the sampler fits to the training split: the signal leak and the intensity map."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pandas as pd
 import torch
 
 from cxraug.core.errors import DataError, WeightsError
-from cxraug.core.runs import RunDir
+from cxraug.core.precision import default_device
+from cxraug.core.progress import job_progress
+from cxraug.core.runs import RunDir, timed_stage
 from cxraug.core.seeds import stable_seed
 from cxraug.data.adapters import load_dataset, resolve_data
 from cxraug.data.cache import cached_images
@@ -21,6 +24,8 @@ from cxraug.data.datasets import CXRDataset
 from cxraug.data.splits import real_subset, splits_for
 from cxraug.data.tables import read_csv
 from cxraug.diffusion.config import DataConfig, DiffCXRConfig
+from cxraug.diffusion.intensity import INTENSITY_NAME, IntensityMap
+from cxraug.diffusion.pipeline import DiffCXRPipeline
 from cxraug.diffusion.prompts import embed_texts, hints_for, null_condition, prompts_for
 from cxraug.diffusion.signal_leak import LEAK_NAME, SignalLeak
 from cxraug.models.autoencoder import LatentSpace, cache_moments
@@ -130,3 +135,50 @@ def build_training_set(cfg: DiffCXRConfig, run: RunDir, latent_space, encoder,
         run.cache / "prompts.csv", index=False)
     return TrainingSet(train, torch.as_tensor(np.array(moments), dtype=torch.float32), prompts,
                        cond_bank, cond_index, hints, hint_bank, hint_index, null_condition(encoder))
+
+
+def _sha(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes() if p.is_file() else b"-")
+    return h.hexdigest()[:16]
+
+
+def write_intensity_map(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) -> Path:
+    """Fit ``sample.intensity_match``'s map (:mod:`cxraug.diffusion.intensity`) and save it beside
+    the denoiser: images the finished generator draws for ``sample.intensity_fit_n`` training rows
+    (their own prompts and labels, the config's sampling settings, seeds of their own) against
+    those rows' images. Kept while fitted to these weights, settings and images."""
+    sc = cfg.sample
+    train = training_dataset(cfg, run)
+    rng = np.random.default_rng(stable_seed(cfg.train.seed, "intensity_map"))
+    pick = np.sort(rng.choice(len(train), min(sc.intensity_fit_n, len(train)), replace=False))
+    rows = train.select(np.isin(np.arange(len(train)), pick))
+    weights = [run.vae / "diffusion_pytorch_model.safetensors", run.denoiser / "model.safetensors",
+               run.adapter / "model.safetensors"] + ([run.denoiser / LEAK_NAME] if sc.signal_leak else [])
+    info = {"weights": _sha(*weights), "images": hashlib.sha256("|".join(rows.ids).encode()).hexdigest()[:16],
+            "sampling": {"sampler": sc.sampler, "steps": sc.steps, "guidance": sc.guidance,
+                         "karras_sigmas": sc.karras_sigmas, "signal_leak": sc.signal_leak}}
+    path = run.denoiser / INTENSITY_NAME
+    if path.is_file():
+        try:
+            old = IntensityMap.load(path)
+            if old.sigma == sc.intensity_sigma and all(old.info.get(k) == v for k, v in info.items()):
+                return path
+        except WeightsError:
+            pass  # damaged: fitted again below
+    real, rows, _ = cached_images(rows, cfg.data.image_size, skip_bad=cfg.data.skip_bad, progress=False)
+    plain = dataclasses.replace(cfg, sample=dataclasses.replace(sc, intensity_match=False))
+    prompts = prompts_for(rows, cfg.data.prompts, stable_seed(cfg.train.seed, "intensity_prompts"))
+    seeds = [stable_seed(cfg.train.seed, "intensity_map", i) for i in range(len(prompts))]
+    drawn = []
+    with timed_stage(run.root, "intensity_map"), \
+            job_progress("intensity map", enabled=progress) as bar:
+        pipe = DiffCXRPipeline.from_run(run, plain, default_device())
+        task = bar.add_task("sample", total=len(prompts))
+        for i in range(0, len(prompts), sc.batch_size):
+            j = slice(i, i + sc.batch_size)
+            drawn.append(pipe(prompts[j], seeds=seeds[j], labels=rows.labels[j]))
+            bar.advance(task, len(drawn[-1]))
+        imap = IntensityMap.fit(np.concatenate(drawn), np.asarray(real), sc.intensity_sigma, info)
+        return imap.save(path)

@@ -30,10 +30,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
-from cxraug.core.artifacts import load_weights
+from cxraug.core.artifacts import load_tables
 from cxraug.core.errors import WeightsError
 from cxraug.core.seeds import stable_seed
 
@@ -107,13 +106,8 @@ class SignalLeak:
     @classmethod
     def load(cls, path: str | Path) -> SignalLeak:
         """Read a saved leak (safetensors: no code runs); a damaged file is one line naming it."""
-        path = Path(path)
-        if not path.is_file():
-            raise WeightsError(f"{path}: missing; fit it with cxraug train --stage 1 --from RUN, or "
-                               "set sample.signal_leak: false in the model's config.yaml")
-        t = load_weights(path)  # a truncated or corrupt file is one line naming it
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        t, meta = load_tables(path, "fit it with cxraug train --stage 1 --from RUN, or set "
+                              "sample.signal_leak: false in the model's config.yaml")
         try:
             return cls(t["mean"], t["basis"], t["residual_std"], json.loads(meta.get("info", "{}")))
         except (KeyError, ValueError) as e:

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cxraug import __version__
 from cxraug.core import config as C
 from cxraug.core.artifacts import check_component
 from cxraug.core.errors import CxraugError
-from cxraug.core.runs import RunDir, cost_by_stage, timed_stage, training_cost
+from cxraug.core.runs import RunDir, timed_stage
 from cxraug.core.training import resumable_checkpoint
 from cxraug.data.cache import cached_images
 from cxraug.diffusion.config import DecoderTuneConfig, DiffCXRConfig
 from cxraug.diffusion.decoder_tune import tune_decoder
 from cxraug.diffusion.denoiser_training import run_stage
 from cxraug.diffusion.init_from import adopt_init, init_source
-from cxraug.diffusion.prepare import training_dataset, write_signal_leak
+from cxraug.diffusion.prepare import training_dataset, write_intensity_map, write_signal_leak
 from cxraug.diffusion.prompts import prompts_for
+from cxraug.diffusion.run_card import decoder_tuned_steps, write_model_card
 from cxraug.models.autoencoder import META_NAME, LatentSpace, load_pretrained_vae
 from cxraug.models.perceptual import classifier_folder
 from cxraug.models.vae_train import train_vae
@@ -169,16 +169,6 @@ def _drop_checkpoints(run: RunDir, stage: str) -> None:
     shutil.rmtree(run.checkpoints(stage), ignore_errors=True)
 
 
-def decoder_tuned_steps(run: RunDir) -> int:
-    """Steps of decoder tuning behind the run's latent space (0: as the VAE stage left it)."""
-    import json
-
-    try:
-        return int(json.loads((run.vae / META_NAME).read_text()).get("decoder_tune", {}).get("steps", 0))
-    except (OSError, ValueError, AttributeError, TypeError):
-        return 0
-
-
 def check_decoder(cfg: DiffCXRConfig, run: RunDir) -> int:
     """Steps the run's decoder is tuned for, after refusing what cannot continue it: fewer steps
     (0 included: the run's record would lose the tuning it has), other settings on a tuned decoder
@@ -320,6 +310,8 @@ def train_run(cfg: DiffCXRConfig, out: Path, stages: list[str], overwrite: bool 
     if state.is_main_process:
         if last >= STAGES.index("1") and (run.denoiser / "config.json").is_file():
             write_signal_leak(cfg, run, progress)  # the sampler's start (sample.signal_leak)
+            if cfg.sample.intensity_match:  # fitted to the finished generator's samples
+                write_intensity_map(cfg, run, progress)
         write_model_card(cfg, run)
     return run
 
@@ -360,60 +352,3 @@ def _discard_adapter(run: RunDir) -> None:
     shutil.rmtree(run.adapter, ignore_errors=True)
     shutil.rmtree(run.checkpoints(2), ignore_errors=True)
     run.metrics(2).unlink(missing_ok=True)
-
-
-def _cost_lines(run: RunDir) -> list[str]:
-    """The model card's training-cost table (``training_cost.json``), if anything was recorded."""
-    by_stage = cost_by_stage(training_cost(run.root))
-    if not by_stage:
-        return []
-    rows = [f"| {stage} | {c['hours']:.2f} | {c['calls']} | {'; '.join(c['machines'])} |"
-            for stage, c in by_stage.items()]
-    return ["## Training cost",
-            "Wall time of each stage as `cxraug train` measured it (data loading included; a resumed",
-            "stage adds its calls; a killed call is not counted):", "",
-            "| stage | hours | calls | machine |", "|---|---|---|---|", *rows,
-            f"| all | {sum(c['hours'] for c in by_stage.values()):.2f} | | |", ""]
-
-
-def write_model_card(cfg: DiffCXRConfig, run: RunDir) -> Path:
-    """README.md for the run: what it is, what it was trained on, what it is not for."""
-    den, ada = _meta(run.denoiser), _meta(run.adapter)
-    lines = [
-        f"# Diff-CXR run `{run.root.name}`",
-        "",
-        f"Trained with cxraug {__version__}. Components: "
-        + ", ".join(n for n, f in (("vae", run.vae), ("text", run.text), ("denoiser", run.denoiser),
-                                   ("adapter", run.adapter)) if f.exists()) + ".",
-        "",
-        "## Data",
-        f"- data: `{cfg.data.data}` (adapter `{cfg.data.dataset}`), training split of `splits.csv`,"
-        f" real fraction {cfg.data.real_frac:g}; {den.get('n_train_images', '?')} images.",
-        f"- image size {cfg.data.image_size} px, single channel, pixels in [-1, 1]; text: "
-        f"{'reports' if cfg.data.prompts == 'reports' else cfg.data.prompts + ' prompts from labels where no report exists'}.",
-        f"- LNFS filter: {cfg.data.filter or 'none'}.",
-        "",
-        "## Model",
-        f"- latent space: {cfg.vae.pretrained or 'single-channel AutoencoderKL trained by cxraug'};"
-        f" latents {den.get('latent_shape', '?')}"
-        + (f"; decoder tuned {decoder_tuned_steps(run)} steps (L1 + PatchGAN, encoder frozen)."
-           if decoder_tuned_steps(run) else "."),
-        f"- report encoder: {cfg.text.encoder} + information squeeze to {cfg.text.cond_tokens} tokens.",
-        f"- denoiser: U-ViT preset `{cfg.denoiser.preset}`, stage 1 {den.get('steps', 'not trained')} steps"
-        + (f" (fine-tuned from `{den['init_from']['name']}`, {den['init_from']['steps']} steps)"
-           if den.get("init_from") else "")
-        + f"; DKIM adapter: {ada.get('steps', 'not trained')} steps.",
-        f"- sampling default: {cfg.sample.sampler} {cfg.sample.steps} steps, guidance {cfg.sample.guidance}"
-        + (", Karras noise levels" if cfg.sample.karras_sigmas and cfg.sample.sampler == "dpm++" else "")
-        + (", starting from the training latents' signal leak." if cfg.sample.signal_leak else "."),
-        "",
-        *_cost_lines(run),
-        "## Intended use",
-        "Research on synthetic data for chest X-ray classifiers. Not for diagnosis, not a source of",
-        "clinical images, and not evidence of any finding in a real patient. Generated images can",
-        "reproduce biases of the training data; check label fidelity and memorisation (`cxraug synth`",
-        "gates) before use.",
-    ]
-    path = run.root / "README.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path

@@ -271,3 +271,25 @@ def test_until_accepted_tops_up_rejected_targets(tiny_run, classifier_dir, tmp_p
                  f"gate.thresholds={{pneumonia: {thr}}}", "--set", "max_attempts=5") == 0
     again = _manifest(out)
     assert again.drop(columns="seconds").equals(m.drop(columns="seconds"))
+
+
+def test_a_sampling_option_of_the_model_config_refuses_to_resume(tiny_run, tmp_path, capsys):
+    """The model config's sampling options change the images: a cohort records them when on, and
+    a cohort started without one does not resume with it."""
+    import shutil
+
+    from cxraug.core import config as C
+    from cxraug.core.runs import RunDir
+    from cxraug.diffusion.config import DiffCXRConfig
+
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_run.root, copy)
+    out, base = tmp_path / "c", ("--n", "2", "--gates", "none")
+    assert synth(RunDir(copy), out, *base) == 0
+    assert "sampling" not in json.loads((out / "synth.json").read_text())  # none on: as before
+    C.save(C.load(DiffCXRConfig, copy / "config.yaml", ["sample.karras_sigmas=true"]), copy)
+    capsys.readouterr()
+    assert synth(RunDir(copy), out, *base) == 2
+    assert "sampling.karras_sigmas" in capsys.readouterr().err
+    assert synth(RunDir(copy), out, *base, "--overwrite") == 0
+    assert json.loads((out / "synth.json").read_text())["sampling"] == {"karras_sigmas": True}

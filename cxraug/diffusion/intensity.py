@@ -1,0 +1,121 @@
+"""A coarse intensity map from the generator's pixel distribution to its training images'.
+
+A latent diffusion model sampled from pure noise regresses its images' coarse layout towards a
+grey middle (see :mod:`cxraug.diffusion.signal_leak`): the lungs are not dark enough, the
+mediastinum and bones not bright enough, so the lowest spatial frequencies and the deepest blacks
+fall short of real radiographs even where the fine detail is right. This map corrects the
+coarse layout only:
+
+    low = gaussian_blur(x, sigma)                     # the coarse layout, x in [0, 1]
+    y   = x + F_real^-1(F_gen(low)) - low             # its intensities moved to the real ones
+
+``F_gen`` and ``F_real`` are the pooled distributions of ``low`` over images the generator drew
+for training rows (their own prompts and labels) and over those rows' real images: a monotone
+quantile map (histogram matching) of the blurred images, fitted to the training split only.
+The fine residual ``x - low`` is kept as the denoiser drew it; ``sigma = 0`` is plain pooled
+histogram matching of the pixels.
+
+    imap = IntensityMap.fit(generated, real, sigma=16)     # uint8 [N, S, S] each
+    imap.save(run.denoiser / INTENSITY_NAME); imap = IntensityMap.load(...)
+    x = imap.apply(x)                                      # [B, 1, S, S] in the model range [-1, 1]
+
+It is fitted once per trained generator and sampling setting (``sample.intensity_match``, at the
+end of ``cxraug train``); it copies no image (1,025 quantiles of two pooled distributions).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torchvision.transforms.functional import gaussian_blur
+
+from cxraug.core.artifacts import load_tables
+from cxraug.core.errors import WeightsError
+
+#: The file in a run's (or export's) ``denoiser/`` folder.
+INTENSITY_NAME = "intensity_map.safetensors"
+QUANTILES = 1025
+
+
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian low-pass of ``[B, 1, H, W]`` (reflected borders); ``sigma = 0``: ``x`` itself."""
+    if sigma <= 0:
+        return x
+    k = 2 * round(3 * sigma) + 1
+    k = min(k, 2 * ((min(x.shape[-2:]) - 1) // 2) + 1)  # reflect padding needs k // 2 < side
+    return gaussian_blur(x, [k, k], [float(sigma), float(sigma)])
+
+
+def _unit(images: np.ndarray) -> torch.Tensor:
+    """``uint8 [N, S, S]`` -> ``float [N, 1, S, S]`` in [0, 1]."""
+    return torch.from_numpy(np.asarray(images, np.float32) / 255.0)[:, None]
+
+
+class IntensityMap:
+    """``generated`` -> ``real`` quantiles (``[QUANTILES]`` each, intensities in [0, 1]) of images
+    blurred by ``sigma`` pixels; ``info``: what it was fitted on (saved with it)."""
+
+    def __init__(self, generated: torch.Tensor, real: torch.Tensor, sigma: float,
+                 info: dict | None = None):
+        if generated.shape != real.shape or generated.ndim != 1 or len(generated) < 2:
+            raise ValueError(f"intensity map: quantiles {tuple(generated.shape)} and "
+                             f"{tuple(real.shape)} must be two equal 1-D tables")
+        # monotone tables (a float16 export may round neighbours to one value)
+        self.generated = torch.cummax(generated.double(), 0).values
+        self.real = torch.cummax(real.double(), 0).values
+        self.sigma = float(sigma)
+        self.info = dict(info or {})
+
+    @classmethod
+    def fit(cls, generated: np.ndarray, real: np.ndarray, sigma: float,
+            info: dict | None = None) -> IntensityMap:
+        """Quantiles of the blurred ``generated`` and ``real`` images (``uint8 [N, S, S]``)."""
+        if len(generated) < 2 or len(real) < 2:
+            raise ValueError("intensity map: fitting needs at least 2 generated and 2 real images")
+        q = torch.linspace(0, 1, QUANTILES, dtype=torch.float64)
+
+        def quantiles(images):
+            low = blur(_unit(images), sigma).double().flatten()
+            return torch.from_numpy(np.quantile(low.numpy(), q.numpy()))
+
+        meta = {"n_generated": len(generated), "n_real": len(real), "sigma": sigma}
+        return cls(quantiles(generated), quantiles(real), sigma, meta | dict(info or {}))
+
+    def map(self, v: torch.Tensor) -> torch.Tensor:
+        """Piecewise-linear ``F_real^-1(F_gen(v))`` of intensities ``v`` in [0, 1]; beyond the
+        fitted range the ends are held."""
+        g, r = self.generated.to(v.device), self.real.to(v.device)
+        x = v.double().clamp(float(g[0]), float(g[-1]))
+        i = torch.searchsorted(g, x.contiguous(), right=True).clamp(1, len(g) - 1)
+        g0, g1, r0, r1 = g[i - 1], g[i], r[i - 1], r[i]
+        w = torch.where(g1 > g0, (x - g0) / (g1 - g0).clamp_min(1e-12), torch.zeros_like(x))
+        return (r0 + w * (r1 - r0)).to(v.dtype)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, 1, H, W]`` in the model range [-1, 1] -> mapped, same range (clamped)."""
+        u = (x.float().clamp(-1, 1) + 1) / 2
+        low = blur(u, self.sigma)
+        return ((u + self.map(low) - low).clamp(0, 1) * 2 - 1).to(x.dtype)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        save_file({"generated": self.generated.float().contiguous(),
+                   "real": self.real.float().contiguous()}, str(path),
+                  metadata={"sigma": str(self.sigma), "info": json.dumps(self.info, sort_keys=True)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> IntensityMap:
+        """Read a saved map (safetensors: no code runs); a damaged file is one line naming it."""
+        t, meta = load_tables(path, "fit it with cxraug train --stage 2 --out RUN, or set "
+                              "sample.intensity_match: false in the model's config.yaml")
+        try:
+            return cls(t["generated"], t["real"], float(meta["sigma"]),
+                       json.loads(meta.get("info", "{}")))
+        except (KeyError, ValueError) as e:
+            raise WeightsError(f"{path}: not an intensity-map file ({e}); refit it with "
+                               "cxraug train --stage 2 --out RUN") from None
