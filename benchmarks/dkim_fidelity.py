@@ -6,7 +6,8 @@
 
 1. Load the run twice: stage 1 alone (``use_adapter=False``) and stage 1 + the DKIM adapter.
 2. A judge trained on REAL images only: ``--classifier DIR`` or a resnet18 trained here for a few
-   epochs on the run's own training split (``RUN/splits.csv``; val split for model selection),
+   epochs on the run's own training split (``RUN/splits.csv``, or for a packaged model the same
+   patient-level split written under ``--work``; val split for model selection),
    cached in ``--work`` so a rerun reuses it. Its real test AUC is reported as a sanity check.
 3. Per label L: ``--n`` images targeted "L positive" and ``--n`` targeted "No Finding positive,
    L negative". Prompts are mined templates for the target; every image has its own seed, and
@@ -58,9 +59,18 @@ console = Console(width=None if sys.stdout.isatty() else 130)  # logs: keep tabl
 
 # ------------------------------------------------------------------------------ real data
 
-def load_real(data: str, run: Path, size: int):
-    """The run's splits of ``data``: ``(dataset, uint8 [N, size, size] images, split names)``."""
-    ds = splits_for(load_dataset(resolve_data(data)), run / "splits.csv")
+def splits_file(model: Path, work: Path) -> Path:
+    """The run's ``splits.csv``. A packaged model folder or a shipped name (``kermany-128``)
+    carries none: the same patient-level split (seed 0) is written under ``work``, never into the
+    model folder or a stray folder named like the model in the working directory."""
+    own = Path(model) / "splits.csv"
+    return own if own.is_file() else Path(work) / "splits" / f"{Path(model).name}.csv"
+
+
+def load_real(data: str, splits: Path, size: int):
+    """``data`` split by the file ``splits`` (:func:`splits_file`; written when missing):
+    ``(dataset, uint8 [N, size, size] images, split names)``."""
+    ds = splits_for(load_dataset(resolve_data(data)), splits)
     ds = ds.select(ds.table["assigned_split"].to_numpy() != "excluded")
     images, ds, _ = cached_images(ds, size)
     return ds, images, ds.table["assigned_split"].to_numpy()
@@ -96,7 +106,7 @@ def judge(args, ds, images, split, labels: list[str], size: int) -> tuple[Classi
         cfg = classifier_config(size, args.clf_epochs)
         key = hashlib.sha256(json.dumps({
             "data": str(resolve_data(args.data).resolve()), "labels": labels, "size": size,
-            "splits": hashlib.sha256((args.model / "splits.csv").read_bytes()).hexdigest(),
+            "splits": hashlib.sha256(splits_file(args.model, args.work).read_bytes()).hexdigest(),
             "config": repr(cfg)}).encode()).hexdigest()[:16]
         folder = args.work / f"classifier-{key}"
         if (folder / "model" / "config.json").is_file():
@@ -217,7 +227,7 @@ def main() -> None:
     guidance = stage1.sample_cfg.guidance if args.guidance is None else args.guidance
 
     # 2. Real data and the real-data judge.
-    ds, images, split = load_real(args.data, args.model, size)
+    ds, images, split = load_real(args.data, splits_file(args.model, args.work), size)
     labels = (L.parse_label_list(args.labels) if args.labels else default_labels(ds, split))
     if not labels:
         raise SystemExit(f"{args.data}: no observation has {MIN_POSITIVE} training positives; "

@@ -78,7 +78,7 @@ def extractor(run: Path, data: str, work: Path) -> Path:
 
     args = argparse.Namespace(classifier=None, clf_epochs=3, data=data, model=run, work=work,
                               n_boot=200)
-    ds, images, split = D.load_real(data, run, 64)
+    ds, images, split = D.load_real(data, D.splits_file(run, work), 64)
     _, info = D.judge(args, ds, images, split, ["Pneumonia"], 64)
     return Path(info["path"])
 

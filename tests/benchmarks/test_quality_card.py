@@ -86,3 +86,21 @@ def test_vae_only_markdown_has_no_cohort_and_names_the_reconstruction_floors():
     assert "cohort" not in head and line + "." in head
     assert "### VAE reconstructions of real test images: 12 images" in tables
     assert "generator cohort" not in tables and "| power_48-64 |" in tables
+
+
+def test_a_packaged_model_keeps_the_judges_splits_under_work(kermany_fixture, tmp_path, monkeypatch):
+    """--model kermany-128 (a shipped name: no splits.csv) must not write a stray kermany-128/
+    folder into the working directory; a run's own splits.csv is used as it is."""
+    from pathlib import Path
+
+    D = load_script("dkim_fidelity")
+    monkeypatch.chdir(tmp_path)
+    path = D.splits_file(Path("kermany-128"), tmp_path / "work")
+    assert path == tmp_path / "work" / "splits" / "kermany-128.csv"
+    _, images, split = D.load_real(str(kermany_fixture), path, 32)
+    assert path.is_file() and not (tmp_path / "kermany-128").exists()
+    assert len(images) == len(split) and {"train", "test"} <= set(split)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "splits.csv").write_text(path.read_text())
+    assert D.splits_file(run, tmp_path / "work") == run / "splits.csv"
