@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxraug.core.artifacts import WEIGHTS_NAME
 from cxraug.core.errors import DataError, WeightsError
 from cxraug.core.precision import default_device
 from cxraug.core.progress import job_progress
@@ -154,8 +155,8 @@ def write_intensity_map(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) 
     rng = np.random.default_rng(stable_seed(cfg.train.seed, "intensity_map"))
     pick = np.sort(rng.choice(len(train), min(sc.intensity_fit_n, len(train)), replace=False))
     rows = train.select(np.isin(np.arange(len(train)), pick))
-    weights = [run.vae / "diffusion_pytorch_model.safetensors", run.denoiser / "model.safetensors",
-               run.adapter / "model.safetensors"] + ([run.denoiser / LEAK_NAME] if sc.signal_leak else [])
+    weights = [*sorted(run.vae.glob("*.safetensors")), run.denoiser / WEIGHTS_NAME, run.adapter / WEIGHTS_NAME] \
+        + ([run.denoiser / LEAK_NAME] if sc.signal_leak else [])
     info = {"weights": _sha(*weights), "images": hashlib.sha256("|".join(rows.ids).encode()).hexdigest()[:16],
             "sampling": {"sampler": sc.sampler, "steps": sc.steps, "guidance": sc.guidance,
                          "karras_sigmas": sc.karras_sigmas, "signal_leak": sc.signal_leak}}
