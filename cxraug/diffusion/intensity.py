@@ -9,9 +9,11 @@ coarse layout only:
     low = gaussian_blur(x, sigma)                     # the coarse layout, x in [0, 1]
     y   = x + F_real^-1(F_gen(low)) - low             # its intensities moved to the real ones
 
-``F_gen`` and ``F_real`` are the pooled distributions of ``low`` over images the generator drew
-for training rows (their own prompts and labels) and over those rows' real images: a monotone
-quantile map (histogram matching) of the blurred images, fitted to the training split only.
+``F_gen`` is the pooled distribution of ``low`` over images the generator drew for training rows
+(their own prompts and labels), ``F_real`` the same over every training image: a monotone quantile
+map (histogram matching) of the blurred images, fitted to the training split only. Both are read
+from histograms of :data:`BINS` bins accumulated a chunk of images at a time, so the real side
+can hold a whole training split in constant memory.
 The fine residual ``x - low`` is kept as the denoiser drew it; ``sigma = 0`` is plain pooled
 histogram matching of the pixels.
 
@@ -39,20 +41,41 @@ from cxraug.core.errors import WeightsError
 #: The file in a run's (or export's) ``denoiser/`` folder.
 INTENSITY_NAME = "intensity_map.safetensors"
 QUANTILES = 1025
+#: Histogram bins on [0, 1] behind each quantile table (1 / 4096 of the intensity range apart).
+BINS = 4096
 
 
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian low-pass of ``[B, 1, H, W]`` (reflected borders); ``sigma = 0``: ``x`` itself."""
+    """Gaussian low-pass of ``[B, 1, H, W]`` (reflected borders); ``sigma = 0``: ``x`` itself.
+    Applied as two 1-D passes (the Gaussian is separable: 2k instead of k^2 products a pixel)."""
     if sigma <= 0:
         return x
     k = 2 * round(3 * sigma) + 1
     k = min(k, 2 * ((min(x.shape[-2:]) - 1) // 2) + 1)  # reflect padding needs k // 2 < side
-    return gaussian_blur(x, [k, k], [float(sigma), float(sigma)])
+    s = [float(sigma), float(sigma)]
+    return gaussian_blur(gaussian_blur(x, [k, 1], s), [1, k], s)
 
 
 def _unit(images: np.ndarray) -> torch.Tensor:
     """``uint8 [N, S, S]`` -> ``float [N, 1, S, S]`` in [0, 1]."""
     return torch.from_numpy(np.asarray(images, np.float32) / 255.0)[:, None]
+
+
+def pooled_quantiles(images: np.ndarray, sigma: float, chunk: int = 256) -> torch.Tensor:
+    """:data:`QUANTILES` quantiles (float64, in [0, 1]) of every pixel of ``images`` (``uint8
+    [N, S, S]``) blurred by ``sigma``: a :data:`BINS`-bin histogram accumulated ``chunk`` images at
+    a time, its cumulative distribution inverted piecewise-linearly within each bin."""
+    counts = torch.zeros(BINS, dtype=torch.float64)
+    for i in range(0, len(images), chunk):
+        low = blur(_unit(images[i:i + chunk]), sigma).clamp(0, 1)
+        counts += torch.histc(low, BINS, 0, 1).double()
+    cdf = torch.cat([counts.new_zeros(1), counts.cumsum(0) / counts.sum()])
+    q = torch.linspace(0, 1, QUANTILES, dtype=torch.float64)
+    # the bin in which the cumulative share reaches q (q = 1: the last bin holding a pixel)
+    i = torch.where(q < 1, torch.searchsorted(cdf, q, right=True), torch.searchsorted(cdf, q)).clamp(1, BINS)
+    c0, c1 = cdf[i - 1], cdf[i]
+    w = torch.where(c1 > c0, (q - c0) / (c1 - c0).clamp_min(1e-300), torch.zeros_like(q))
+    return (i - 1 + w.clamp(0, 1)) / BINS
 
 
 class IntensityMap:
@@ -73,17 +96,13 @@ class IntensityMap:
     @classmethod
     def fit(cls, generated: np.ndarray, real: np.ndarray, sigma: float,
             info: dict | None = None) -> IntensityMap:
-        """Quantiles of the blurred ``generated`` and ``real`` images (``uint8 [N, S, S]``)."""
+        """Pooled quantiles of the blurred ``generated`` and ``real`` images (``uint8 [N, S, S]``
+        each; the two sets need not be the same size)."""
         if len(generated) < 2 or len(real) < 2:
             raise ValueError("intensity map: fitting needs at least 2 generated and 2 real images")
-        q = torch.linspace(0, 1, QUANTILES, dtype=torch.float64)
-
-        def quantiles(images):
-            low = blur(_unit(images), sigma).double().flatten()
-            return torch.from_numpy(np.quantile(low.numpy(), q.numpy()))
-
         meta = {"n_generated": len(generated), "n_real": len(real), "sigma": sigma}
-        return cls(quantiles(generated), quantiles(real), sigma, meta | dict(info or {}))
+        return cls(pooled_quantiles(generated, sigma), pooled_quantiles(real, sigma), sigma,
+                   meta | dict(info or {}))
 
     def map(self, v: torch.Tensor) -> torch.Tensor:
         """Piecewise-linear ``F_real^-1(F_gen(v))`` of intensities ``v`` in [0, 1]; beyond the

@@ -32,6 +32,11 @@ from cxraug.diffusion.signal_leak import LEAK_NAME, SignalLeak
 from cxraug.models.autoencoder import LatentSpace, cache_moments
 
 
+def _ids_hash(ids) -> str:
+    """A short fingerprint of a list of image ids (which images a fitted table saw)."""
+    return hashlib.sha256("|".join(ids).encode()).hexdigest()[:16]
+
+
 def training_dataset(cfg: DiffCXRConfig, run: RunDir) -> CXRDataset:
     """The generator's training images: the train split (or its real subset), LNFS-filtered."""
     ds = load_dataset(resolve_data(cfg.data.data), cfg.data.dataset,
@@ -108,7 +113,7 @@ def write_signal_leak(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) ->
     space = LatentSpace.load(run.vae)
     train = training_dataset(cfg, run)
     info = {"latent_space": space.fingerprint()[:16], "trained_on": train.name,
-            "images": hashlib.sha256("|".join(train.ids).encode()).hexdigest()[:16]}
+            "images": _ids_hash(train.ids)}
     path = run.denoiser / LEAK_NAME
     if path.is_file():
         try:
@@ -149,7 +154,8 @@ def write_intensity_map(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) 
     """Fit ``sample.intensity_match``'s map (:mod:`cxraug.diffusion.intensity`) and save it beside
     the denoiser: images the finished generator draws for ``sample.intensity_fit_n`` training rows
     (their own prompts and labels, the config's sampling settings, seeds of their own) against
-    those rows' images. Kept while fitted to these weights, settings and images."""
+    every training image (a few hundred rows' own images are a noisy estimate of the real side,
+    which costs no sampling). Kept while fitted to these weights, settings and images."""
     sc = cfg.sample
     train = training_dataset(cfg, run)
     rng = np.random.default_rng(stable_seed(cfg.train.seed, "intensity_map"))
@@ -157,7 +163,7 @@ def write_intensity_map(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) 
     rows = train.select(np.isin(np.arange(len(train)), pick))
     weights = [*sorted(run.vae.glob("*.safetensors")), run.denoiser / WEIGHTS_NAME, run.adapter / WEIGHTS_NAME] \
         + ([run.denoiser / LEAK_NAME] if sc.signal_leak else [])
-    info = {"weights": _sha(*weights), "images": hashlib.sha256("|".join(rows.ids).encode()).hexdigest()[:16],
+    info = {"weights": _sha(*weights), "images": _ids_hash(rows.ids), "real_images": _ids_hash(train.ids),
             "sampling": {"sampler": sc.sampler, "steps": sc.steps, "guidance": sc.guidance,
                          "karras_sigmas": sc.karras_sigmas, "signal_leak": sc.signal_leak}}
     path = run.denoiser / INTENSITY_NAME
@@ -168,7 +174,8 @@ def write_intensity_map(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) 
                 return path
         except WeightsError:
             pass  # damaged: fitted again below
-    real, rows, _ = cached_images(rows, cfg.data.image_size, skip_bad=cfg.data.skip_bad, progress=False)
+    _, rows, _ = cached_images(rows, cfg.data.image_size, skip_bad=cfg.data.skip_bad, progress=False)
+    real = cached_images(train, cfg.data.image_size, skip_bad=cfg.data.skip_bad, progress=False)[0]
     plain = dataclasses.replace(cfg, sample=dataclasses.replace(sc, intensity_match=False))
     prompts = prompts_for(rows, cfg.data.prompts, stable_seed(cfg.train.seed, "intensity_prompts"))
     seeds = [stable_seed(cfg.train.seed, "intensity_map", i) for i in range(len(prompts))]
@@ -181,5 +188,5 @@ def write_intensity_map(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) 
             j = slice(i, i + sc.batch_size)
             drawn.append(pipe(prompts[j], seeds=seeds[j], labels=rows.labels[j]))
             bar.advance(task, len(drawn[-1]))
-        imap = IntensityMap.fit(np.concatenate(drawn), np.asarray(real), sc.intensity_sigma, info)
+        imap = IntensityMap.fit(np.concatenate(drawn), real, sc.intensity_sigma, info)
         return imap.save(path)

@@ -15,9 +15,16 @@ from cxraug.core.errors import WeightsError
 from cxraug.core.runs import training_cost
 from cxraug.diffusion.config import DiffCXRConfig
 from cxraug.diffusion.export import convert_weights, export_model
-from cxraug.diffusion.intensity import INTENSITY_NAME, IntensityMap, blur
+from cxraug.diffusion.intensity import (
+    BINS,
+    INTENSITY_NAME,
+    QUANTILES,
+    IntensityMap,
+    blur,
+    pooled_quantiles,
+)
 from cxraug.diffusion.pipeline import DiffCXRPipeline
-from cxraug.diffusion.prepare import write_intensity_map
+from cxraug.diffusion.prepare import training_dataset, write_intensity_map
 from cxraug.diffusion.stages import train_run
 from cxraug.metrics import image_stats as S
 
@@ -90,6 +97,29 @@ def test_save_load_and_a_float16_copy_keep_the_map(tmp_path):
         IntensityMap.load(tmp_path / "missing.safetensors")
 
 
+@pytest.mark.parametrize("sigma", [0.0, 3.0])
+def test_pooled_quantiles_are_the_blurred_pixels_quantiles_in_any_chunks(sigma):
+    images = _radiographs(23, size=48)
+    exact = np.quantile(blur(torch.from_numpy(images / 255.0).float()[:, None], sigma).clamp(0, 1).numpy(),
+                        np.linspace(0, 1, QUANTILES))
+    for chunk in (5, 256):
+        q = pooled_quantiles(images, sigma, chunk=chunk).numpy()
+        assert q.shape == (QUANTILES,) and (np.diff(q) >= 0).all()
+        # within two histogram bins (a sparse tail puts neighbouring pixels in two); unblurred 8-bit pixels are atoms a grey level apart, between
+        # which np.quantile interpolates by rank and the histogram by intensity
+        assert np.abs(q - exact).max() <= (2.0 / BINS if sigma else 1.0 / 255) + 1e-6
+    assert np.array_equal(pooled_quantiles(images, sigma, chunk=5), pooled_quantiles(images, sigma, chunk=7))
+
+
+def test_the_blur_is_a_gaussian_of_the_asked_width():
+    x = torch.zeros(1, 1, 65, 65)
+    x[0, 0, 32, 32] = 1
+    y = blur(x, 4.0)[0, 0]
+    assert abs(float(y.sum()) - 1) < 1e-4
+    r2 = (torch.arange(65.0) - 32)[:, None] ** 2 + (torch.arange(65.0) - 32)[None, :] ** 2
+    assert abs(float((y * r2).sum()) / 2 - 16.0) < 0.5  # variance per axis = sigma^2
+
+
 @pytest.mark.parametrize("setting", ["sample.intensity_sigma=-1", "sample.intensity_fit_n=1"])
 def test_bad_intensity_settings_are_refused(setting):
     with pytest.raises(ConfigError, match=setting.split("=")[0]):
@@ -113,6 +143,8 @@ def test_train_fits_the_map_once_and_the_pipeline_applies_it(tiny_run, tmp_path,
     path = mrun.denoiser / INTENSITY_NAME
     imap = IntensityMap.load(path)
     assert imap.info["n_generated"] == 6 and imap.sigma == 2
+    # the real side is every training image, not only the rows the generator drew for
+    assert imap.info["n_real"] == len(training_dataset(mapped_cfg, mrun)) > 6
     before = path.read_bytes()
     assert write_intensity_map(mapped_cfg, mrun, progress=False).read_bytes() == before  # kept
     other = C.load(DiffCXRConfig, copy / "config.yaml", ["sample.guidance=3"])
