@@ -160,7 +160,8 @@ def markdown(rec: dict) -> str:
              "| map | p1 error | p99 error (sd over refits) | pixel std ratio |", "|---|---|---|---|"]
     for name, r in rec["results"].items():
         mu, sd = r["mean"], r["sd_over_refits"]
-        lines.append(f"| {name} | {mu['p1']:+.4f} | {mu['p99']:+.4f} ({sd['p99']:.4f}) | {mu['std_ratio']:.3f} |")
+        spread = f"({sd['p99']:.4f})" if r["refits"] > 1 else "(one split)"
+        lines.append(f"| {name} | {mu['p1']:+.4f} | {mu['p99']:+.4f} {spread} | {mu['std_ratio']:.3f} |")
     lines += ["", f"Chosen: **{rec['chosen']}**.", ""]
     return "\n".join(lines)
 

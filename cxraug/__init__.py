@@ -1,3 +1,3 @@
 """cxraug: synthetic chest X-rays for training disease classifiers (Diff-CXR and friends)."""
 
-__version__ = "0.12.0"
+__version__ = "0.13.0"
