@@ -599,9 +599,17 @@ def test_evaluating_page_quotes_the_intensity_map_estimators_and_the_v6_card():
     def gen(card): return card["image_stats"]["generator"]["synthetic"]["stats"]
     v5, v6 = load(SHIPPED_CARD), load("quality_kermany-128-v6.json")
     targets = load("realism_targets_intensity_map_estimator.json")
-    assert list(targets["cards"]) == ["kermany-128-v5map", "kermany-128-v6"]
+    assert list(targets["cards"]) == ["kermany-128-v5map", "kermany-128-v6", "kermany-128-v7perimage"]
     assert targets["met"]["kermany-128-v6"] == targets["met"]["kermany-128-v5map"]  # not more: not shipped
     quoted(text, "p99 {:.3f} against version 5's {:.3f} (real {:.3f}), two-sample AUC {:.3f}, FID {:.1f}, {} of 7 targets",
            gen(v6)["p99"]["compared"], gen(v5)["p99"]["compared"], gen(v6)["p99"]["real"],
            v6["eval"]["synthetic_matched"]["equal_n"]["two_sample_auc"], v6["eval"]["metrics"]["fid"],
            targets["met"]["kermany-128-v6"])
+    v7 = load("quality_kermany-128-v7perimage.json")
+    s7 = gen(v7)
+    quoted(text, "p1 / p99 {:.3f} / {:.3f} (real {:.3f} / {:.3f}), power at 1-4 cycles {:.2f}, pixel standard deviation "
+           "{:.2f}x, two-sample AUC {:.3f}, FID {:.1f}, label fidelity {:.3f}: {} of 7 targets.",
+           s7["p1"]["compared"], s7["p99"]["compared"], s7["p1"]["real"], s7["p99"]["real"], s7["power_1-4"]["ratio"],
+           s7["pixel_std"]["ratio"], v7["eval"]["synthetic_matched"]["equal_n"]["two_sample_auc"],
+           v7["eval"]["metrics"]["fid"], v7["label_fidelity"]["pneumonia"]["stage1+adapter"]["auc"],
+           targets["met"]["kermany-128-v7perimage"])
