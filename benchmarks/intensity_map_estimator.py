@@ -41,7 +41,7 @@ from cxraug.data import labels as L
 from cxraug.data.adapters import load_dataset, resolve_data
 from cxraug.data.cache import cached_images
 from cxraug.data.templates import PromptBuilder
-from cxraug.diffusion.intensity import QUANTILES, IntensityMap, _unit, blur
+from cxraug.diffusion.intensity import IntensityMap, per_image_quantiles
 from cxraug.diffusion.pipeline import DiffCXRPipeline
 
 HERE = Path(__file__).resolve().parent
@@ -49,18 +49,6 @@ sys.path.insert(0, str(HERE))
 from intensity_map_design import mapped
 
 ESTIMATORS = ("pooled, same rows", "pooled, every training image", "mean per-image quantiles, every training image")
-
-
-def per_image_quantiles(images: np.ndarray, sigma: float, chunk: int = 256) -> torch.Tensor:
-    """``[N, QUANTILES]`` quantile functions of each blurred image (linear between order statistics)."""
-    out = []
-    for i in range(0, len(images), chunk):
-        v = blur(_unit(images[i:i + chunk]), sigma).flatten(1).double().sort(1).values
-        pos = torch.linspace(0, v.shape[1] - 1, QUANTILES, dtype=torch.float64)
-        lo = pos.floor().long()
-        hi = (lo + 1).clamp(max=v.shape[1] - 1)
-        out.append(v[:, lo] + (pos - lo) * (v[:, hi] - v[:, lo]))
-    return torch.cat(out)
 
 
 def image_numbers(images: np.ndarray) -> dict[str, np.ndarray]:

@@ -210,10 +210,13 @@ class SampleConfig:
     karras_sigmas: bool = False
     # map the images' coarse layout (a Gaussian blur of intensity_sigma px) to the training images'
     # intensity distribution (cxraug.diffusion.intensity): fitted at the end of cxraug train on
-    # intensity_fit_n images drawn for training rows at these sampling settings; 0 px = pointwise
+    # intensity_fit_n images drawn for training rows at these sampling settings; 0 px = pointwise.
+    # intensity_estimator: pooled = all pixels of all images together (histogram matching);
+    # per_image = the average of each image's own quantile function (matches per-image percentiles)
     intensity_match: bool = False
     intensity_sigma: float = 16.0
     intensity_fit_n: int = 256
+    intensity_estimator: Literal["pooled", "per_image"] = "pooled"
 
     def validate(self) -> None:
         if self.steps < 1 or self.steps > 1000:

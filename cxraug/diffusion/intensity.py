@@ -13,7 +13,11 @@ coarse layout only:
 (their own prompts and labels), ``F_real`` the same over every training image: a monotone quantile
 map (histogram matching) of the blurred images, fitted to the training split only. Both are read
 from histograms of :data:`BINS` bins accumulated a chunk of images at a time, so the real side
-can hold a whole training split in constant memory.
+can hold a whole training split in constant memory. The pooled distribution mixes the spread
+between images with the spread within them, so matching it overshoots each image's own brightest
+and darkest percentiles where the generator's images differ less from one another than real ones;
+``estimator="per_image"`` instead maps the average of each image's own quantile function
+(:func:`per_image_quantiles`) on both sides.
 The fine residual ``x - low`` is kept as the denoiser drew it; ``sigma = 0`` is plain pooled
 histogram matching of the pixels.
 
@@ -78,6 +82,24 @@ def pooled_quantiles(images: np.ndarray, sigma: float, chunk: int = 256) -> torc
     return (i - 1 + w.clamp(0, 1)) / BINS
 
 
+def per_image_quantiles(images: np.ndarray, sigma: float, chunk: int = 256) -> torch.Tensor:
+    """``[N, QUANTILES]`` quantile functions (float64) of each image of ``images`` (``uint8
+    [N, S, S]``) blurred by ``sigma``, linear between order statistics."""
+    out = []
+    for i in range(0, len(images), chunk):
+        v = blur(_unit(images[i:i + chunk]), sigma).flatten(1).double().sort(1).values
+        pos = torch.linspace(0, v.shape[1] - 1, QUANTILES, dtype=torch.float64)
+        lo = pos.floor().long()
+        hi = (lo + 1).clamp(max=v.shape[1] - 1)
+        out.append(v[:, lo] + (pos - lo) * (v[:, hi] - v[:, lo]))
+    return torch.cat(out)
+
+
+#: How each side's table is estimated (``sample.intensity_estimator``).
+ESTIMATORS = {"pooled": pooled_quantiles,
+              "per_image": lambda images, sigma: per_image_quantiles(images, sigma).mean(0)}
+
+
 class IntensityMap:
     """``generated`` -> ``real`` quantiles (``[QUANTILES]`` each, intensities in [0, 1]) of images
     blurred by ``sigma`` pixels; ``info``: what it was fitted on (saved with it)."""
@@ -95,14 +117,16 @@ class IntensityMap:
 
     @classmethod
     def fit(cls, generated: np.ndarray, real: np.ndarray, sigma: float,
-            info: dict | None = None) -> IntensityMap:
-        """Pooled quantiles of the blurred ``generated`` and ``real`` images (``uint8 [N, S, S]``
-        each; the two sets need not be the same size)."""
+            info: dict | None = None, estimator: str = "pooled") -> IntensityMap:
+        """Quantiles (:data:`ESTIMATORS`: ``pooled`` or ``per_image``) of the blurred ``generated``
+        and ``real`` images (``uint8 [N, S, S]`` each; the two sets need not be the same size)."""
         if len(generated) < 2 or len(real) < 2:
             raise ValueError("intensity map: fitting needs at least 2 generated and 2 real images")
-        meta = {"n_generated": len(generated), "n_real": len(real), "sigma": sigma}
-        return cls(pooled_quantiles(generated, sigma), pooled_quantiles(real, sigma), sigma,
-                   meta | dict(info or {}))
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"intensity map: estimator {estimator!r} is not one of {', '.join(ESTIMATORS)}")
+        tables = ESTIMATORS[estimator]
+        meta = {"n_generated": len(generated), "n_real": len(real), "sigma": sigma, "estimator": estimator}
+        return cls(tables(generated, sigma), tables(real, sigma), sigma, meta | dict(info or {}))
 
     def map(self, v: torch.Tensor) -> torch.Tensor:
         """Piecewise-linear ``F_real^-1(F_gen(v))`` of intensities ``v`` in [0, 1]; beyond the

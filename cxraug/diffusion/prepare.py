@@ -164,6 +164,7 @@ def write_intensity_map(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) 
     weights = [*sorted(run.vae.glob("*.safetensors")), run.denoiser / WEIGHTS_NAME, run.adapter / WEIGHTS_NAME] \
         + ([run.denoiser / LEAK_NAME] if sc.signal_leak else [])
     info = {"weights": _sha(*weights), "images": _ids_hash(rows.ids), "real_images": _ids_hash(train.ids),
+            "estimator": sc.intensity_estimator,
             "sampling": {"sampler": sc.sampler, "steps": sc.steps, "guidance": sc.guidance,
                          "karras_sigmas": sc.karras_sigmas, "signal_leak": sc.signal_leak}}
     path = run.denoiser / INTENSITY_NAME
@@ -188,5 +189,5 @@ def write_intensity_map(cfg: DiffCXRConfig, run: RunDir, progress: bool = True) 
             j = slice(i, i + sc.batch_size)
             drawn.append(pipe(prompts[j], seeds=seeds[j], labels=rows.labels[j]))
             bar.advance(task, len(drawn[-1]))
-        imap = IntensityMap.fit(np.concatenate(drawn), real, sc.intensity_sigma, info)
+        imap = IntensityMap.fit(np.concatenate(drawn), real, sc.intensity_sigma, info, sc.intensity_estimator)
         return imap.save(path)

@@ -3,19 +3,9 @@ and picks by its stated rule."""
 
 import json
 
-import numpy as np
 from conftest import load_script, train_tiny_run
 
-from cxraug.diffusion.intensity import QUANTILES, _unit, blur
-
 est = load_script("intensity_map_estimator")
-
-
-def test_per_image_quantiles_are_each_images_own():
-    images = np.random.default_rng(0).integers(0, 256, (5, 24, 24), dtype=np.uint8)
-    q = est.per_image_quantiles(images, 2.0, chunk=2).numpy()
-    exact = np.quantile(blur(_unit(images), 2.0).flatten(1).double().numpy(), np.linspace(0, 1, QUANTILES), axis=1).T
-    np.testing.assert_allclose(q, exact, atol=1e-6)  # float32 blur, chunked or not
 
 
 def test_the_study_reads_training_images_only_and_applies_its_rule(tmp_path_factory, tmp_path):

@@ -21,6 +21,7 @@ from cxraug.diffusion.intensity import (
     QUANTILES,
     IntensityMap,
     blur,
+    per_image_quantiles,
     pooled_quantiles,
 )
 from cxraug.diffusion.pipeline import DiffCXRPipeline
@@ -111,6 +112,38 @@ def test_pooled_quantiles_are_the_blurred_pixels_quantiles_in_any_chunks(sigma):
     assert np.array_equal(pooled_quantiles(images, sigma, chunk=5), pooled_quantiles(images, sigma, chunk=7))
 
 
+def _offset(images: np.ndarray, spread: float, seed: int) -> np.ndarray:
+    """Each image brightened or darkened as a whole (real radiographs differ in exposure)."""
+    shift = np.random.default_rng(seed).normal(0, spread, (len(images), 1, 1))
+    return np.clip(images / 255.0 + shift, 0, 1).__mul__(255).round().astype(np.uint8)
+
+
+def test_the_per_image_map_matches_each_images_percentiles_where_the_pooled_one_overshoots():
+    # real images differ in exposure; the generated ones (greyer, and alike in exposure) do not
+    real, held_out = _offset(_radiographs(60, 64, seed=0), 0.12, 1), _offset(_radiographs(60, 64, seed=2), 0.12, 3)
+    grey = _grey(_radiographs(60, 64, seed=4))
+
+    def p99_error(estimator):
+        imap = IntensityMap.fit(grey[:30], real, sigma=4.0, estimator=estimator)
+        assert imap.info["estimator"] == estimator
+        mapped = _apply(imap, grey[30:])
+        return float(np.percentile(mapped / 255, 99, axis=(1, 2)).mean()
+                     - np.percentile(held_out / 255, 99, axis=(1, 2)).mean())
+
+    pooled, per_image = p99_error("pooled"), p99_error("per_image")
+    assert pooled > 0.03 and abs(per_image) < 0.5 * pooled
+    with pytest.raises(ValueError, match="estimator 'median'"):
+        IntensityMap.fit(grey, real, sigma=4.0, estimator="median")
+
+
+def test_per_image_quantiles_are_each_images_own():
+    images = np.random.default_rng(0).integers(0, 256, (5, 24, 24), dtype=np.uint8)
+    q = per_image_quantiles(images, 2.0, chunk=2).numpy()
+    exact = np.quantile(blur(torch.from_numpy(images / 255.0).float()[:, None], 2.0).flatten(1).double().numpy(),
+                        np.linspace(0, 1, QUANTILES), axis=1).T
+    np.testing.assert_allclose(q, exact, atol=1e-6)  # float32 blur, chunked or not
+
+
 def test_the_blur_is_a_gaussian_of_the_asked_width():
     x = torch.zeros(1, 1, 65, 65)
     x[0, 0, 32, 32] = 1
@@ -120,7 +153,8 @@ def test_the_blur_is_a_gaussian_of_the_asked_width():
     assert abs(float((y * r2).sum()) / 2 - 16.0) < 0.5  # variance per axis = sigma^2
 
 
-@pytest.mark.parametrize("setting", ["sample.intensity_sigma=-1", "sample.intensity_fit_n=1"])
+@pytest.mark.parametrize("setting", ["sample.intensity_sigma=-1", "sample.intensity_fit_n=1",
+                                     "sample.intensity_estimator=median"])
 def test_bad_intensity_settings_are_refused(setting):
     with pytest.raises(ConfigError, match=setting.split("=")[0]):
         C.load(DiffCXRConfig, None, [setting]).validate()
@@ -150,8 +184,11 @@ def test_train_fits_the_map_once_and_the_pipeline_applies_it(tiny_run, tmp_path,
     other = C.load(DiffCXRConfig, copy / "config.yaml", ["sample.guidance=3"])
     write_intensity_map(other, mrun, progress=False)
     assert IntensityMap.load(path).info["sampling"]["guidance"] == 3  # refitted for new settings
+    per_image = C.load(DiffCXRConfig, copy / "config.yaml", ["sample.intensity_estimator=per_image"])
+    write_intensity_map(per_image, mrun, progress=False)
+    assert IntensityMap.load(path).info["estimator"] == "per_image"  # refitted for the new estimator
     fits = [c for c in training_cost(copy) if c["stage"] == "intensity_map"]
-    assert len(fits) == 2 and all(c["seconds"] > 0 for c in fits)  # timed when fitted, not when kept
+    assert len(fits) == 3 and all(c["seconds"] > 0 for c in fits)  # timed when fitted, not when kept
     write_intensity_map(mapped_cfg, mrun, progress=False)
 
     pipe, plain = DiffCXRPipeline.from_pretrained(copy), DiffCXRPipeline.from_pretrained(run.root)
