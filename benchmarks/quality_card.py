@@ -1,10 +1,10 @@
 """The quality card of a generator: everything issue #13 asks to compare, from one command.
 
     python benchmarks/quality_card.py --model runs/kermany-128 --data ../shared/data/kermany \
-        [--name kermany-128] [--n 400] [--vae-n 300] [--work runs/quality] [--stats-only | --vae-only]
+        [--name kermany-128] [--n 400] [--cohort-seed 0] [--vae-n 300] [--work runs/quality] [--stats-only | --vae-only]
         [--vae FOLDER]
 
-1. Cohort: ``cxraug synth --labels pneumonia --n N`` (0.2 negatives, seed 0, the memorisation
+1. Cohort: ``cxraug synth --labels pneumonia --n N`` (0.2 negatives, seed 0 or ``--cohort-seed``, the memorisation
    gate), the same command as the 64 px card in the README, so the counts match (320 pneumonia,
    80 negatives at N=400).
 2. Extractor: a resnet18 trained on REAL images only at 64 px (``dkim_fidelity.judge``: the run's
@@ -56,17 +56,17 @@ def rel(p) -> str:
     return os.path.relpath(Path(p).resolve(), (HERE / "results").resolve())
 
 
-def cohort(model: str, n: int, out: Path) -> dict:
+def cohort(model: str, n: int, out: Path, seed: int = 0) -> dict:
     from cxraug.cohorts.config import SynthConfig
     from cxraug.cohorts.generate import synthesize
 
     t0 = time.perf_counter()
-    summary = synthesize(SynthConfig(labels=["pneumonia"], n=n, seed=0, gates=["memorisation"]),
+    summary = synthesize(SynthConfig(labels=["pneumonia"], n=n, seed=seed, gates=["memorisation"]),
                          model, out)
     import pandas as pd
 
     m = pd.read_csv(out / "manifest.csv")
-    return {"folder": rel(out), "n": len(m), "targets": m["target"].value_counts().to_dict(),
+    return {"folder": rel(out), "n": len(m), "seed": seed, "targets": m["target"].value_counts().to_dict(),
             "memorisation_pass": int((m["memorisation"] == "pass").sum()),
             "memorisation_fail": int((m["memorisation"] == "fail").sum()),
             "seconds": time.perf_counter() - t0, "complete": bool(summary["complete"])}
@@ -247,6 +247,9 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--name", help="model name for the output files (default: the run folder's)")
     ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--cohort-seed", type=int, default=0,
+                    help="the cohort's seed (cxraug synth --seed); another seed draws a new cohort for a "
+                         "confirmation card")
     ap.add_argument("--vae-n", type=int, default=300, help="official test images to reconstruct")
     ap.add_argument("--work", type=Path, default=Path("runs/quality"))
     ap.add_argument("--skip-fidelity", action="store_true")
@@ -272,7 +275,7 @@ def main() -> None:
     t0 = time.perf_counter()
 
     if not args.vae_only:
-        res["cohort"] = cohort(str(args.model), args.n, work / "cohort")
+        res["cohort"] = cohort(str(args.model), args.n, work / "cohort", args.cohort_seed)
     vae_reconstructions(str(args.model), args.data, args.vae_n, work / "vae-recon", args.vae)
     res["vae_recon_images"] = {"folder": rel(work / "vae-recon"), "n": args.vae_n, "split": "test",
                                "vae": rel(args.vae) if args.vae else "the run's vae/"}

@@ -104,3 +104,19 @@ def test_a_packaged_model_keeps_the_judges_splits_under_work(kermany_fixture, tm
     run.mkdir()
     (run / "splits.csv").write_text(path.read_text())
     assert D.splits_file(run, tmp_path / "work") == run / "splits.csv"
+
+
+def test_the_cohort_seed_draws_a_new_cohort(tmp_path_factory, tmp_path):
+    """--cohort-seed: a confirmation card's cohort is cxraug synth's with another seed (a new draw
+    of every image), recorded in the card."""
+    import pandas as pd
+    from conftest import train_tiny_run
+
+    from cxraug.cohorts.plan import image_seed
+
+    QC = load_script("quality_card")
+    _, run, _ = train_tiny_run(tmp_path_factory)
+    got = {s: QC.cohort(str(run.root), 4, tmp_path / f"c{s}", seed=s) for s in (0, 3)}
+    assert got[3]["seed"] == 3 and got[3]["n"] == 4
+    seeds = {s: pd.read_csv(tmp_path / f"c{s}" / "manifest.csv", dtype={"seed": str})["seed"].tolist() for s in got}
+    assert seeds[3] == [str(image_seed(3, i)) for i in range(4)] and seeds[3] != seeds[0]
