@@ -613,3 +613,26 @@ def test_evaluating_page_quotes_the_intensity_map_estimators_and_the_v6_card():
            s7["pixel_std"]["ratio"], v7["eval"]["synthetic_matched"]["equal_n"]["two_sample_auc"],
            v7["eval"]["metrics"]["fid"], v7["label_fidelity"]["pneumonia"]["stage1+adapter"]["auc"],
            targets["met"]["kermany-128-v7perimage"])
+
+
+def test_evaluating_page_quotes_the_per_image_map_confirmation_card():
+    """The declared confirmation: v5's weights, per-image map fitted by cxraug train, new cohort seed."""
+    def gen(card): return card["image_stats"]["generator"]["synthetic"]["stats"]
+    c, v7 = load("quality_kermany-128-v6pi-seed1.json"), load("quality_kermany-128-v7perimage.json")
+    targets = load("realism_targets_intensity_map_per_image.json")
+    assert list(targets["cards"]) == ["kermany-128-v5map", "kermany-128-v6pi-seed1"] and c["cohort"]["seed"] == 1
+    met5 = {r["target"]: r["met"] for r in targets["rows"]["kermany-128-v5map"]}
+    met = {r["target"]: r["met"] for r in targets["rows"]["kermany-128-v6pi-seed1"]}
+    assert all(met.values()) and all(met[t] for t in met5 if met5[t])  # the declared rule
+    st, bands = gen(c), ("1-4", "4-8", "8-16", "16-32", "32-48", "48-64")
+    text = page("docs/evaluating.md")
+    quoted(text, "power {}, Laplacian {:.2f}x, p1 / p99 {:.3f} / {:.3f}, two-sample AUC {:.3f}, FID {:.1f}, label fidelity "
+           "{:.3f}: {} of 7, by thin margins (16-32 cycles at {:.4f}, the darkest 1 % {:.3f} above real's)",
+           " / ".join(f"{st['power_' + b]['ratio']:.2f}" for b in bands), st["laplacian_var"]["ratio"],
+           st["p1"]["compared"], st["p99"]["compared"], c["eval"]["synthetic_matched"]["equal_n"]["two_sample_auc"],
+           c["eval"]["metrics"]["fid"], c["label_fidelity"]["pneumonia"]["stage1+adapter"]["auc"],
+           targets["met"]["kermany-128-v6pi-seed1"], st["power_16-32"]["ratio"], st["p1"]["diff"])
+    s7 = gen(v7)
+    spread = max(abs(st[k]["ratio"] - s7[k]["ratio"]) for k in [f"power_{b}" for b in bands[1:]] + ["laplacian_var"])
+    assert round(spread, 2) == 0.08 and all(st[k]["ratio"] < s7[k]["ratio"] for k in ("power_16-32", "laplacian_var"))
+
