@@ -56,6 +56,14 @@ def mapped(imap: IntensityMap, images: np.ndarray) -> np.ndarray:
     return ((imap.apply(x) + 1) * 127.5).round().clamp(0, 255).byte()[:, 0].numpy()
 
 
+def write_record(rec: dict, out_dir: Path, render) -> None:
+    """``out_dir/NAME.json`` (no machine paths) and ``NAME.md`` (``render(rec)``), NAME = ``rec["name"]``."""
+    rec = relative_paths(rec, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{rec['name']}.json").write_text(json.dumps(rec, indent=2) + "\n")
+    (out_dir / f"{rec['name']}.md").write_text(render(rec))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="kermany-128")
@@ -108,10 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                         "precision": precision},
            "n_fit": len(fit_rows), "n_held_out": len(held_rows), "n": args.n, "split": "train only",
            "rule": "most targets met, ties: smallest mean |log ratio|", "rows": rows, "chosen": chosen}
-    rec = relative_paths(rec, args.out_dir)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"{args.out}.json").write_text(json.dumps(rec, indent=2) + "\n")
-    (args.out_dir / f"{args.out}.md").write_text(markdown(rec))
+    write_record(rec, args.out_dir, markdown)
     print(f"chosen: {chosen}")
     return 0
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -35,7 +34,6 @@ import numpy as np
 import torch
 
 from cxraug.cohorts.generator import Autocast
-from cxraug.core.paths import relative_paths
 from cxraug.core.precision import cpu_info, default_device, resolve_precision
 from cxraug.data import labels as L
 from cxraug.data.adapters import load_dataset, resolve_data
@@ -46,7 +44,7 @@ from cxraug.diffusion.pipeline import DiffCXRPipeline
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from intensity_map_design import mapped
+from intensity_map_design import mapped, write_record
 
 ESTIMATORS = ("pooled, same rows", "pooled, every training image", "mean per-image quantiles, every training image")
 
@@ -127,10 +125,7 @@ def main(argv: list[str] | None = None) -> int:
            "reference": "mean of the training images of the same label (Pneumonia or not)",
            "rule": "smallest max(|p1 error|, |p99 error|) among estimators with pixel std ratio >= 0.95",
            "results": results, "chosen": chosen}
-    rec = relative_paths(rec, args.out_dir)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"{args.out}.json").write_text(json.dumps(rec, indent=2) + "\n")
-    (args.out_dir / f"{args.out}.md").write_text(markdown(rec))
+    write_record(rec, args.out_dir, markdown)
     print(f"chosen: {chosen}")
     return 0
 
